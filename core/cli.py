@@ -1,0 +1,207 @@
+"""The `notespace` command line: one JSON document on stdout, progress on stderr, one-line errors.
+
+Flags come from the shared option classes in `core.options`, so the app and the CLI agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.options import ClusterOptions, EmbedOptions, EvaluateOptions, PretrainOptions, ProjectOptions
+from core.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StderrProgress:
+    """Progress lines on stderr: rewritten in place on a terminal, at most twice a second otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self.last < (0.1 if self.tty else 0.5):
+            return
+        self.last = now
+        line = f"[{fraction:6.1%}] {message}"
+        sys.stderr.write(("\r" + line.ljust(79)) if self.tty else line + "\n")
+        if self.tty and fraction >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _emit(result) -> None:
+    json.dump(result, sys.stdout, default=str)
+    sys.stdout.write("\n")
+
+
+# ---- verbs -------------------------------------------------------------------------------------
+
+
+def cmd_ingest(store: Store, args) -> dict:
+    from core.corpus import ingest_file
+
+    return ingest_file(store, args.path, args.name, args.text, args.id, args.meta, progress=StderrProgress())
+
+
+def cmd_demo(store: Store, args) -> dict:
+    from core.corpus import corpus_info, ingest_frame
+    from core.store import StoreError
+    from sample_data.demo import DEMOS
+
+    try:
+        return corpus_info(store, args.demo)  # already loaded: nothing to do
+    except StoreError:
+        pass
+    loader, text, id_col, meta = DEMOS[args.demo]
+    print(f"building the '{args.demo}' demo corpus from its installed package", file=sys.stderr)
+    return ingest_frame(store, loader(), args.demo, text, id_col, meta, source=f"demo:{args.demo}",
+                        progress=StderrProgress())
+
+
+def cmd_corpora(store: Store, args) -> list:
+    return [{"corpus": c.name, "rows": c.n_docs, "skipped": c.skipped, "meta": c.meta, "source": c.source}
+            for c in store.corpora()]
+
+
+def cmd_encoders(store: Store, args) -> list:
+    from core.encoders import list_encoders
+
+    return [e.public() for e in list_encoders(store)]
+
+
+def cmd_embed(store: Store, args) -> dict:
+    from core.embed import embed_corpus
+
+    return embed_corpus(store, args.corpus, EmbedOptions.from_args(args), progress=StderrProgress())
+
+
+def cmd_project(store: Store, args) -> dict:
+    from core.projection import export_projection, project_corpus
+
+    result = project_corpus(store, args.corpus, ProjectOptions.from_args(args), progress=StderrProgress())
+    if args.out:
+        export_projection(store, result["projection"], args.out)
+    return result
+
+
+def cmd_cluster(store: Store, args) -> dict:
+    from core.clusters import cluster_corpus
+
+    return cluster_corpus(store, args.corpus, ClusterOptions.from_args(args), progress=StderrProgress())
+
+
+def cmd_pretrain(store: Store, args) -> dict:
+    from core.jobs import run_pretrain_now
+
+    return run_pretrain_now(store, args.corpus, PretrainOptions.from_args(args), progress=StderrProgress())
+
+
+def cmd_jobs(store: Store, args) -> list:
+    from core.jobs import list_jobs
+
+    return list_jobs(store)
+
+
+def cmd_evaluate(store: Store, args) -> dict:
+    from core.evaluation import evaluate_corpus, render_report_md
+
+    result = evaluate_corpus(store, args.corpus, args.encoders, EvaluateOptions.from_args(args),
+                             progress=StderrProgress())
+    if args.out:
+        Path(args.out).write_text(render_report_md(result), encoding="utf-8")
+    return result
+
+
+def cmd_app(store: Store, args) -> None:
+    env = os.environ | {"NOTESPACE_DB": str(store.path)}
+    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
+               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    print(f"NoteSpace on http://127.0.0.1:{args.port} (store: {store.path})", file=sys.stderr)
+    raise SystemExit(subprocess.call(command, cwd=ROOT, env=env))
+
+
+# ---- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="notespace", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="store file (default: $NOTESPACE_DB or ~/.notespace/notespace.duckdb)")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler, help: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    p = verb("ingest", cmd_ingest, "ingest a CSV, TSV, Parquet or JSONL file of notes")
+    p.add_argument("path")
+    p.add_argument("--name", required=True, help="name of the new corpus")
+    p.add_argument("--text", required=True, help="column holding the note text")
+    p.add_argument("--id", help="column holding a unique id per note (default: row number)")
+    p.add_argument("--meta", nargs="+", help="metadata columns (default: every other column)")
+
+    p = verb("demo", cmd_demo, "load a demo corpus built from an installed package")
+    p.add_argument("demo", choices=["drug-reviews", "hpo", "icd10"])
+
+    verb("corpora", cmd_corpora, "list corpora")
+    verb("encoders", cmd_encoders, "list encoders")
+
+    p = verb("embed", cmd_embed, "embed a corpus (cached: only new texts are computed)")
+    p.add_argument("--corpus", required=True)
+    EmbedOptions.add_arguments(p)
+
+    p = verb("project", cmd_project, "compute a 2-D map (UMAP or PCA) of a corpus")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--out", help="write document id, x, y and metadata to this Parquet file")
+    ProjectOptions.add_arguments(p)
+
+    p = verb("cluster", cmd_cluster, "find and label clusters")
+    p.add_argument("--corpus", required=True)
+    ClusterOptions.add_arguments(p)
+
+    p = verb("pretrain", cmd_pretrain, "adapt an encoder to a corpus (mlm, declutr or metadata)")
+    p.add_argument("--corpus", required=True)
+    PretrainOptions.add_arguments(p)
+
+    verb("jobs", cmd_jobs, "list background jobs with state and progress")
+
+    p = verb("evaluate", cmd_evaluate, "separability and few-shot learning curves of encoders")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--encoders", nargs="+", required=True, metavar="ID")
+    p.add_argument("--out", help="also write a Markdown report here")
+    EvaluateOptions.add_arguments(p)
+
+    p = verb("app", cmd_app, "serve the app on 127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        store = Store(args.db) if args.db else Store()
+        result = args.handler(store, args)
+    except KeyboardInterrupt:
+        print("notespace: cancelled", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure ends in one clear line; NOTESPACE_DEBUG=1 shows the traceback
+        if os.environ.get("NOTESPACE_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"notespace {args.verb}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, (ValueError, LookupError, OSError, RuntimeError)) else 1
+    _emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

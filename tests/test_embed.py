@@ -1,0 +1,102 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sentence_transformers import SentenceTransformer
+
+import core.embed as embed_mod
+from core.corpus import ingest_frame
+from core.embed import Embedder, Settings, embed_corpus, embed_query, load_embeddings
+from core.encoders import get_encoder
+from core.options import EmbedOptions
+from core.store import Store
+
+TINY = EmbedOptions(encoder="tiny", precision="fp32")
+
+
+@pytest.fixture()
+def store(db_path, models_dir, synthetic_df):
+    s = Store(db_path)
+    ingest_frame(s, synthetic_df, "notes", "text", "note_id")
+    return s
+
+
+def test_second_embed_is_all_cached_and_identical(store):
+    first = embed_corpus(store, "notes", TINY)
+    assert (first["n"], first["computed"], first["cached"]) == (120, 120, 0)
+    X1 = load_embeddings(store, "notes", TINY, compute_missing=False)
+    second = embed_corpus(Store(store.path), "notes", TINY)
+    assert (second["computed"], second["cached"]) == (0, 120)
+    np.testing.assert_array_equal(X1, load_embeddings(store, "notes", TINY, compute_missing=False))
+
+
+def test_vectors_match_plain_sentence_transformers(store, models_dir, synthetic_df):
+    X = load_embeddings(store, "notes", TINY)
+    reference = SentenceTransformer(str(models_dir / "tiny"), device="cpu").encode(synthetic_df["text"].tolist())
+    np.testing.assert_allclose(X, reference, atol=2e-5)
+
+
+def test_identical_texts_are_embedded_once(db_path, models_dir):
+    store = Store(db_path)
+    ingest_frame(store, pd.DataFrame({"text": ["same note", "same note", "other note"]}), "dups", "text")
+    result = embed_corpus(store, "dups", TINY)
+    assert (result["computed"], result["n"]) == (2, 3)
+    X = load_embeddings(store, "dups", TINY, compute_missing=False)
+    np.testing.assert_array_equal(X[0], X[1])
+
+
+def test_settings_change_the_cache_key(store):
+    embed_corpus(store, "notes", TINY)
+    assert embed_corpus(store, "notes", TINY.replace(max_length=16))["computed"] == 120
+    assert embed_corpus(store, "notes", TINY.replace(batch_size=7))["computed"] == 0  # batching is not a setting of the vectors
+
+
+def test_killed_run_resumes_where_it_stopped(store, monkeypatch):
+    monkeypatch.setattr(embed_mod, "CHUNK_DOCS", 50)
+    partial = embed_corpus(store, "notes", TINY, should_stop=lambda: True)
+    assert partial["computed"] == 50
+    rest = embed_corpus(store, "notes", TINY)
+    assert (rest["computed"], rest["cached"]) == (70, 50)
+
+
+def test_long_notes_truncate_or_chunk(db_path, models_dir):
+    store = Store(db_path)
+    long_note = " ".join(["cardiology chest pain troponin"] * 60)
+    ingest_frame(store, pd.DataFrame({"text": [long_note, "short note"]}), "long", "text")
+    opts = TINY.replace(max_length=32)
+    truncated = load_embeddings(store, "long", opts)
+    chunked = load_embeddings(store, "long", opts.replace(long_notes="chunk"))
+    assert not np.allclose(truncated[0], chunked[0])  # the long note differs ...
+    np.testing.assert_allclose(truncated[1], chunked[1], atol=1e-6)  # ... a short one does not
+
+
+def test_batches_cover_every_text_under_the_token_budget(db_path, models_dir):
+    enc = get_encoder(Store(db_path), "tiny")
+    emb = Embedder(enc, Settings.resolve(enc, TINY), batch_size=8)
+    emb.token_budget = 100
+    lengths = np.array([3, 50, 7, 7, 20, 1, 99, 12, 12, 12, 5])
+    batches = list(emb.batches(lengths))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert all(len(b) * lengths[b].max() <= 100 or len(b) == 1 for b in batches)
+    assert all(len(b) <= 8 for b in batches)
+
+
+def test_query_embedding_matches_the_corpus_vector(store, synthetic_df):
+    X = load_embeddings(store, "notes", TINY)
+    q = embed_query(store, synthetic_df["text"].iloc[5], TINY)
+    np.testing.assert_allclose(q, X[5], atol=1e-5)
+
+
+def test_embed_records_provenance(store):
+    embed_corpus(store, "notes", TINY)
+    run = store.runs("embed")[0]
+    assert run["params"]["precision"] == "fp32" and run["inputs"]["data_hash"] == store.corpus("notes").data_hash
+
+
+@pytest.mark.real_model
+def test_bf16_stays_faithful_to_fp32_on_the_real_model(db_path, synthetic_df):
+    store = Store(db_path)
+    ingest_frame(store, synthetic_df.head(40), "real", "text", "note_id")
+    fp32 = load_embeddings(store, "real", EmbedOptions(precision="fp32"))
+    bf16 = load_embeddings(store, "real", EmbedOptions(precision="bf16"))
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() > 0.999
