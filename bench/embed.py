@@ -1,0 +1,181 @@
+"""Embedding benchmark: NoteSpace vs plain sentence-transformers, cache reopen, memory at scale.
+
+    python bench/embed.py [--repeats 3] [--hpo 5000] [--big 200000] [--skip-memory]
+
+Every ratio is against plain fp32 `SentenceTransformer.encode` measured in the same run, on the
+same texts and batch size; docs/s are medians of the repeats (min-max shown). The quality gate
+compares each variant's vectors with the fp32 baseline: per-document cosine >= 0.999 and kNN-10
+overlap >= 0.98. Results print as a Markdown table and are saved to bench/out/embed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.corpus import ingest_frame  # noqa: E402
+from core.embed import Embedder, Settings, embed_corpus, load_embeddings  # noqa: E402
+from core.encoders import get_encoder, packaged_path  # noqa: E402
+from core.options import EmbedOptions  # noqa: E402
+from core.store import Store  # noqa: E402
+from sample_data.demo import drug_reviews, hpo  # noqa: E402
+
+GATE_COSINE, GATE_KNN = 0.999, 0.98
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}"
+
+
+def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    def neighbours(x):
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1)[:, :k]
+
+    na, nb = neighbours(a), neighbours(b)
+    return float(np.mean([len(set(r) & set(s)) / k for r, s in zip(na, nb)]))
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
+def timed(fn, repeats: int):
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return out, times
+
+
+def compare_variants(name: str, texts: list[str], batch_size: int, repeats: int, device: str) -> list[dict]:
+    from sentence_transformers import SentenceTransformer
+
+    plain = SentenceTransformer(str(packaged_path()), device=device)
+    plain.encode(texts[:64], batch_size=batch_size)  # warm-up
+    enc = get_encoder(Store(Path(tempfile.mkdtemp()) / "s.duckdb"), "minilm")
+    variants = {"sentence-transformers fp32 (baseline)": lambda: plain.encode(texts, batch_size=batch_size)}
+    precisions = ["fp32", "bf16"] if device == "cpu" else ["bf16"]
+    for precision in precisions:
+        emb = Embedder(enc, Settings.resolve(enc, EmbedOptions(precision=precision, device=device)), batch_size)
+        emb.encode(texts[:64])
+        variants[f"NoteSpace {precision}, token buckets"] = lambda emb=emb: emb.encode(texts)
+    rows, baseline = [], None
+    for label, fn in variants.items():
+        vectors, times = timed(fn, repeats)
+        rates = [len(texts) / t for t in times]
+        if baseline is None:
+            baseline = (vectors, statistics.median(rates))
+        rows.append({"corpus": name, "variant": label, "docs_per_s": statistics.median(rates),
+                     "min_docs_per_s": min(rates), "max_docs_per_s": max(rates),
+                     "ratio": statistics.median(rates) / baseline[1],
+                     "min_cosine": min_cosine(vectors, baseline[0]), "knn10_overlap": knn_overlap(vectors, baseline[0])})
+        rows[-1]["gate"] = rows[-1]["min_cosine"] >= GATE_COSINE and rows[-1]["knn10_overlap"] >= GATE_KNN
+        print(f"  {label}: {rows[-1]['docs_per_s']:.1f} docs/s ({rows[-1]['ratio']:.2f}x)", file=sys.stderr)
+    return rows
+
+
+def cache_reopen(texts: list[str]) -> dict:
+    import pandas as pd
+
+    store = Store(Path(tempfile.mkdtemp()) / "s.duckdb")
+    ingest_frame(store, pd.DataFrame({"text": texts}), "bench", "text")
+    computed = embed_corpus(store, "bench")
+    reopened = Store(store.path)
+    start = time.perf_counter()
+    again = embed_corpus(reopened, "bench")
+    load_embeddings(reopened, "bench", compute_missing=False)
+    cached_s = time.perf_counter() - start
+    assert again["computed"] == 0
+    return {"compute_s": computed["seconds"], "cached_embed_s": again["seconds"],
+            "reopen_and_load_s": cached_s, "ratio": computed["seconds"] / max(cached_s, 1e-9)}
+
+
+MEMORY_CHILD = """
+import json, resource, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from core.corpus import ingest_frame
+from core.embed import embed_corpus
+from core.options import EmbedOptions
+from core.store import Store
+from sample_data.synthetic import synthetic_notes
+n = {n}
+store = Store(Path(tempfile.mkdtemp()) / "s.duckdb")
+ingest_frame(store, synthetic_notes(n, seed=3, min_words=6, max_words=24), "big", "text", "note_id")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+result = embed_corpus(store, "big", EmbedOptions(max_length=64))
+print(json.dumps({{"n": n, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_before_embed_mb": before / 1024, "seconds": result["seconds"], "computed": result["computed"]}}))
+"""
+
+
+def memory(n: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD.format(root=str(ROOT), n=n)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hpo", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--big", type=int, default=200_000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+
+    reviews = drug_reviews()["review"].tolist()
+    definitions = hpo().sample(n=args.hpo, random_state=0)["definition"].tolist()
+    report = {"machine": machine(), "rows": []}
+    for name, texts in (("drug reviews (979)", reviews), (f"HPO definitions ({len(definitions):,})", definitions)):
+        print(f"{name}:", file=sys.stderr)
+        report["rows"] += compare_variants(name, texts, args.batch_size, args.repeats, args.device)
+    report["cache"] = cache_reopen(reviews)
+    if not args.skip_memory:
+        report["memory"] = [memory(1000), memory(args.big)]
+
+    print(f"\nMachine: {report['machine']}\n")
+    print("| corpus | variant | docs/s (median, min-max) | vs plain fp32 | min cosine | kNN-10 overlap | gate |")
+    print("|---|---|---|---|---|---|---|")
+    for r in report["rows"]:
+        print(f"| {r['corpus']} | {r['variant']} | {r['docs_per_s']:.1f} ({r['min_docs_per_s']:.1f}-"
+              f"{r['max_docs_per_s']:.1f}) | {r['ratio']:.2f}x | {r['min_cosine']:.5f} | {r['knn10_overlap']:.3f} | "
+              f"{'pass' if r['gate'] else 'FAIL'} |")
+    c = report["cache"]
+    print(f"\nCache: computing the drug reviews took {c['compute_s']:.2f} s; reopening the store and loading "
+          f"them cached took {c['reopen_and_load_s']:.3f} s ({c['ratio']:.0f}x faster).")
+    if "memory" in report:
+        small, big = report["memory"]
+        print(f"Memory: peak RSS {small['peak_rss_mb']:.0f} MB embedding {small['n']:,} notes, "
+              f"{big['peak_rss_mb']:.0f} MB embedding {big['n']:,} notes "
+              f"({big['peak_rss_mb'] / small['peak_rss_mb']:.2f}x; {big['n'] / big['seconds']:.0f} docs/s).")
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "embed.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Few-shot learning curves on frozen embeddings, and "label from the map" (train + suggest next).
+
+The held-out test split is fixed by the seed and depends only on the labels, and shot samples are
+nested (k=2 extends k=1) and likewise label-only: every encoder is scored on the same notes with
+the same training notes, so curves of different encoders are paired comparisons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from core.separability import as_labels, keep_classes, normalise, single_blas, t_interval
+
+CLASSIFIERS = ("logreg", "knn")
+
+
+@contextlib.contextmanager
+def _fitting():
+    """One BLAS thread; silence sklearn's "looks like regression" warning, which 1 shot per class trips."""
+    with single_blas(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        yield
+
+
+def make_classifier(name: str = "logreg", n_train: int = 0, knn_k: int = 10, seed: int = 0):
+    """Logistic regression (default) or a distance-weighted cosine kNN (k capped by training size)."""
+    if name == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=1.0, max_iter=1000, random_state=seed)
+    if name == "knn":
+        from sklearn.neighbors import KNeighborsClassifier
+
+        # distance weights: with 1 shot per class a uniform vote would be a k-way tie
+        return KNeighborsClassifier(n_neighbors=max(1, min(knn_k, n_train)), weights="distance", metric="cosine")
+    raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
+
+
+def split_train_test(codes: np.ndarray, test_size: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split keeping at least one note of every class on each side."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(codes):
+        idx = rng.permutation(np.flatnonzero(codes == c))
+        n_test = int(min(len(idx) - 1, max(1, round(test_size * len(idx)))))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def shot_orders(codes: np.ndarray, pool: np.ndarray, seed) -> list[np.ndarray]:
+    """Per class, a seeded random order of its pool notes; the first k are the k-shot sample."""
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(pool[codes[pool] == c]) for c in np.unique(codes[pool])]
+
+
+def full_proba(clf, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities over every class (columns of classes the model never saw stay 0)."""
+    P = np.zeros((len(X), n_classes))
+    P[:, clf.classes_] = clf.predict_proba(X)
+    return P
+
+
+def classification_metrics(true: np.ndarray, pred: np.ndarray, P: np.ndarray) -> dict[str, float | None]:
+    """Macro-F1, accuracy, balanced accuracy and macro one-vs-rest ROC-AUC over classes in `true`."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+    present = np.unique(true)
+    aucs = [roc_auc_score(true == c, P[:, c]) for c in present if 0 < (true == c).sum() < len(true)]
+    return {
+        "macro_f1": float(f1_score(true, pred, labels=present, average="macro", zero_division=0)),
+        "accuracy": float((true == pred).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(true, pred)),
+        "roc_auc": float(np.mean(aucs)) if aucs else None,
+    }
+
+
+@dataclass
+class FewShotRun:
+    shot: int
+    seed: int
+    train_idx: np.ndarray
+    pred: np.ndarray  # class codes, aligned with LearningCurve.test_idx
+    confidence: np.ndarray
+    metrics: dict[str, float | None]
+
+
+@dataclass
+class LearningCurve:
+    classes: list[str]
+    test_idx: np.ndarray  # row indices into the X given (never used for training)
+    test_codes: np.ndarray
+    classifier: str
+    runs: list[FewShotRun] = field(default_factory=list)
+    dropped_classes: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict]:
+        """Per shot (string key): mean and 95% t-interval over seeds."""
+        out = {}
+        for k in sorted({r.shot for r in self.runs}):
+            rs = [r for r in self.runs if r.shot == k]
+            col = {m: [r.metrics[m] for r in rs] for m in rs[0].metrics}
+            aucs = [a for a in col["roc_auc"] if a is not None]
+            out[str(k)] = {
+                "macro_f1": float(np.mean(col["macro_f1"])), "macro_f1_ci": t_interval(col["macro_f1"]),
+                "accuracy": float(np.mean(col["accuracy"])), "accuracy_ci": t_interval(col["accuracy"]),
+                "balanced_accuracy": float(np.mean(col["balanced_accuracy"])),
+                "roc_auc": float(np.mean(aucs)) if aucs else None,
+                "n_train": float(np.mean([len(r.train_idx) for r in rs])), "seeds": len(rs),
+            }
+        return out
+
+    def run(self, shot: int, seed: int = 0) -> FewShotRun:
+        return next(r for r in self.runs if r.shot == shot and r.seed == seed)
+
+    def predictions_frame(self, shot: int, seed: int | None = 0, ids=None) -> pd.DataFrame:
+        """One row per test note: id, true label, predicted label, confidence, correct.
+
+        seed=None: every seed's predictions, one block per seed, with a `seed` column.
+        """
+        if seed is None:
+            seeds = sorted({r.seed for r in self.runs if r.shot == shot})
+            return pd.concat([self.predictions_frame(shot, s, ids).assign(seed=s) for s in seeds], ignore_index=True)
+        r, names = self.run(shot, seed), np.array(self.classes, dtype=object)
+        note = np.asarray(ids, dtype=object)[self.test_idx] if ids is not None else self.test_idx
+        return pd.DataFrame({"id": note, "true": names[self.test_codes], "predicted": names[r.pred],
+                             "confidence": r.confidence, "correct": r.pred == self.test_codes})
+
+    def confusion_frame(self, shot: int, seed: int | None = 0) -> pd.DataFrame:
+        """Counts, rows = true label, columns = predicted label; seed=None sums over every seed."""
+        from sklearn.metrics import confusion_matrix
+
+        seeds = sorted({r.seed for r in self.runs if r.shot == shot}) if seed is None else [seed]
+        m = sum(confusion_matrix(self.test_codes, self.run(shot, s).pred, labels=np.arange(len(self.classes)))
+                for s in seeds)
+        return pd.DataFrame(m, index=pd.Index(self.classes, name="true"),
+                            columns=pd.Index(self.classes, name="predicted"))
+
+    def to_dict(self) -> dict:
+        """JSON-ready, predictions included, so a stored curve can be shown again without refitting."""
+        return {"classes": self.classes, "classifier": self.classifier, "dropped_classes": self.dropped_classes,
+                "test_idx": self.test_idx.tolist(), "test_codes": self.test_codes.tolist(),
+                "summary": self.summary(),
+                "runs": [{"shot": r.shot, "seed": r.seed, "train_idx": r.train_idx.tolist(), "pred": r.pred.tolist(),
+                          "confidence": np.round(r.confidence, 4).tolist(), "metrics": r.metrics}
+                         for r in self.runs]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LearningCurve:
+        runs = [FewShotRun(r["shot"], r["seed"], np.asarray(r["train_idx"], dtype=np.int64),
+                           np.asarray(r["pred"], dtype=np.int64), np.asarray(r["confidence"], dtype=np.float64),
+                           r["metrics"]) for r in d["runs"]]
+        return cls(list(d["classes"]), np.asarray(d["test_idx"], dtype=np.int64),
+                   np.asarray(d["test_codes"], dtype=np.int64), d["classifier"], runs, dict(d["dropped_classes"]))
+
+
+def learning_curve(X, y, shots=(1, 2, 4, 8, 16), seeds: int = 5, test_size: float = 0.3,
+                   classifier: str = "logreg", knn_k: int = 10, seed: int = 0,
+                   progress: Callable[[float, str], None] | None = None) -> LearningCurve:
+    """Train on k notes per class (k in shots, `seeds` draws each) and score on a fixed test split."""
+    y = as_labels(y)
+    mask, dropped = keep_classes(y)  # a class needs a note on each side of the split
+    rows = np.flatnonzero(mask)
+    classes, codes = np.unique(y[mask].astype(str), return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError("few-shot needs at least two classes with >= 2 notes each")
+    Xn = normalise(np.asarray(X)[mask])
+    train_pool, test = split_train_test(codes, test_size, seed)
+    curve = LearningCurve([str(c) for c in classes], rows[test], codes[test], classifier, dropped_classes=dropped)
+    shot_list = sorted({int(k) for k in shots})
+    with _fitting():
+        for s in range(seeds):
+            orders = shot_orders(codes, train_pool, seed=[seed, s])
+            if progress:
+                progress(s / seeds, f"few-shot seed {s + 1} of {seeds}")
+            for k in shot_list:
+                tr = np.sort(np.concatenate([o[:k] for o in orders]))  # nested: k=2 extends k=1
+                clf = make_classifier(classifier, len(tr), knn_k, seed).fit(Xn[tr], codes[tr])
+                P = full_proba(clf, Xn[test], len(classes))
+                pred = P.argmax(axis=1)
+                curve.runs.append(FewShotRun(k, s, rows[tr], pred, P.max(axis=1),
+                                             classification_metrics(codes[test], pred, P)))
+    return curve
+
+
+def summary_frame(summaries: dict[str, dict]) -> pd.DataFrame:
+    """{name: LearningCurve.summary()} as one row per (name, shot), for tables and charts."""
+    rows = [{"encoder": name, "shot": int(k), "macro_f1": s["macro_f1"], "macro_f1_low": s["macro_f1_ci"][0],
+             "macro_f1_high": s["macro_f1_ci"][1], "accuracy": s["accuracy"],
+             "accuracy_low": (s.get("accuracy_ci") or [None, None])[0],
+             "accuracy_high": (s.get("accuracy_ci") or [None, None])[1], "seeds": s.get("seeds")}
+            for name, summary in summaries.items() for k, s in summary.items()]
+    return pd.DataFrame(rows, columns=["encoder", "shot", "macro_f1", "macro_f1_low", "macro_f1_high", "accuracy",
+                                       "accuracy_low", "accuracy_high", "seeds"])
+
+
+# ---------------------------------------------------------------- label from the map
+@dataclass
+class LabelModel:
+    classes: list[str]
+    proba: np.ndarray  # n x classes, for every note
+    predictions: np.ndarray  # label per note (object array)
+    labelled_idx: np.ndarray
+
+    def frame(self, ids=None) -> pd.DataFrame:
+        labelled = np.zeros(len(self.proba), dtype=bool)
+        labelled[self.labelled_idx] = True
+        return pd.DataFrame({"id": ids if ids is not None else np.arange(len(self.proba)),
+                             "predicted": self.predictions, "confidence": self.proba.max(axis=1),
+                             "uncertainty": uncertainty(self.proba), "labelled": labelled})
+
+
+def train_from_labels(X, labelled_idx, labels, classifier: str = "logreg", knn_k: int = 10,
+                      seed: int = 0) -> LabelModel:
+    """Fit on the notes a user labelled; predict a label and probabilities for every note."""
+    idx = np.asarray(labelled_idx, dtype=np.int64)
+    lab = as_labels(labels)
+    if len(lab) != len(idx):
+        raise ValueError("labels and labelled_idx differ in length")
+    keep = np.array([v is not None for v in lab], dtype=bool)
+    idx, lab = idx[keep], lab[keep].astype(str)
+    classes, codes = np.unique(lab, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError("label notes of at least two different classes first")
+    Xn = normalise(X)
+    with _fitting():
+        clf = make_classifier(classifier, len(idx), knn_k, seed).fit(Xn[idx], codes)
+        P = full_proba(clf, Xn, len(classes))
+    return LabelModel([str(c) for c in classes], P, classes[P.argmax(axis=1)].astype(object), idx)
+
+
+def uncertainty(proba: np.ndarray) -> np.ndarray:
+    """1 - (top1 - top2) probability margin: 1 = a coin toss between two labels."""
+    if proba.shape[1] < 2:
+        return np.zeros(len(proba))
+    top2 = np.sort(proba, axis=1)[:, -2:]
+    return 1.0 - (top2[:, 1] - top2[:, 0])
+
+
+def suggest_next(X, proba, labelled_idx, n: int = 10, pool_factor: int = 5) -> np.ndarray:
+    """Next notes to label: uncertain (margin) AND diverse (greedy, far from labelled and chosen).
+
+    The `n * pool_factor` most uncertain unlabelled notes are candidates; each step picks the one
+    maximising uncertainty x cosine distance to the nearest labelled-or-chosen note, so
+    near-duplicates of a picked note score ~0. Deterministic (ties go to the more uncertain note).
+    """
+    Xn = normalise(X)
+    unc = uncertainty(np.asarray(proba, dtype=np.float64))
+    labelled = np.unique(np.asarray(labelled_idx, dtype=np.int64))
+    free = np.setdiff1d(np.arange(len(Xn)), labelled)
+    if len(free) == 0 or n <= 0:
+        return np.array([], dtype=np.int64)
+    cand = free[np.argsort(-unc[free], kind="stable")[: max(n, n * pool_factor)]]
+    C = Xn[cand]
+    # distance to the nearest labelled note; 1 (orthogonal) when nothing is labelled yet
+    near = 1.0 - (C @ Xn[labelled].T).max(axis=1) if len(labelled) else np.ones(len(cand))
+    near = np.maximum(near, 0.0)
+    chosen: list[int] = []
+    for _ in range(min(n, len(cand))):
+        score = unc[cand] * near
+        score[chosen] = -np.inf
+        j = int(np.argmax(score))
+        chosen.append(j)
+        near = np.minimum(near, np.maximum(1.0 - C @ C[j], 0.0))
+    return cand[chosen]

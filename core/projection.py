@@ -1,0 +1,251 @@
+"""2-D maps of an embedding set (UMAP or PCA), map alignment and map quality.
+
+Why UMAP never makes a user wait for numba:
+- umap-learn 0.5.12 jit-compiles its functions without `cache=True`, and pynndescent's kNN search
+  takes the distance function as an argument, which numba cannot cache at all: every fresh process
+  (CLI run, background job) spent 40-50 s compiling before its first map (5k notes, 2 cores).
+- We compute the exact kNN graph ourselves (torch matmul + topk, `neighbours.knn_graph`) and hand
+  it to UMAP as `precomputed_knn`, so pynndescent is never compiled up to EXACT_KNN_MAX notes;
+- and we switch on numba's on-disk cache for umap's own jitted functions, with NUMBA_CACHE_DIR
+  (default ~/.notespace/numba-cache) set before numba is imported. A fresh process then loads the
+  machine code from disk: its first 5k fit took 7.5 s against 7.3 s for a warm one.
+- `warm_up_in_background()` imports umap and runs a tiny fit in a daemon thread, so the app pays
+  the import (and, the very first time on a machine, the compilation) while the user looks around.
+Always import umap through this module (`_import_umap`), never directly, or the cache is skipped.
+
+Seeds: a seeded UMAP is reproducible (same data + settings -> same map, which provenance and the
+compare view rely on) but runs its layout single-threaded. We always seed by default; seed < 0
+asks for the faster, non-reproducible multi-threaded layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from core import neighbours
+from core.options import ProjectOptions
+
+log = logging.getLogger(__name__)
+
+# The exact kNN graph is O(n^2): 0.6 s at 10k, 6 s at 20k on 2 busy cores. Above about 50k
+# pynndescent is faster, even though its numba code cannot be cached: the first such fit in each
+# process pays 30-45 s of compilation.
+EXACT_KNN_MAX = int(os.environ.get("NOTESPACE_EXACT_KNN_MAX", "50000"))
+
+
+def numba_cache_dir() -> Path:
+    """Where numba keeps compiled machine code: $NUMBA_CACHE_DIR, else ~/.notespace/numba-cache."""
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".notespace" / "numba-cache")
+
+
+def _configure_numba_cache() -> None:
+    # Must run before numba is imported (numba reads the variable once, at import).
+    path = numba_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home (locked-down clinical desktops): a temp folder still helps
+        import tempfile
+
+        path = Path(tempfile.gettempdir()) / "notespace-numba-cache"
+        path.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(path))
+    if "numba" in sys.modules:  # imported earlier by someone else: tell it directly
+        sys.modules["numba"].core.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+
+
+_configure_numba_cache()
+
+# We pass our own kNN graph, so UMAP cannot `transform` new points later: we never do, and say
+# nothing. Functions that cannot be cached (only on the pynndescent path) still work, just slowly.
+warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+warnings.filterwarnings("ignore", message="Cannot cache compiled function")
+
+_import_lock = threading.Lock()
+_umap = None
+
+
+def _import_umap():
+    """Import umap once, with numba's disk cache switched on for all its jitted functions."""
+    global _umap
+    with _import_lock:
+        if _umap is None:
+            import numba
+
+            # Functions with explicit signatures compile while umap is imported, before the sweep
+            # below could reach them: default `cache=True` for the duration of the import.
+            njit = numba.njit
+            numba.njit = lambda *args, **kw: njit(*args, **{"cache": True, **kw})
+            try:
+                import umap
+            finally:
+                numba.njit = njit
+            from numba.core.caching import NullCache
+            from numba.core.dispatcher import Dispatcher
+
+            for name, module in list(sys.modules.items()):
+                if name == "umap" or name.startswith("umap."):
+                    for obj in list(vars(module).values()):
+                        if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
+                            obj.enable_caching()
+            _umap = umap
+    return _umap
+
+
+def _as_matrix(X) -> np.ndarray:
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D array of embeddings, got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("the embeddings contain NaN or infinite values")
+    return X
+
+
+def pca(X, n_components: int = 2, metric: str = "cosine") -> np.ndarray:
+    """Deterministic PCA: eigenvectors of the covariance, each signed so its largest loading is > 0.
+
+    With the cosine metric rows are normalised first, so PCA sees the same geometry UMAP does.
+    """
+    X = _as_matrix(X)
+    if metric == "cosine":
+        X = neighbours.unit_rows(X).numpy()
+    n, d = X.shape
+    if n == 0:
+        return np.zeros((0, n_components), np.float32)
+    mean = X.mean(axis=0, dtype=np.float64)
+    cov = np.zeros((d, d))
+    for start in range(0, n, 65536):  # float64 accumulation without a float64 copy of X
+        block = X[start:start + 65536].astype(np.float64) - mean
+        cov += block.T @ block
+    _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
+    V = vecs[:, ::-1][:, :n_components]
+    V *= np.sign(V[np.abs(V).argmax(axis=0), np.arange(V.shape[1])])
+    Y = (X.astype(np.float64) - mean) @ V if n <= 65536 else np.vstack(
+        [(X[s:s + 65536].astype(np.float64) - mean) @ V for s in range(0, n, 65536)])
+    out = np.zeros((n, n_components), np.float32)  # d < n_components: pad with zeros
+    out[:, :Y.shape[1]] = Y
+    return out
+
+
+def umap_embed(X, n_components: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
+               metric: str = "cosine", seed: int = 42, n_epochs: int | None = None) -> np.ndarray:
+    """UMAP of X to `n_components` dims (float32), on an exact kNN graph up to EXACT_KNN_MAX rows."""
+    X = _as_matrix(X)
+    n = len(X)
+    if n < max(n_components + 3, 5):  # too few points for a spectral layout: PCA is the honest answer
+        return pca(X, n_components, metric)
+    k = max(2, min(n_neighbors, n - 1))
+    knn = (None, None, None)
+    if n <= EXACT_KNN_MAX:
+        idx, dist = neighbours.knn_graph(X, k, metric, include_self=True)
+        knn = (idx, dist, None)
+    umap = _import_umap()
+    seeded = seed is not None and seed >= 0
+    reducer = umap.UMAP(
+        n_components=n_components, n_neighbors=k, min_dist=min_dist, metric=metric,
+        random_state=seed if seeded else None, n_jobs=1 if seeded else -1,
+        precomputed_knn=knn, n_epochs=n_epochs, low_memory=True,
+    )
+    return np.ascontiguousarray(reducer.fit_transform(X), dtype=np.float32)
+
+
+def compute_projection(X, opts: ProjectOptions | None = None) -> np.ndarray:
+    """The n x 2 float32 map of X for the given options (UMAP or PCA)."""
+    opts = opts or ProjectOptions()
+    if opts.method == "pca":
+        return pca(X, 2, opts.metric)
+    if opts.method == "umap":
+        return umap_embed(X, 2, opts.n_neighbors, opts.min_dist, opts.metric, opts.seed)
+    raise ValueError(f"unknown projection method {opts.method!r} (umap or pca)")
+
+
+def align_to(reference_xy, xy) -> np.ndarray:
+    """`xy` rotated/reflected, scaled and shifted to best match `reference_xy` (least squares).
+
+    Both maps hold the same documents in the same order. UMAP's orientation and scale are
+    arbitrary, so without this two maps side by side look different even when they agree.
+    """
+    A = np.asarray(reference_xy, dtype=np.float64)
+    B = np.asarray(xy, dtype=np.float64)
+    if A.shape != B.shape:
+        raise ValueError(f"maps of different shapes {A.shape} and {B.shape}: they must hold the same documents")
+    if len(A) == 0:
+        return B.astype(np.float32)
+    muA, muB = A.mean(axis=0), B.mean(axis=0)
+    A0, B0 = A - muA, B - muB
+    U, S, Vt = np.linalg.svd(B0.T @ A0)
+    R = U @ Vt  # orthogonal; reflections allowed, a mirrored UMAP map is just as valid
+    norm = (B0 ** 2).sum()
+    scale = S.sum() / norm if norm > 0 else 1.0
+    return (scale * B0 @ R + muA).astype(np.float32)
+
+
+def trustworthiness(X, xy, n_neighbors: int = 10, sample: int = 2000, seed: int = 0,
+                    metric: str = "cosine") -> float:
+    """How far the map's neighbourhoods are true ones (sklearn's trustworthiness, 1 = perfect),
+    on a random sample of `sample` notes, since the exact measure is quadratic in n."""
+    from sklearn.manifold import trustworthiness as _tw
+
+    X = _as_matrix(X)
+    xy = np.asarray(xy, dtype=np.float32)
+    n = len(X)
+    rows = np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False)
+    rows.sort()
+    k = min(n_neighbors, (len(rows) - 1) // 2)  # sklearn requires k < n/2
+    if k < 1:
+        return float("nan")
+    return float(_tw(X[rows], xy[rows], n_neighbors=k, metric=metric))
+
+
+# ---- warm-up -------------------------------------------------------------------------------
+
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+_warm_seconds: float | None = None
+
+
+def warm_up() -> float:
+    """Import umap and run a tiny fit on the same code path as real fits; returns the seconds.
+
+    The first time on a machine this compiles (and caches) umap's functions; afterwards it only
+    loads them from disk.
+    """
+    global _warm_seconds
+    t = time.perf_counter()
+    X = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    umap_embed(X, 2, n_neighbors=15, seed=0, n_epochs=20)
+    _warm_seconds = time.perf_counter() - t
+    log.info("UMAP warm in %.1f s (numba cache %s)", _warm_seconds, numba_cache_dir())
+    return _warm_seconds
+
+
+def _warm_quietly() -> None:
+    try:
+        warm_up()
+    except Exception:  # a failed warm-up must never break the app: the real fit will report it
+        log.exception("UMAP warm-up failed")
+
+
+def warm_up_in_background() -> threading.Thread:
+    """Start `warm_up()` in a daemon thread once per process; later calls return the same thread.
+
+    Cheap and idempotent: call it on every Streamlit rerun.
+    """
+    global _warm_thread
+    with _warm_lock:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=_warm_quietly, name="notespace-umap-warm-up", daemon=True)
+            _warm_thread.start()
+        return _warm_thread
+
+
+def is_warm() -> bool:
+    """True once a warm-up has finished in this process."""
+    return _warm_seconds is not None

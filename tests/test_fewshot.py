@@ -1,0 +1,155 @@
+"""Few-shot curves (leakage, determinism, sanity of scores) and label-from-the-map suggestions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.fewshot import (
+    classification_metrics, full_proba, learning_curve, make_classifier, suggest_next, train_from_labels,
+    uncertainty,
+)
+
+
+def blobs(noise: float, n: int = 240, d: int = 24, classes: int = 4, seed: int = 0, shuffle: bool = False):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, d))
+    y = np.arange(n) % classes
+    X = (centres[y] + noise * rng.normal(size=(n, d))).astype(np.float32)
+    labels = np.array([f"c{c}" for c in y], dtype=object)
+    return X, (rng.permutation(labels) if shuffle else labels)
+
+
+SHOTS = (1, 2, 4, 8, 16)
+
+
+@pytest.fixture(scope="module")
+def curve_and_data():
+    X, y = blobs(1.2)
+    ids = np.array([f"note-{i:04d}" for i in range(len(y))], dtype=object)
+    return learning_curve(X, y, shots=SHOTS, seeds=5, test_size=0.3), X, y, ids
+
+
+def test_no_training_note_is_ever_a_test_note(curve_and_data):
+    curve, X, y, ids = curve_and_data
+    test_ids = set(ids[curve.test_idx])
+    assert len(curve.runs) == len(SHOTS) * 5
+    for run in curve.runs:
+        train_ids = set(ids[run.train_idx])
+        assert not train_ids & test_ids
+        labels, counts = np.unique(y[run.train_idx], return_counts=True)
+        assert len(labels) == 4 and (counts == run.shot).all()  # exactly k per class, every class
+    assert set(curve.predictions_frame(4, 0, ids=ids)["id"]) == test_ids
+    assert len(test_ids) == pytest.approx(0.3 * len(y), abs=4)
+
+
+def test_split_and_samples_depend_only_on_labels_and_seed(curve_and_data):
+    curve, X, y, _ = curve_and_data
+    other = learning_curve(X[:, ::-1] * 2 + 1, y, shots=SHOTS, seeds=5, classifier="knn")
+    assert np.array_equal(curve.test_idx, other.test_idx)  # paired comparison across encoders
+    for a, b in zip(curve.runs, other.runs):
+        assert np.array_equal(a.train_idx, b.train_idx)
+    assert not np.array_equal(curve.test_idx, learning_curve(X, y, shots=(1,), seeds=1, seed=1).test_idx)
+
+
+def test_shot_samples_are_nested_within_a_seed(curve_and_data):
+    curve = curve_and_data[0]
+    for s in range(5):
+        for small, big in zip(SHOTS, SHOTS[1:]):
+            assert set(curve.run(small, s).train_idx) <= set(curve.run(big, s).train_idx)
+
+
+def test_deterministic_under_seed(curve_and_data):
+    curve, X, y, _ = curve_and_data
+    again = learning_curve(X, y, shots=SHOTS, seeds=5, test_size=0.3)
+    assert again.summary() == curve.summary()
+
+
+def test_more_shots_help_and_random_labels_stay_at_chance(curve_and_data):
+    summary = curve_and_data[0].summary()
+    assert set(summary) == {str(k) for k in SHOTS}
+    assert summary["16"]["macro_f1"] > summary["1"]["macro_f1"] + 0.1
+    for s in summary.values():
+        lo, hi = s["macro_f1_ci"]
+        assert lo <= s["macro_f1"] <= hi and s["seeds"] == 5
+    X, y = blobs(1.2, shuffle=True)
+    chance = learning_curve(X, y, shots=(16,), seeds=3).summary()["16"]
+    assert chance["macro_f1"] < 0.45 and 0.3 < chance["roc_auc"] < 0.7
+
+
+@pytest.mark.parametrize("classifier", ["logreg", "knn"])
+def test_classifiers_learn_separated_classes(classifier):
+    X, y = blobs(0.3)
+    s = learning_curve(X, y, shots=(4,), seeds=3, classifier=classifier).summary()["4"]
+    assert s["macro_f1"] > 0.9 and s["accuracy"] > 0.9 and s["roc_auc"] > 0.95
+
+
+def test_unknown_classifier_is_refused():
+    with pytest.raises(ValueError):
+        make_classifier("svm")
+
+
+@pytest.mark.filterwarnings("ignore:A single label")
+def test_roc_auc_survives_a_class_the_model_never_saw():
+    X, y = blobs(0.5, classes=3)
+    codes = np.unique(y, return_inverse=True)[1]
+    seen = np.flatnonzero(codes < 2)[:40]
+    clf = make_classifier("logreg").fit(X[seen], codes[seen])
+    P = full_proba(clf, X, 3)
+    assert (P[:, 2] == 0).all() and np.allclose(P.sum(axis=1), 1)
+    m = classification_metrics(codes, P.argmax(axis=1), P)
+    assert 0.5 < m["roc_auc"] <= 1 and m["macro_f1"] < 0.8  # class 2 is always missed
+    assert classification_metrics(np.zeros(4, int), np.zeros(4, int), np.ones((4, 1)))["roc_auc"] is None
+
+
+def test_confusion_matrix_and_predictions_export(curve_and_data):
+    curve = curve_and_data[0]
+    cm = curve.confusion_frame(8, 2)
+    assert list(cm.index) == list(cm.columns) == curve.classes
+    assert cm.to_numpy().sum() == len(curve.test_idx)
+    frame = curve.predictions_frame(8, 2)
+    assert np.trace(cm.to_numpy()) == frame["correct"].sum()
+    assert frame["correct"].mean() == pytest.approx(curve.run(8, 2).metrics["accuracy"])
+
+
+def test_small_classes_are_dropped_and_reported():
+    X, y = blobs(0.5, n=80)
+    y = y.copy()
+    y[0] = "singleton"
+    curve = learning_curve(X, y, shots=(2,), seeds=2)
+    assert curve.dropped_classes == {"singleton": 1} and 0 not in curve.test_idx
+    assert "singleton" not in curve.classes
+
+
+def test_train_from_labels_predicts_every_note():
+    X, y = blobs(0.8)
+    labelled = np.arange(0, 40)
+    model = train_from_labels(X, labelled, y[labelled])
+    assert model.proba.shape == (len(y), 4) and np.allclose(model.proba.sum(axis=1), 1)
+    assert (model.predictions == y).mean() > 0.8
+    frame = model.frame()
+    assert frame["labelled"].sum() == 40 and len(frame) == len(y)
+    with pytest.raises(ValueError):
+        train_from_labels(X, [0, 4], ["c0", "c0"])
+
+
+def test_suggest_next_is_unlabelled_distinct_uncertain_and_diverse():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 16)) * 3
+    X = np.vstack([a + rng.normal(size=(100, 16)), b + rng.normal(size=(100, 16)),
+                   (a + b) / 2 + rng.normal(size=(40, 16))])  # 40 notes on the boundary
+    labelled = np.r_[0:10, 100:110]
+    y = np.array(["a"] * 10 + ["b"] * 10)
+    hardest = 200 + int(np.argmax(uncertainty(train_from_labels(X, labelled, y).proba)[200:]))
+    X = np.vstack([X, np.repeat(X[[hardest]], 30, axis=0)])  # 30 copies of the most uncertain note
+    model = train_from_labels(X, labelled, y)
+    unc = uncertainty(model.proba)
+    picks = suggest_next(X, model.proba, labelled, n=10)
+    assert len(picks) == 10 and len(set(picks)) == 10 and not set(picks) & set(labelled)
+    free = np.setdiff1d(np.arange(len(X)), labelled)
+    assert (unc[picks] >= np.quantile(unc[free], 0.75)).all()  # all among the most uncertain quarter
+    copies = set(range(240, 270)) | {hardest}
+    top_by_uncertainty = free[np.argsort(-unc[free], kind="stable")[:10]]
+    assert len(copies & set(top_by_uncertainty)) >= 2  # pure uncertainty would pick duplicates ...
+    assert len(copies & set(picks)) <= 1  # ... diversity does not
+    assert np.array_equal(picks, suggest_next(X, model.proba, labelled, n=10))

@@ -1,0 +1,70 @@
+"""Exact cosine neighbours: against brute force / scikit-learn, self handling, overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.neighbors import NearestNeighbors
+
+from core import neighbours
+from core.neighbours import knn_graph, knn_indices, nearest, neighbourhood_overlap
+
+
+def _random(n=300, d=24, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+def test_nearest_on_a_set_with_known_neighbours():
+    # unit vectors in the plane at known angles: the nearest to angle 0.1 rad are 0, 0.2, 0.4 ...
+    angles = np.array([0.0, 0.2, 0.4, 1.0, 2.0, 3.0])
+    X = np.c_[np.cos(angles), np.sin(angles)] * np.array([[1], [3], [0.5], [2], [1], [7]])  # lengths don't matter
+    idx, sims = nearest(X, [np.cos(0.1), np.sin(0.1)], k=4)
+    assert sorted(idx[:2].tolist()) == [0, 1]
+    assert idx[2:].tolist() == [2, 3]
+    np.testing.assert_allclose(sims, np.cos(np.abs(angles[idx] - 0.1)), atol=1e-6)
+    assert np.all(np.diff(sims) <= 0)
+
+
+def test_nearest_excludes_and_caps_k():
+    X = _random(50)
+    idx, _ = nearest(X, X[7], k=5)
+    assert idx[0] == 7
+    idx, _ = nearest(X, X[7], k=5, exclude=[7])
+    assert 7 not in idx and len(idx) == 5
+    mask = np.zeros(50, bool)
+    mask[:48] = True
+    idx, _ = nearest(X, X[7], k=10, exclude=mask)
+    assert sorted(idx.tolist()) == [48, 49]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_knn_graph_matches_sklearn_across_blocks(monkeypatch, metric):
+    monkeypatch.setattr(neighbours, "_BLOCK_ENTRIES", 300 * 64)  # 64 rows per block: 5 blocks
+    X = _random()
+    idx, dist = knn_graph(X, 6, metric, include_self=False)
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=7, metric=metric).fit(X).kneighbors(X)
+    np.testing.assert_array_equal(idx, ref_idx[:, 1:])
+    np.testing.assert_allclose(dist, ref_dist[:, 1:], atol=1e-4)
+    if metric == "cosine":
+        np.testing.assert_array_equal(knn_indices(X, 6), ref_idx[:, 1:])
+
+
+def test_knn_graph_puts_self_first_even_with_duplicates():
+    X = _random(40)
+    X[10] = X[11] = X[12]  # exact duplicates tie with self
+    idx, dist = knn_graph(X, 5, include_self=True)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(40))
+    assert np.all(dist[:, 0] == 0) and np.all(np.diff(dist, axis=1) >= -1e-6)
+    assert set(idx[10, 1:3]) == {11, 12}
+
+
+def test_overlap_is_one_for_identical_or_rotated_spaces_and_low_when_shuffled():
+    X = _random()
+    assert np.all(neighbourhood_overlap(X, X, k=10) == 1)
+    Q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(24, 24)))
+    rotated = neighbourhood_overlap(X, X @ Q.astype(np.float32), k=10)  # cosine is rotation-invariant
+    assert rotated.mean() > 0.99
+    shuffled = neighbourhood_overlap(X, X[np.random.default_rng(2).permutation(len(X))], k=10)
+    assert shuffled.shape == (300,) and shuffled.mean() < 0.1
+    with pytest.raises(ValueError):
+        neighbourhood_overlap(X, X[:10])
