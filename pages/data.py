@@ -1,5 +1,6 @@
 """Data: add a corpus (demo or upload), embed it, see what each corpus holds."""
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -34,8 +35,9 @@ with add_file:
     upload = st.file_uploader("Notes file", type=["csv", "tsv", "parquet", "jsonl"],
                               help="One note per row. Larger-than-memory files: use `notespace ingest`.")
     if upload is not None:
-        folder = Path(tempfile.gettempdir()) / "notespace-uploads"
-        folder.mkdir(exist_ok=True)
+        # One folder per content, so two sessions uploading the same file name never collide.
+        folder = Path(tempfile.gettempdir()) / "notespace-uploads" / hashlib.sha256(upload.getbuffer()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
         path = folder / Path(upload.name).name
         path.write_bytes(upload.getbuffer())
         try:
@@ -49,9 +51,9 @@ with add_file:
             with st.form("ingest_form"):
                 name = st.text_input("Corpus name", value=Path(upload.name).stem.replace(" ", "-")[:64])
                 text_col = st.selectbox("Text column", columns, index=columns.index(guess))
-                id_col = st.selectbox("Id column (optional)", ["(row number)"] + columns)
+                id_col = st.selectbox("Id column (optional)", ["(row number)"] + columns, key="ingest_id")
                 meta = st.multiselect("Metadata columns", columns, default=[c for c in columns if c not in (text_col, id_col)])
-                submitted = st.form_submit_button("Ingest", type="primary")
+                submitted = st.form_submit_button("Ingest", type="primary", key="ingest_submit")
             if submitted:
                 bar, update = progress_bar("Checking the file…")
                 try:
