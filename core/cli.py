@@ -85,7 +85,7 @@ def cmd_embed(store: Store, args) -> dict:
 
 
 def cmd_project(store: Store, args) -> dict:
-    from core.projection import export_projection, project_corpus
+    from core.maps import export_projection, project_corpus
 
     result = project_corpus(store, args.corpus, ProjectOptions.from_args(args), progress=StderrProgress())
     if args.out:
@@ -112,7 +112,8 @@ def cmd_jobs(store: Store, args) -> list:
 
 
 def cmd_evaluate(store: Store, args) -> dict:
-    from core.evaluation import evaluate_corpus, render_report_md
+    from core.evaluation import evaluate_corpus
+    from core.export import render_report_md
 
     result = evaluate_corpus(store, args.corpus, args.encoders, EvaluateOptions.from_args(args),
                              progress=StderrProgress())

@@ -1,6 +1,153 @@
-"""fewshot page (being built)."""
+"""Few-shot: learning curves of a classifier trained on a few labelled notes per class, on frozen embeddings."""
 
+import html
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
+from plotly.colors import hex_to_rgb, qualitative
 
-st.title("fewshot")
-st.info("This page arrives with its issue.")
+from core.evaluation import fewshot_corpus
+from core.export import safe_csv
+from core.fewshot import LearningCurve, summary_frame
+from core.options import EvaluateOptions
+from core.store import StoreError
+from pages.common import corpus_picker, encoder_picker, progress_bar, store
+
+SHOTS = [1, 2, 4, 8, 16, 32, 64, 128]
+CLASSIFIERS = {"logreg": "Logistic regression", "knn": "k nearest neighbours"}
+METRIC_NAMES = {"macro_f1": "Macro-F1", "accuracy": "Accuracy"}
+MAX_CLASSES_SHOWN = 25  # a confusion matrix of 100 classes is unreadable
+OTHER = "(other classes)"
+
+
+def plain(text) -> str:
+    """User text (class names) for plotly, which would otherwise read it as HTML."""
+    return html.escape(str(text), quote=False)
+
+
+def curve_chart(frame, metric: str, colours: dict) -> go.Figure:
+    """Mean over seeds per encoder, with its 95% interval as a shaded band; x on a log2 scale."""
+    fig = go.Figure()
+    for enc, part in frame.groupby("encoder", sort=False):
+        part = part.sort_values("shot")
+        low, high = part[f"{metric}_low"].fillna(part[metric]), part[f"{metric}_high"].fillna(part[metric])
+        r, g, b = hex_to_rgb(colours[enc])
+        fig.add_trace(go.Scatter(x=list(part["shot"]) + list(part["shot"])[::-1], y=list(high) + list(low)[::-1],
+                                 fill="toself", fillcolor=f"rgba({r},{g},{b},0.18)", line=dict(width=0), mode="lines",
+                                 hoverinfo="skip", showlegend=False, legendgroup=enc))
+        fig.add_trace(go.Scatter(x=part["shot"], y=part[metric], name=enc, mode="lines+markers", legendgroup=enc,
+                                 line=dict(color=colours[enc], width=2.5), customdata=list(zip(low, high)),
+                                 hovertemplate=f"{enc}, %{{x}} per class: %{{y:.3f}} "
+                                               "[%{customdata[0]:.3f}, %{customdata[1]:.3f}]<extra></extra>"))
+    shots = sorted(frame["shot"].unique())
+    fig.update_layout(height=420, margin=dict(t=10, b=10, l=10, r=10), legend=dict(orientation="h", y=1.08),
+                      xaxis=dict(type="log", tickvals=shots, ticktext=[str(s) for s in shots],
+                                 title="labelled notes per class (log scale)"),
+                      yaxis=dict(title=METRIC_NAMES[metric], range=[0, 1.02]))
+    return fig
+
+
+def confusion_chart(cm) -> go.Figure:
+    """Counts summed over seeds; colour is the share of each true class, so small classes stay visible."""
+    share = cm.div(cm.sum(axis=1).clip(lower=1), axis=0)
+    fig = go.Figure(go.Heatmap(z=share.to_numpy(), x=[plain(c) for c in cm.columns], y=[plain(c) for c in cm.index],
+                               text=cm.where(cm > 0, "").to_numpy(), colorscale="Blues", zmin=0, zmax=1,
+                               texttemplate="%{text}", customdata=cm.to_numpy(),
+                               colorbar=dict(title="share of row"),
+                               hovertemplate="true %{y}, predicted %{x}: %{customdata}<extra></extra>"))
+    fig.update_layout(height=220 + 26 * len(cm), margin=dict(t=10, b=10, l=10, r=10),
+                      xaxis=dict(title="predicted", tickangle=-40, tickmode="linear"),
+                      yaxis=dict(title="true", autorange="reversed", tickmode="linear"))
+    return fig
+
+
+def largest_classes(cm, n: int):
+    """The n most frequent true classes; predictions of any other class are pooled in one column."""
+    keep = cm.sum(axis=1).nlargest(n, keep="first").index
+    return cm.loc[keep, keep].assign(**{OTHER: cm.loc[keep].drop(columns=keep).sum(axis=1)})
+
+
+def show_result(result: dict, corpus_name: str, colours: dict) -> None:
+    curves = {e: LearningCurve.from_dict(d) for e, d in result["encoders"].items()}
+    first = next(iter(curves.values()))
+    dropped = len(first.dropped_classes)
+    st.caption(f"{len(first.classes)} classes; the same {len(first.test_idx):,} held-out notes score every encoder "
+               f"and shot count ({CLASSIFIERS[first.classifier].lower()}, "
+               f"{len({r.seed for r in first.runs})} seeds, mean with 95% t-interval)"
+               + (f"; {dropped} classes with a single note left out." if dropped else "."))
+    frame = summary_frame({e: d["summary"] for e, d in result["encoders"].items()})
+    metric = st.radio("Metric", list(METRIC_NAMES), format_func=METRIC_NAMES.get, horizontal=True, key="fs_metric")
+    st.plotly_chart(curve_chart(frame, metric, colours), key="fs_curve_chart")
+    cells = frame.assign(cell=[f"{m:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) and pd.notna(hi) else "")
+                               for m, lo, hi in zip(frame[metric], frame[f"{metric}_low"], frame[f"{metric}_high"])])
+    table = cells.pivot_table(index="shot", columns="encoder", values="cell", aggfunc="first", sort=False)
+    st.dataframe(table[list(curves)].reset_index().rename(columns={"shot": "notes per class"}),
+                 hide_index=True, width="stretch")
+
+    st.subheader("Confusion matrix and predictions")
+    left, right = st.columns(2)
+    encoder = left.selectbox("Encoder", list(curves), key="fs_cm_encoder")
+    shot = right.selectbox("Labelled notes per class", sorted(frame["shot"].unique()), key="fs_cm_shot",
+                           index=len(frame["shot"].unique()) - 1)
+    curve = curves[encoder]
+    cm = curve.confusion_frame(shot, seed=None)
+    if len(cm) > MAX_CLASSES_SHOWN:
+        st.caption(f"The {MAX_CLASSES_SHOWN} most frequent of {len(cm)} classes, summed over every seed; "
+                   f"'{OTHER}' pools predictions of the rest.")
+        cm = largest_classes(cm, MAX_CLASSES_SHOWN)
+    else:
+        st.caption("Summed over every seed.")
+    st.plotly_chart(confusion_chart(cm), key="fs_confusion_chart")
+    docs = store().documents(store().corpus(corpus_name))
+    predictions = curve.predictions_frame(shot, seed=None, ids=docs["doc_id"].to_numpy())
+    predictions["text"] = predictions["id"].map(docs.set_index("doc_id")["text"])
+    predictions = predictions[["seed", "id", "true", "predicted", "confidence", "correct", "text"]]
+    wrong = predictions[(predictions["seed"] == 0) & ~predictions["correct"]]
+    st.caption(f"{len(wrong):,} of {len(curve.test_idx):,} test notes misclassified with seed 0, "
+               "least confident first:")
+    st.dataframe(wrong.sort_values("confidence").drop(columns=["seed", "correct"]).head(200), hide_index=True,
+                 width="stretch", column_config={"text": st.column_config.TextColumn("text", width="large")})
+    st.download_button("Download predictions (CSV, every seed)", safe_csv(predictions), key="fs_download",
+                       file_name=f"{corpus_name}-{encoder}-{shot}-per-class-predictions.csv", mime="text/csv",
+                       on_click="ignore", icon=":material/download:")
+
+
+st.title("Few-shot")
+st.caption("How well a simple classifier on frozen embeddings learns a label from a few labelled notes per class. "
+           "Every encoder is trained and tested on the same notes, so the curves compare like with like.")
+corpus = corpus_picker()
+if corpus:
+    c = store().corpus(corpus)
+    columns = list(c.meta)
+    if not columns:
+        st.info("This corpus has no metadata column to learn; ingest it with metadata on the Data page.")
+        st.stop()
+    left, right = st.columns([1, 2])
+    categorical = [col for col in columns if c.meta[col] == "categorical"]
+    label = left.selectbox("Label column", columns, index=columns.index((categorical or columns)[0]), key="fs_label")
+    with right:
+        encoders = encoder_picker("Encoders", key="fs_encoders", multiple=True)
+    a, b, d = st.columns([2, 1, 1])
+    shots = a.multiselect("Labelled notes per class", SHOTS, default=SHOTS[:6], key="fs_shots")
+    seeds = b.number_input("Seeds", 1, 20, 5, key="fs_seeds", help="random draws of the labelled notes per point")
+    classifier = d.radio("Classifier", list(CLASSIFIERS), format_func=CLASSIFIERS.get, key="fs_classifier")
+    opts = EvaluateOptions(label=label, shots=",".join(map(str, shots)), seeds=int(seeds), classifier=classifier)
+    results = st.session_state.setdefault("fs_results", {})
+    key = (c.id, tuple(encoders), opts)
+    if st.button("Run learning curve", type="primary", key="fs_run", disabled=not (encoders and shots)):
+        bar, update = progress_bar("Loading the vectors…")
+        try:
+            results[key] = fewshot_corpus(store(), corpus, encoders, opts, progress=update)
+        except (StoreError, ValueError) as exc:
+            st.error(str(exc))
+        bar.empty()
+    elif encoders and shots and key not in results:  # run before (this or an earlier session): shown at once
+        found = fewshot_corpus(store(), corpus, encoders, opts, compute=False)
+        if found:
+            results[key] = found
+    if results.get(key):
+        show_result(results[key], corpus, {e: qualitative.Plotly[i % 10] for i, e in enumerate(encoders)})
+    elif encoders:
+        st.info("Choose the label, encoders and shot counts, then **Run learning curve**. Results are kept in the "
+                "store, so they show at once next time.")

@@ -153,3 +153,14 @@ def test_suggest_next_is_unlabelled_distinct_uncertain_and_diverse():
     assert len(copies & set(top_by_uncertainty)) >= 2  # pure uncertainty would pick duplicates ...
     assert len(copies & set(picks)) <= 1  # ... diversity does not
     assert np.array_equal(picks, suggest_next(X, model.proba, labelled, n=10))
+
+
+def test_classes_smaller_than_the_shot_count_are_not_swamped():
+    """k per class caps at a small class's size; the big class must not then take over (it did, unweighted)."""
+    rng = np.random.default_rng(0)
+    sizes = [300] + [5] * 10
+    centres = rng.normal(size=(len(sizes), 32))
+    y = np.repeat([f"c{i}" for i in range(len(sizes))], sizes).astype(object)
+    X = np.vstack([centres[i] + rng.normal(size=(n, 32)) for i, n in enumerate(sizes)]).astype(np.float32)
+    s = learning_curve(X, y, shots=(2, 64), seeds=3).summary()
+    assert s["64"]["macro_f1"] > s["2"]["macro_f1"] > 0.8  # unweighted: 0.94 at 2, 0.49 at 64

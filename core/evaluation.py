@@ -1,0 +1,281 @@
+"""Compare encoders on one label: separability metrics and few-shot curves, as the CLI's JSON,
+plus a Markdown report.
+
+`evaluate_encoders` is pure (arrays in, JSON-ready dicts out). `evaluate_corpus`, `fewshot_corpus`
+and `audit_corpus` read a corpus from the store and keep every result there as a run with its
+parameters and inputs. Each encoder's separability and few-shot curve are stored separately, so
+adding an encoder to a comparison, or opening the other page, computes only what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from functools import cache, partial
+
+import numpy as np
+import pandas as pd
+
+from core.fewshot import learning_curve
+from core.options import EmbedOptions, EvaluateOptions
+from core.separability import as_labels, confound_audit, separability
+from core.store import Corpus, Store, StoreError
+
+Progress = Callable[[float, str], None]
+# Part of every cache key: bump it when a metric or classifier changes, so results stored by the
+# old code are computed again instead of being shown as if the new code had produced them.
+RESULTS_VERSION = 2
+
+# (key, name, direction, CI key): the headline metrics, in report order
+METRICS = [
+    ("silhouette", "Silhouette (cosine)", "higher", "silhouette_ci"),
+    ("knn_accuracy", "kNN label accuracy", "higher", "knn_accuracy_ci"),
+    ("linear_probe_accuracy", "Linear-probe accuracy (CV)", "higher", "linear_probe_ci"),
+    ("davies_bouldin", "Davies-Bouldin", "lower", None),
+    ("calinski_harabasz", "Calinski-Harabasz", "higher", None),
+    ("alignment", "Alignment (same-label sq. distance)", "lower", None),
+    ("uniformity", "Uniformity (log mean exp)", "lower", None),
+]
+REQUIRED = [m[0] for m in METRICS]
+
+
+def _clean(obj):
+    """JSON-safe: numpy scalars to Python, non-finite floats to None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer, bool, np.bool_)):
+        return obj.item() if hasattr(obj, "item") else obj
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _quiet(fraction: float, message: str) -> None:
+    pass
+
+
+def _part(progress: Progress, start: float, end: float, prefix: str = "") -> Progress:
+    """A callback reporting into [start, end] of the caller's bar."""
+    return lambda f, m: progress(start + (end - start) * min(max(f, 0.0), 1.0), prefix + m)
+
+
+def _separability(X, labels, opts: EvaluateOptions, seed: int) -> dict:
+    return _clean(separability(X, labels, knn_k=opts.knn_k, seed=seed).to_dict())
+
+
+def _curve(X, labels, opts: EvaluateOptions, seed: int, progress: Progress) -> dict:
+    return _clean(learning_curve(X, labels, shots=opts.shot_list(), seeds=opts.seeds, test_size=opts.test_size,
+                                 classifier=opts.classifier, knn_k=opts.knn_k, seed=seed,
+                                 progress=progress).to_dict())
+
+
+def _entry(sep: dict, curve: dict | None, opts: EvaluateOptions) -> dict:
+    """One encoder's CLI entry: the required keys first, details after (no per-note predictions)."""
+    rest = {k: v for k, v in sep.items() if k not in REQUIRED}
+    return ({k: sep[k] for k in REQUIRED} | {"fewshot": curve["summary"] if curve else {}} | rest
+            | {"fewshot_classifier": opts.classifier, "fewshot_test_n": len(curve["test_idx"]) if curve else 0})
+
+
+def evaluate_encoders(embeddings: dict[str, np.ndarray], labels, opts: EvaluateOptions,
+                      progress: Progress | None = None, *, seed: int = 0) -> dict:
+    """Separability + few-shot curve per encoder, on the same notes, split and shot samples."""
+    labels = as_labels(labels)
+    report = progress or _quiet
+    names = list(embeddings)
+    out: dict[str, dict] = {}
+    for i, name in enumerate(names):
+        X = np.asarray(embeddings[name], dtype=np.float32)
+        if X.ndim != 2 or len(X) != len(labels):
+            raise ValueError(f"{name}: embeddings shape {X.shape} does not match {len(labels)} labels")
+        report(i / len(names), f"{name}: separability")
+        sep = _separability(X, labels, opts, seed)
+        curve = None
+        if opts.shot_list():
+            curve = _curve(X, labels, opts, seed, _part(report, (i + 0.5) / len(names), (i + 1) / len(names),
+                                                        f"{name}: "))
+        out[name] = _entry(sep, curve, opts)
+    report(1.0, "done")
+    return {"encoders": out}
+
+
+# ---------------------------------------------------------------- on a corpus in the store
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _frame_hash(frame: pd.DataFrame | pd.Series) -> str:
+    """Content hash of metadata values: part of cache keys, so changed labels never reuse results."""
+    return _digest(pd.util.hash_pandas_object(frame, index=False).tolist())
+
+
+def _embedding(store: Store, encoder_id: str) -> dict:
+    """What an encoder's vectors depend on (fingerprint, max length, precision, long-note mode)."""
+    from core.encoders import get_encoder
+
+    enc = get_encoder(store, encoder_id)  # first: an unknown id fails before torch is imported
+    from core.embed import Settings
+
+    return Settings.resolve(enc, EmbedOptions(encoder=enc.id)).cache_params(enc)
+
+
+def _vectors(store: Store, corpus: Corpus, encoder_id: str, progress: Progress) -> Callable[[], np.ndarray]:
+    """Loads (embedding what is missing) on first call only: fully cached results never touch vectors."""
+    from core.embed import load_embeddings
+
+    return cache(lambda: load_embeddings(store, corpus.name, EmbedOptions(encoder=encoder_id), progress=progress))
+
+
+def _stored(store: Store, kind: str, key: str, compute: Callable[[], dict] | None, *, corpus: Corpus,
+            encoder_id: str | None, params: dict, inputs: dict) -> dict | None:
+    """The stored result for `key`, else compute and store it (compute=None: look only)."""
+    hit = store.find_run(kind, key)
+    if hit or compute is None:
+        return hit["result"] if hit else None
+    started = time.perf_counter()
+    result = _clean(compute())
+    with store.transaction() as con:
+        store.record_run(con, kind, corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key, params=params,
+                         inputs=inputs, result=result, seconds=round(time.perf_counter() - started, 3))
+    return result
+
+
+class _Task:
+    """One label of one corpus and a list of encoders: checked inputs, cache keys, stored pieces."""
+
+    def __init__(self, store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions):
+        self.store, self.opts = store, opts
+        self.corpus = corpus = store.corpus(corpus_name)
+        if not opts.label or opts.label not in corpus.meta:
+            raise StoreError(f"corpus '{corpus.name}' has no metadata column '{opts.label}' to use as the label "
+                             f"(its metadata columns: {', '.join(corpus.meta) or 'none'})")
+        try:
+            shots = opts.shot_list()
+        except ValueError:
+            shots = [0]
+        if min(shots, default=1) < 1:
+            raise ValueError(f"shots must be whole numbers >= 1 separated by commas (got '{opts.shots}')")
+        if opts.seeds < 1:
+            raise ValueError(f"seeds must be at least 1 (got {opts.seeds})")
+        if not 0 < opts.test_size < 1:
+            raise ValueError(f"the test size is a fraction between 0 and 1 (got {opts.test_size})")
+        self.ids = list(dict.fromkeys(encoder_ids))
+        if not self.ids:
+            raise ValueError("name at least one encoder")
+        self.embedding = {e: _embedding(store, e) for e in self.ids}
+        self.labels = as_labels(store.documents(corpus, with_text=False)[opts.label])
+        self.inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash,
+                       "labels_hash": _frame_hash(pd.Series(self.labels))}
+        self.params = {"separability": {"label": opts.label, "knn_k": opts.knn_k, "seed": 0,
+                                        "version": RESULTS_VERSION}}
+        self.params["fewshot"] = self.params["separability"] | {
+            "shots": shots, "seeds": opts.seeds, "test_size": opts.test_size, "classifier": opts.classifier}
+
+    def _compute(self, kind: str, X: Callable[[], np.ndarray], report: Progress) -> dict:
+        vectors = X()  # loaded (embedding what is missing, reported from 0 to 0.3) before the step starts
+        if kind == "separability":
+            report(0.3, "separability")
+            return _separability(vectors, self.labels, self.opts, 0)
+        report(0.7, "few-shot curve")
+        return _curve(vectors, self.labels, self.opts, 0, _part(report, 0.7, 1.0))
+
+    def pieces(self, kinds: list[str], progress: Progress, compute: bool) -> dict[str, dict] | None:
+        """{encoder: {kind: result}} from the store, computing what is missing (compute=False: None then)."""
+        out: dict[str, dict] = {}
+        for i, e in enumerate(self.ids):
+            report = _part(progress, i / len(self.ids), (i + 1) / len(self.ids), f"{e}: ")
+            X = _vectors(self.store, self.corpus, e, _part(report, 0.0, 0.3))
+            out[e] = {}
+            for kind in kinds:
+                inputs = self.inputs | {"embedding": self.embedding[e]}
+                got = _stored(self.store, kind, _digest([kind, self.params[kind], inputs]),
+                              partial(self._compute, kind, X, report) if compute else None, corpus=self.corpus,
+                              encoder_id=e, params=self.params[kind] | {"encoder": e}, inputs=inputs)
+                if got is None:
+                    return None
+                out[e][kind] = got
+        return out
+
+
+def evaluate_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
+                    progress: Progress | None = None, compute: bool = True) -> dict | None:
+    """The `evaluate` verb: {"corpus", "label", "encoders": {id: metrics + "fewshot" {K: ...}}}.
+
+    Stored as an "evaluate" run; an identical evaluation is answered from the store. compute=False
+    only looks there (None when it is not), so a page can show earlier results without waiting.
+    """
+    task, report = _Task(store, corpus_name, encoder_ids, opts), progress or _quiet
+    kinds = ["separability"] + (["fewshot"] if opts.shot_list() else [])
+    inputs = task.inputs | {"fingerprints": {e: p["fingerprint"] for e, p in task.embedding.items()},
+                            "embedding": task.embedding}
+
+    def run() -> dict:
+        pieces = task.pieces(kinds, report, compute=True)
+        return {"corpus": task.corpus.name, "label": opts.label,
+                "encoders": {e: _entry(p["separability"], p.get("fewshot"), opts) for e, p in pieces.items()}}
+
+    key = _digest(["evaluate", task.ids, task.params["fewshot"], kinds, inputs])  # ids: the order shown
+    result = _stored(store, "evaluate", key, run if compute else None, corpus=task.corpus, encoder_id=None,
+                     params=opts.as_params() | {"encoders": task.ids}, inputs=inputs)
+    if result is not None:
+        report(1.0, "done")
+    return result
+
+
+def fewshot_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
+                   progress: Progress | None = None, compute: bool = True) -> dict | None:
+    """Few-shot curves with their predictions: {"corpus", "label", "encoders": {id: LearningCurve dict}}."""
+    task, report = _Task(store, corpus_name, encoder_ids, opts), progress or _quiet
+    if not opts.shot_list():
+        raise ValueError("choose at least one number of labelled notes per class")
+    pieces = task.pieces(["fewshot"], report, compute)
+    if pieces is None:
+        return None
+    report(1.0, "done")
+    return {"corpus": task.corpus.name, "label": opts.label, "encoders": {e: p["fewshot"] for e, p in pieces.items()}}
+
+
+def audit_corpus(store: Store, corpus_name: str, encoder_id: str, k: int = 10, n_bins: int = 4,
+                 progress: Progress | None = None, compute: bool = True) -> dict | None:
+    """Every metadata column ranked by how strongly the encoder's geometry separates it (stored)."""
+    corpus = store.corpus(corpus_name)
+    meta = store.documents(corpus, with_text=False)[list(corpus.meta)]
+    params = {"encoder": encoder_id, "k": k, "n_bins": n_bins, "version": RESULTS_VERSION}
+    inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "meta_hash": _frame_hash(meta),
+              "embedding": _embedding(store, encoder_id)}
+    X = _vectors(store, corpus, encoder_id, _part(progress or _quiet, 0.0, 0.6))
+
+    def run() -> dict:
+        vectors = X()
+        if progress:
+            progress(0.6, f"scoring {len(meta.columns)} metadata columns")
+        return {"corpus": corpus.name, "encoder": encoder_id} | confound_audit(vectors, meta, k=k, n_bins=n_bins)
+
+    result = _stored(store, "confound_audit", _digest(["confound_audit", params, inputs]), run if compute else None,
+                     corpus=corpus, encoder_id=encoder_id, params=params, inputs=inputs)
+    if result is not None and progress:
+        progress(1.0, "done")
+    return result
+
+
+# ---------------------------------------------------------------- tables for the pages
+def metrics_frame(result: dict) -> pd.DataFrame:
+    """One row per (encoder, headline metric): value, 95% interval where there is one, and direction."""
+    rows = []
+    for e, m in result["encoders"].items():
+        for key, name, better, ci_key in METRICS:
+            low, high = (m.get(ci_key) if ci_key else None) or (None, None)
+            rows.append({"encoder": e, "key": key, "metric": name, "better": better, "value": m.get(key),
+                         "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
+def per_class_frame(result: dict) -> pd.DataFrame:
+    """One row per (encoder, class): notes, silhouette, kNN accuracy, alignment."""
+    rows = [{"encoder": e, "class": c} | v for e, m in result["encoders"].items()
+            for c, v in m.get("per_class", {}).items()]
+    return pd.DataFrame(rows, columns=["encoder", "class", "n", "silhouette", "knn_accuracy", "alignment"])

@@ -1,0 +1,223 @@
+"""evaluate_encoders: the CLI's exact JSON shape, paired encoders, progress, and the Markdown report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.evaluation import evaluate_encoders
+from core.export import render_report_md
+from core.options import EvaluateOptions
+from tests.conftest import build_tiny_encoder
+
+REQUIRED = {"silhouette", "davies_bouldin", "calinski_harabasz", "knn_accuracy", "alignment", "uniformity",
+            "linear_probe_accuracy", "fewshot"}
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    rng = np.random.default_rng(0)
+    n, d = 240, 24
+    centres = rng.normal(size=(4, d))
+    codes = np.arange(n) % 4
+    labels = np.array([f"ward|{c}" for c in codes], dtype=object)  # a pipe must not break tables
+    labels[0] = None
+    embeddings = {
+        "base": centres[codes] + 2.5 * rng.normal(size=(n, d)),
+        "adapted": centres[codes] + 0.6 * rng.normal(size=(n, d)),
+    }
+    opts = EvaluateOptions(label="ward", shots="1,2,4", seeds=3, knn_k=5)
+    calls: list[tuple[str, float]] = []
+    result = evaluate_encoders(embeddings, labels, opts, progress=lambda f, m: calls.append((m, f)))
+    return result, opts, calls, embeddings, labels
+
+
+def _walk(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v)
+    else:
+        yield obj
+
+
+def test_result_has_exactly_the_cli_shape(evaluated):
+    result, opts, *_ = evaluated
+    assert set(result) == {"encoders"} and list(result["encoders"]) == ["base", "adapted"]
+    for entry in result["encoders"].values():
+        assert REQUIRED <= set(entry)
+        assert set(entry["fewshot"]) == {str(k) for k in opts.shot_list()}
+        for shot in entry["fewshot"].values():
+            assert {"macro_f1", "macro_f1_ci", "accuracy"} <= set(shot)
+            lo, hi = shot["macro_f1_ci"]
+            assert lo <= shot["macro_f1"] <= hi
+        assert all(isinstance(entry[k], float) for k in REQUIRED - {"fewshot"})
+    # plain JSON types only, and valid strict JSON (no NaN)
+    assert all(v is None or type(v) in (str, int, float, bool) for v in _walk(result))
+    json.loads(json.dumps(result, allow_nan=False))
+
+
+def test_adapted_encoder_wins_on_the_headline_metrics(evaluated):
+    base, adapted = (evaluated[0]["encoders"][k] for k in ("base", "adapted"))
+    for key in ("silhouette", "knn_accuracy", "linear_probe_accuracy", "calinski_harabasz"):
+        assert adapted[key] > base[key], key
+    assert adapted["davies_bouldin"] < base["davies_bouldin"]
+    assert adapted["fewshot"]["4"]["macro_f1"] > base["fewshot"]["4"]["macro_f1"]
+    assert adapted["n_unlabelled"] == 1 and adapted["n"] == 239
+
+
+def test_progress_is_reported_in_order(evaluated):
+    calls = evaluated[2]
+    fractions = [f for _, f in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] == 0.0
+    assert any(m.startswith("adapted:") for m, _ in calls)
+
+
+def test_deterministic_and_shape_checked(evaluated):
+    result, opts, _, embeddings, labels = evaluated
+    assert evaluate_encoders(embeddings, labels, opts) == result
+    with pytest.raises(ValueError):
+        evaluate_encoders({"short": embeddings["base"][:-1]}, labels, opts)
+
+
+def test_report_renders_tables_and_a_verdict(evaluated):
+    result = dict(evaluated[0], corpus="demo", label="ward")
+    md = render_report_md(result)
+    assert md.startswith("# NoteSpace evaluation") and "Corpus **demo**, label **ward**" in md
+    assert "| Metric | Better | base | adapted |" in md
+    for shot in ("| 1 |", "| 2 |", "| 4 |"):
+        assert shot in md
+    assert "- kNN label accuracy: **adapted**" in md
+    assert "ward\\|0" in md  # escaped class name in the per-class table
+    rows = [line for line in md.splitlines() if line.startswith("| Silhouette")]
+    assert len(rows) == 1 and rows[0].count("|") == 5  # metric, direction, two encoders
+    single = render_report_md({"encoders": {"base": result["encoders"]["base"]}})
+    assert "Only one encoder" in single
+
+
+def test_verdict_says_when_intervals_overlap(evaluated):
+    result = json.loads(json.dumps(evaluated[0]))
+    base, adapted = result["encoders"]["base"], result["encoders"]["adapted"]
+    line = next(x for x in render_report_md(result).splitlines() if x.startswith("- Silhouette"))
+    assert "do not overlap" in line
+    base["silhouette_ci"] = [base["silhouette"], adapted["silhouette_ci"][0] + 1e-6]  # now they touch
+    line = next(x for x in render_report_md(result).splitlines() if x.startswith("- Silhouette"))
+    assert "not clearly better" in line and "**adapted**" in line
+
+
+
+def test_report_nests_in_a_study_and_keeps_names_from_the_data_literal(evaluated):
+    result = json.loads(json.dumps(evaluated[0])) | {"corpus": "demo", "label": "ward"}
+    result["encoders"]["base"]["dropped_classes"] = {f"<b>c{i:02d}</b> [x](y)": 1 for i in range(12)}
+    md = render_report_md(result, title="Wards", level=2, details=False)
+    assert md.startswith("## Wards") and "\n### Separability in the full embedding space" in md
+    assert "Per class" not in md and "Reading the metrics" not in md
+    assert "<b>" not in md and "\\<b\\>c00\\</b\\> \\[x\\](y)" in md and "and 2 more." in md
+
+
+# ---------------------------------------------------------------- on a real store with the tiny encoder
+@pytest.fixture()
+def clinic(db_path, models_dir, synthetic_df):
+    from core.corpus import ingest_frame
+    from core.store import Store
+
+    store = Store(db_path)
+    ingest_frame(store, synthetic_df, "clinic", "text", "note_id", ["specialty", "site", "age", "visit_date"])
+    return store
+
+
+def _counts(store) -> dict[str, int]:
+    kinds = [r["kind"] for r in store.runs()]
+    return {k: kinds.count(k) for k in set(kinds)}
+
+
+def _no_compute(monkeypatch):
+    """Any attempt to load vectors or compute a metric fails the test: the store must answer."""
+    import core.embed
+    import core.evaluation
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    for module, name in [(core.embed, "load_embeddings"), (core.evaluation, "separability"),
+                         (core.evaluation, "learning_curve"), (core.evaluation, "confound_audit")]:
+        monkeypatch.setattr(module, name, boom)
+
+
+def test_evaluate_corpus_computes_stores_and_answers_again_from_the_store(clinic, monkeypatch):
+    from core.evaluation import evaluate_corpus
+
+    opts = EvaluateOptions(label="specialty", shots="2,1", seeds=2, knn_k=5)
+    calls: list[tuple[float, str]] = []
+    result = evaluate_corpus(clinic, "clinic", ["tiny"], opts, progress=lambda f, m: calls.append((f, m)))
+    assert set(result) == {"corpus", "label", "encoders"} and (result["corpus"], result["label"]) == ("clinic", "specialty")
+    entry = result["encoders"]["tiny"]
+    assert REQUIRED <= set(entry) and set(entry["fewshot"]) == {"1", "2"}
+    assert entry["n"] == 120 and entry["n_classes"] == 4
+    json.loads(json.dumps(result, allow_nan=False))
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and any("embedded" in m for _, m in calls)
+    assert _counts(clinic) == {"ingest": 1, "embed": 1, "separability": 1, "fewshot": 1, "evaluate": 1}
+    run = clinic.runs("evaluate")[0]
+    assert run["params"]["encoders"] == ["tiny"] and run["params"]["label"] == "specialty"
+    assert set(run["inputs"]["fingerprints"]) == {"tiny"} and run["inputs"]["data_hash"]
+
+    _no_compute(monkeypatch)
+    assert evaluate_corpus(clinic, "clinic", ["tiny"], opts.replace(shots="1,2")) == result  # same shots, reordered
+    assert evaluate_corpus(clinic, "clinic", ["tiny"], opts, compute=False) == result
+    assert evaluate_corpus(clinic, "clinic", ["tiny"], opts.replace(seeds=3), compute=False) is None
+    assert _counts(clinic)["evaluate"] == 1
+
+
+def test_pages_share_stored_pieces_and_new_encoders_add_only_theirs(clinic, models_dir):
+    import shutil
+
+    from core.evaluation import audit_corpus, evaluate_corpus, fewshot_corpus
+    from core.fewshot import LearningCurve
+
+    opts = EvaluateOptions(label="specialty", shots="1,2", seeds=2, knn_k=5)
+    sep_only = evaluate_corpus(clinic, "clinic", ["tiny"], opts.replace(shots=""))
+    assert sep_only["encoders"]["tiny"]["fewshot"] == {}
+    curves = fewshot_corpus(clinic, "clinic", ["tiny"], opts)
+    full = evaluate_corpus(clinic, "clinic", ["tiny"], opts)  # both pieces found: nothing refitted
+    assert _counts(clinic) == {"ingest": 1, "embed": 1, "separability": 1, "fewshot": 1, "evaluate": 2}
+    assert full["encoders"]["tiny"]["fewshot"] == curves["encoders"]["tiny"]["summary"]
+    curve = LearningCurve.from_dict(curves["encoders"]["tiny"])
+    assert curve.confusion_frame(2, seed=None).to_numpy().sum() == 2 * len(curve.test_idx)
+
+    shutil.copytree(models_dir / "tiny", models_dir / "tiny-copy")  # same weights: found by fingerprint
+    both = evaluate_corpus(clinic, "clinic", ["tiny", "tiny-copy", "tiny"], opts)
+    assert list(both["encoders"]) == ["tiny", "tiny-copy"]
+    assert both["encoders"]["tiny-copy"] == both["encoders"]["tiny"]
+    assert _counts(clinic)["separability"] == 1 and _counts(clinic)["fewshot"] == 1
+    build_tiny_encoder(models_dir / "other", seed=1)
+    (models_dir / "other" / "notespace_card.json").write_text("{}")
+    three = evaluate_corpus(clinic, "clinic", ["tiny", "other"], opts)  # only the new encoder is computed
+    assert _counts(clinic)["separability"] == 2 and _counts(clinic)["fewshot"] == 2
+    assert three["encoders"]["tiny"] == both["encoders"]["tiny"]
+    assert three["encoders"]["other"]["silhouette"] != three["encoders"]["tiny"]["silhouette"]
+
+    audit = audit_corpus(clinic, "clinic", "tiny", k=5)
+    assert {r["column"] for r in audit["ranking"]} == {"specialty", "site", "age", "visit_date"}
+    assert audit_corpus(clinic, "clinic", "tiny", k=5, compute=False) == audit
+    assert audit_corpus(clinic, "clinic", "tiny", k=7, compute=False) is None
+
+
+@pytest.mark.parametrize("label, encoders, shots, message", [
+    ("ward", ["tiny"], "1", "corpus 'clinic' has no metadata column 'ward' to use as the label "
+                            "(its metadata columns: specialty, site, age, visit_date)"),
+    ("", ["tiny"], "1", "no metadata column ''"),
+    ("specialty", ["nope"], "1", "unknown encoder 'nope'"),
+    ("specialty", ["tiny"], "1,two", "shots must be whole numbers"),
+    ("specialty", ["tiny"], "0,1", "shots must be whole numbers"),
+])
+def test_bad_requests_fail_with_a_clear_message(clinic, label, encoders, shots, message):
+    from core.evaluation import evaluate_corpus
+
+    with pytest.raises((ValueError, RuntimeError)) as info:
+        evaluate_corpus(clinic, "clinic", encoders, EvaluateOptions(label=label, shots=shots))
+    assert message in str(info.value)

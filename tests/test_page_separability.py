@@ -1,0 +1,56 @@
+"""AppTest of the Separability page: measure two encoders, audit the metadata, find it all again later."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.evaluation import METRICS
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def open_page(encoders: list[str]) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/separability.py").run()
+    at.multiselect(key="sep_encoders").set_value(encoders).run()
+    assert not at.exception
+    return at
+
+
+@pytest.fixture()
+def clinic(db_path, models_dir, synthetic_df):
+    import shutil
+
+    from core.corpus import ingest_frame
+    from core.store import Store
+
+    shutil.copytree(models_dir / "tiny", models_dir / "tiny-b")  # a second encoder to compare with
+    ingest_frame(Store(db_path), synthetic_df, "clinic", "text", "note_id", ["specialty", "site", "age"])
+    return Store(db_path)
+
+
+def test_measure_audit_and_reopen_without_recomputing(clinic):
+    at = open_page(["tiny", "tiny-b"])
+    assert at.selectbox(key="sep_label").value == "specialty"  # the first categorical column
+    assert any("Measure separability" in i.value for i in at.info)
+    at.button(key="sep_run").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["metric"]) == [m[1] for m in METRICS] and {"tiny", "tiny-b"} <= set(table.columns)
+    assert table["tiny"].str.match(r"-?\d\.\d{3} \[").sum() == 3  # three metrics carry a 95% interval
+    metrics_chart, class_chart = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    assert {t["name"] for t in metrics_chart["data"]} == {"tiny", "tiny-b"}
+    assert any(t.get("error_y", {}).get("visible") for t in metrics_chart["data"])
+    assert "cardiology" in json.dumps(class_chart)
+
+    at.button(key="sep_audit_run").click().run()
+    audit_chart = json.loads(at.get("plotly_chart")[2].proto.spec)
+    assert set(audit_chart["data"][0]["y"]) == {"specialty", "site", "age"}
+
+    runs = len(clinic.runs())
+    again = open_page(["tiny", "tiny-b"])  # a new session: results come from the store at once
+    assert len(again.get("plotly_chart")) == 3 and not again.info
+    assert len(clinic.runs()) == runs
