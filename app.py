@@ -4,7 +4,8 @@ import streamlit as st
 
 st.set_page_config(page_title="NoteSpace", page_icon=":material/scatter_plot:", layout="wide")
 
-from pages.common import warn_if_exposed  # noqa: E402  (set_page_config must come first)
+from core.projection import warm_up_in_background  # noqa: E402  (set_page_config must come first)
+from pages.common import warn_if_exposed  # noqa: E402
 
 pages = {
     "NoteSpace": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
@@ -17,4 +18,5 @@ pages = {
     ],
 }
 warn_if_exposed()
+warm_up_in_background()  # UMAP ready before the first map is asked for (idempotent)
 st.navigation(pages).run()

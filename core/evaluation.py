@@ -1,6 +1,10 @@
 """Compare encoders on one label: separability metrics and few-shot curves, as the CLI's JSON,
 plus a Markdown report.
 
+The label is a metadata column or a derived label column of `core.labels.label_columns`: "cluster"
+(the latest clustering made with the first of the encoders that has one) or "map: SET" (labels made
+on the map); `resolve_labels` is the one place that turns a label name into values per note.
+
 `evaluate_encoders` is pure (arrays in, JSON-ready dicts out). `evaluate_corpus`, `fewshot_corpus`
 and `audit_corpus` read a corpus from the store and keep every result there as a run with its
 parameters and inputs. Each encoder's separability and few-shot curve are stored separately, so
@@ -144,15 +148,50 @@ def _stored(store: Store, kind: str, key: str, compute: Callable[[], dict] | Non
     return result
 
 
+def derived_label_columns(store: Store, corpus_name: str, encoder_ids) -> dict[str, tuple[str, pd.Series]]:
+    """Derived label columns by name -> (encoder it comes from, values indexed by ord). "cluster" is
+    per encoder: it comes from the first of `encoder_ids` whose vectors the corpus was clustered with."""
+    from core.labels import label_columns  # imports torch (via core.clusters): only when needed
+
+    out: dict[str, tuple[str, pd.Series]] = {}
+    for e in dict.fromkeys([encoder_ids] if isinstance(encoder_ids, str) else encoder_ids):
+        for name, values in label_columns(store, corpus_name, e).items():
+            out.setdefault(name, (e, values))
+    return out
+
+
+def resolve_labels(store: Store, corpus_name: str, label: str, encoder_ids) -> pd.Series:
+    """The label's value per note, indexed by ord (None = unlabelled): a metadata column, else a
+    derived label column (see `derived_label_columns`). Cluster noise counts as unlabelled: it is the
+    notes that fit no cluster, not a class. A metadata column wins over a derived column of its name."""
+    corpus = store.corpus(corpus_name)
+    if label and label in corpus.meta:
+        return store.documents(corpus, with_text=False).set_index("ord")[label]
+    derived = derived_label_columns(store, corpus.name, encoder_ids) if label else {}
+    if label not in derived:
+        names = [n for n in derived if n not in corpus.meta]
+        raise StoreError(
+            f"corpus '{corpus.name}' has no metadata column '{label}' to use as the label "
+            f"(its metadata columns: {', '.join(corpus.meta) or 'none'}) and no derived label column of that name "
+            f"(derived: {', '.join(names) or 'none yet'}; 'cluster' is the latest clustering with the first of the "
+            f"encoders that has one, 'map: SET' the labels of a label set made on the map)")
+    values = derived[label][1].copy()
+    if label == "cluster":
+        values[values == "noise"] = None
+    return values
+
+
+def labels_digest(labels) -> str:
+    """Content hash of label values (part of every cache key): pages key their session results on it too."""
+    return _frame_hash(pd.Series(as_labels(labels)))
+
+
 class _Task:
     """One label of one corpus and a list of encoders: checked inputs, cache keys, stored pieces."""
 
     def __init__(self, store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions):
         self.store, self.opts = store, opts
         self.corpus = corpus = store.corpus(corpus_name)
-        if not opts.label or opts.label not in corpus.meta:
-            raise StoreError(f"corpus '{corpus.name}' has no metadata column '{opts.label}' to use as the label "
-                             f"(its metadata columns: {', '.join(corpus.meta) or 'none'})")
         try:
             shots = opts.shot_list()
         except ValueError:
@@ -166,10 +205,10 @@ class _Task:
         self.ids = list(dict.fromkeys(encoder_ids))
         if not self.ids:
             raise ValueError("name at least one encoder")
-        self.embedding = {e: _embedding(store, e) for e in self.ids}
-        self.labels = as_labels(store.documents(corpus, with_text=False)[opts.label])
+        self.embedding = {e: _embedding(store, e) for e in self.ids}  # first: unknown encoders fail here
+        self.labels = as_labels(resolve_labels(store, corpus.name, opts.label, self.ids))
         self.inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash,
-                       "labels_hash": _frame_hash(pd.Series(self.labels))}
+                       "labels_hash": labels_digest(self.labels)}
         self.params = {"separability": {"label": opts.label, "knn_k": opts.knn_k, "seed": 0,
                                         "version": RESULTS_VERSION}}
         self.params["fewshot"] = self.params["separability"] | {

@@ -22,7 +22,10 @@ def _tensor(X) -> torch.Tensor:
     """A float32 torch view of X (no copy when X already is float32 and contiguous)."""
     if isinstance(X, torch.Tensor):
         return X.detach().to("cpu", torch.float32)
-    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    A = np.ascontiguousarray(X, dtype=np.float32)
+    # Vectors read through Arrow are read-only, which torch warns about: copy those (nothing here
+    # writes to X, but a shared read-only buffer is not ours to hand out as writable).
+    return torch.from_numpy(A if A.flags.writeable else A.copy())
 
 
 def unit_rows(X) -> torch.Tensor:

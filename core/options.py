@@ -104,7 +104,9 @@ class PretrainOptions(Options):
 
 @dataclass(frozen=True)
 class EvaluateOptions(Options):
-    label: str = opt("", "metadata column to evaluate")
+    label: str = opt("", "metadata column to evaluate, or a derived label column: 'cluster' (the latest "
+                         "clustering with the first of --encoders that has one; noise left out) or 'map: SET' "
+                         "(labels of a label set made on the map)")
     shots: str = opt("1,2,4,8,16", "labelled notes per class, comma separated")
     seeds: int = opt(5, "repeats per shot count")
     knn_k: int = opt(10, "k of the kNN label accuracy")

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -135,17 +136,25 @@ def pca(X, n_components: int = 2, metric: str = "cosine") -> np.ndarray:
 
 
 def umap_embed(X, n_components: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
-               metric: str = "cosine", seed: int = 42, n_epochs: int | None = None) -> np.ndarray:
-    """UMAP of X to `n_components` dims (float32), on an exact kNN graph up to EXACT_KNN_MAX rows."""
+               metric: str = "cosine", seed: int = 42, n_epochs: int | None = None,
+               progress: Callable[[float, str], None] | None = None) -> np.ndarray:
+    """UMAP of X to `n_components` dims (float32), on an exact kNN graph up to EXACT_KNN_MAX rows.
+
+    `progress(fraction, message)` hears of the stages (umap-learn reports nothing within its layout).
+    """
     X = _as_matrix(X)
     n = len(X)
+    report = progress or (lambda fraction, message="": None)
     if n < max(n_components + 3, 5):  # too few points for a spectral layout: PCA is the honest answer
         return pca(X, n_components, metric)
     k = max(2, min(n_neighbors, n - 1))
     knn = (None, None, None)
     if n <= EXACT_KNN_MAX:
+        report(0.05, f"nearest neighbours of {n:,} notes")
         idx, dist = neighbours.knn_graph(X, k, metric, include_self=True)
         knn = (idx, dist, None)
+    if not is_warm():
+        report(0.2, "loading UMAP (only the first map after a restart waits for this)")
     umap = _import_umap()
     seeded = seed is not None and seed >= 0
     reducer = umap.UMAP(
@@ -153,16 +162,20 @@ def umap_embed(X, n_components: int = 2, n_neighbors: int = 15, min_dist: float 
         random_state=seed if seeded else None, n_jobs=1 if seeded else -1,
         precomputed_knn=knn, n_epochs=n_epochs, low_memory=True,
     )
-    return np.ascontiguousarray(reducer.fit_transform(X), dtype=np.float32)
+    report(0.3, f"UMAP layout of {n:,} notes")
+    xy = np.ascontiguousarray(reducer.fit_transform(X), dtype=np.float32)
+    report(1.0, "UMAP layout done")
+    return xy
 
 
-def compute_projection(X, opts: ProjectOptions | None = None) -> np.ndarray:
+def compute_projection(X, opts: ProjectOptions | None = None,
+                       progress: Callable[[float, str], None] | None = None) -> np.ndarray:
     """The n x 2 float32 map of X for the given options (UMAP or PCA)."""
     opts = opts or ProjectOptions()
     if opts.method == "pca":
         return pca(X, 2, opts.metric)
     if opts.method == "umap":
-        return umap_embed(X, 2, opts.n_neighbors, opts.min_dist, opts.metric, opts.seed)
+        return umap_embed(X, 2, opts.n_neighbors, opts.min_dist, opts.metric, opts.seed, progress=progress)
     raise ValueError(f"unknown projection method {opts.method!r} (umap or pca)")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,10 @@ import duckdb
 import pandas as pd
 
 SCHEMA_VERSION = 1
+# Threads of one process share DuckDB's instance and its optimistic transactions: two sessions making
+# the same first-time write (a table, a sequence, an encoder row) would conflict. Writes within a
+# process therefore take turns; reads stay concurrent. Across processes the file lock serialises.
+_WRITE_LOCK = threading.RLock()
 LOCK_TIMEOUT_S = float(os.environ.get("NOTESPACE_LOCK_TIMEOUT", "60"))
 
 # Each entry migrates from version i to i+1; all statements are idempotent.
@@ -125,7 +130,8 @@ class Store:
                 delay = min(delay * 2, 0.5)
         try:
             if not self._migrated:
-                self._migrate(con)
+                with _WRITE_LOCK:
+                    self._migrate(con)
             yield con
         finally:
             con.close()
@@ -133,7 +139,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection inside BEGIN/COMMIT: everything or nothing lands."""
-        with self.connect() as con:
+        with _WRITE_LOCK, self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -141,6 +147,18 @@ class Store:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+    def write(self, work, attempts: int = 5):
+        """Run `work(con)` in a transaction, retrying when a concurrent session of this process
+        wrote the same rows first (DuckDB's optimistic write-write conflict)."""
+        for attempt in range(attempts):
+            try:
+                with self.transaction() as con:
+                    return work(con)
+            except duckdb.TransactionException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")

@@ -1,6 +1,218 @@
-"""explore page (being built)."""
+"""Explore: the map of a corpus, coloured by any metadata; select, search, read, cluster, label,
+compare, export.
 
+Session-state keys, shared with the panels in pages/components/ (read them; write the first two
+to drive the map):
+- explore_filter_ords: list[int] | None - ords passing the filters (popover and charts; None = all)
+- explore_selected_ords: list[int] - notes selected on the map (box, lasso or click, either map)
+- explore_highlight_ords: list[int] - search results, best first (ringed on the map)
+- explore_read_ord: int | None - the note open in the reader
+- explore_search_note: int | None - the note whose neighbours are searched (else the typed query)
+- explore_query: str - the typed search text
+
+The page lays out its containers top to bottom first and fills them in the order the data needs
+(clusters and labels before the colour picker, filters before the map), so panels drawn below
+the map can still shape it.
+"""
+
+import os
+
+import numpy as np
 import streamlit as st
 
-st.title("explore")
-st.info("This page arrives with its issue.")
+from core.encoders import list_encoders
+from core.labels import label_series, label_sets
+from core.neighbours import nearest
+from core.options import ProjectOptions
+from core.palette import category_colours
+from pages.common import corpus_picker, encoder_picker, store
+from pages.components import loaders
+from pages.components.clusters import cluster_annotations, cluster_panel, cluster_table
+from pages.components.compare import OVERLAP, compare_view, describe
+from pages.components.facets import metadata_charts
+from pages.components.filters import filter_mask
+from pages.components.labelling import labelling_panel
+from pages.components.map import PLOTLY_CONFIG, column_kind, draw_map
+from pages.components.selection import note_reader, search_results, selection_panel
+
+MAX_POINTS = int(os.environ.get("NOTESPACE_MAP_MAX_POINTS", "100000"))
+for key, default in (("explore_filter_ords", None), ("explore_selected_ords", []), ("explore_highlight_ords", []),
+                     ("explore_read_ord", None), ("explore_search_note", None)):
+    st.session_state.setdefault(key, default)
+
+st.title("Explore")
+top = st.columns([2, 2, 1.3, 1.3])
+with top[0]:
+    corpus_name = corpus_picker()
+if not corpus_name:
+    st.stop()
+if st.session_state.get("explore_corpus") != corpus_name:  # ords and columns belong to a corpus: start afresh
+    for key in [k for k in st.session_state if str(k).startswith(("explore_filter_", "facet_filter::"))]:
+        del st.session_state[key]
+    for key in ("explore_chart_columns", "explore_colour"):
+        st.session_state.pop(key, None)
+    st.session_state.update(explore_corpus=corpus_name, explore_selected_ords=[], explore_highlight_ords=[],
+                            explore_read_ord=None, explore_search_note=None, explore_filter_ords=None)
+with top[1]:
+    encoder = encoder_picker()
+method = top[2].radio("Map", ["umap", "pca"], format_func=str.upper, horizontal=True, key="explore_method",
+                      help="UMAP keeps neighbourhoods (trustworthiness ~0.94 against PCA's ~0.74); PCA is linear "
+                           "and instant, and stands in while a UMAP map is computed.")
+view = top[3].radio("View", ["Map", "Compare"], horizontal=True, key="explore_view",
+                    help="Compare: two encoders side by side, aligned, with linked selection")
+corpus = store().corpus(corpus_name)
+db = str(store().path)
+
+controls = st.columns([3, 1.2, 1.2, 4], vertical_alignment="bottom")
+with controls[2].popover("Display", icon=":material/tune:", width="stretch"):
+    point_size = st.slider("Point size", 1, 15, 4, key="explore_size")
+    opacity = st.slider("Opacity", 0.1, 1.0, 0.75, 0.05, key="explore_opacity")
+    max_points = st.number_input("Most points drawn", 100, 2_000_000, MAX_POINTS, 10_000, key="explore_max_points",
+                                 help="Above this a random sample is drawn (and said so); selections, search and "
+                                      "downloads still cover every note.")
+    k_results = st.slider("Search results", 5, 100, 20, 5, key="explore_k")
+    st.markdown("**UMAP settings**")
+    n_neighbors = st.slider("Neighbours", 5, 100, ProjectOptions.n_neighbors, key="explore_n_neighbors",
+                            help="Small: local detail; large: global structure")
+    min_dist = st.slider("Minimum distance", 0.0, 0.99, ProjectOptions.min_dist, 0.05, key="explore_min_dist")
+    seed = st.number_input("Seed", -1, 2**31 - 1, ProjectOptions.seed, key="explore_seed",
+                           help="Same seed, same map; -1 is faster (multi-threaded) but not reproducible")
+opts = ProjectOptions(encoder=encoder, method=method, n_neighbors=n_neighbors, min_dist=min_dist, seed=int(seed))
+shown_map = loaders.current_map(corpus_name, opts)
+if shown_map is None:
+    loaders.offer_embedding(corpus_name, encoder)
+    st.stop()
+result, job = shown_map
+frame = loaders.map_frame(db, result["projection"])
+kinds = dict(corpus.meta)
+meta_columns = [c for c in frame.columns if c not in ("ord", "doc_id", "x", "y", "preview", "hover")]
+
+# containers, top to bottom
+caption_slot, progress_slot = st.container(), st.container()
+if view == "Map":  # the charts beside the map; under the two maps when comparing
+    map_slot, charts_slot = st.columns([7, 3])
+else:
+    map_slot, charts_slot = st.container(), st.expander("Metadata charts", expanded=True, icon=":material/bar_chart:")
+notes_tab, clusters_tab, label_tab, export_tab = st.tabs(
+    ["Selection and search", "Clusters", "Label from the map", "Export"], key="explore_tab")
+
+# ---- derived colour columns: clusters, labels made on the map, predictions ---------------------
+
+with clusters_tab:
+    clusters = cluster_panel(store(), corpus_name, encoder, frame)
+    if clusters is not None:
+        cluster_table(clusters, frame, kinds)
+        frame = frame.assign(cluster=clusters.column().to_numpy())
+with label_tab:
+    predicted = labelling_panel(store(), corpus_name, encoder, st.session_state["explore_selected_ords"])
+derived = {f"map: {name}": label_series(store(), corpus_name, name) for name in label_sets(store(), corpus_name)}
+if predicted is not None:
+    derived["predicted"] = predicted
+frame = frame.assign(**{name: frame["ord"].map(series).to_numpy(dtype=object) for name, series in derived.items()})
+colour_options = ([None] + meta_columns + (["cluster"] if clusters is not None else []) + list(derived)
+                  + ([OVERLAP] if view == "Compare" else []))
+if st.session_state.get("explore_colour", "") not in colour_options:  # first visit, or a column went away
+    categorical = [c for c in meta_columns if column_kind(frame[c], kinds) == "categorical"]
+    st.session_state["explore_colour"] = (categorical or meta_columns or [None])[0]
+colour = controls[0].selectbox("Colour by", colour_options, key="explore_colour",
+                               format_func=lambda c: "(one colour)" if c is None else c)
+
+# ---- filters: the popover's lists and ranges, and the cross-filter charts ----------------------
+
+with controls[1].popover("Filter", icon=":material/filter_list:", width="stretch"):
+    mask = filter_mask(frame, meta_columns, kinds)
+with charts_slot:
+    chart_columns = st.multiselect("Charts of", meta_columns, default=meta_columns[:3], key="explore_chart_columns")
+    mask &= metadata_charts(frame, chart_columns, st.session_state["explore_selected_ords"] or None, kinds)
+st.session_state["explore_filter_ords"] = None if mask.all() else frame["ord"][mask].tolist()
+
+# ---- search: a typed query, or the neighbours of a note, in the full embedding space -----------
+
+
+def new_query() -> None:
+    st.session_state["explore_search_note"] = None  # typing a query replaces a note's neighbours
+
+
+query = controls[3].text_input("Find notes like…", key="explore_query", on_change=new_query,
+                               placeholder="type a phrase, e.g. shortness of breath on exertion")
+search = None
+if st.session_state["explore_search_note"] is not None or query.strip():
+    X = loaders.vectors(db, corpus_name, encoder, corpus.data_hash)
+    note = st.session_state["explore_search_note"]
+    if note is not None:
+        idx, sims = nearest(X, X[note], k_results, exclude=[note])
+        title = f"Notes like {frame['doc_id'].iloc[note]}"
+    else:
+        idx, sims = nearest(X, loaders.query_vector(db, encoder, query.strip()), k_results)
+        title = f"Notes like “{query.strip()}”"
+    search = (idx, sims, title, f"{X.shape[1]}-d {encoder}")
+st.session_state["explore_highlight_ords"] = search[0].tolist() if search else []
+
+# ---- the map: filtered, then sampled above the limit (never silently) ---------------------------
+
+shown = frame["ord"][mask].to_numpy()
+if len(shown) > max_points:
+    keep = np.random.default_rng(0).choice(len(shown), size=int(max_points), replace=False)
+    shown = np.union1d(shown[np.sort(keep)], st.session_state["explore_highlight_ords"])
+    caption_slot.warning(f"Drawing a random sample of {int(max_points):,} of {mask.sum():,} notes to keep the map "
+                         f"responsive (raise 'Most points drawn' under Display). Search, filters and downloads "
+                         f"cover every note.", icon=":material/info:")
+info = (f"{len(shown):,} of {len(frame):,} notes drawn · {describe(result)} "
+        + ("(from the store)" if result["cached"] else f"(computed in {result['seconds']:.1f} s)"))
+if result["method"] == "umap":
+    info += f" · {n_neighbors} neighbours, min. distance {min_dist}, seed {seed}"
+caption_slot.caption(info)
+
+colours = (category_colours(frame[colour].to_numpy(dtype=object), grey=["noise"] if colour == "cluster" else [])
+           if colour in frame and colour != OVERLAP else None)
+
+
+def cluster_names(part):
+    """The names of the 15 largest clusters at their centres (more overlap and become unreadable)."""
+    return cluster_annotations(part, clusters.labels[part.index.to_numpy()], clusters.names, max_labels=15)
+
+
+annotate = cluster_names if colour == "cluster" and clusters is not None else None
+draw = {"highlight_ords": st.session_state["explore_highlight_ords"], "selection_key": "explore_selected_ords",
+        "colours": colours, "kinds": kinds, "point_size": point_size, "opacity": opacity}
+figure = None
+with map_slot:
+    if view == "Compare":
+        pending = compare_view(corpus, opts, result, frame, shown, colour, draw,
+                               [e.id for e in list_encoders(store())], annotate)
+    else:
+        part = frame[frame["ord"].isin(shown)]
+        figure = draw_map(part, colour, annotations=annotate(part) if annotate else None, key="explore_map",
+                          uirevision=f"{corpus_name}/{encoder}/{method}", **draw)
+        pending = []
+with progress_slot:
+    pending = loaders.failed(pending + ([job] if job else []))
+    if pending:
+        loaders.wait_for(pending)
+
+# ---- below the map: search results, selection, reader; export -----------------------------------
+
+with notes_tab:
+    reading = st.session_state["explore_read_ord"]
+    tables, reader = st.columns([3, 2]) if reading is not None else (st.container(), None)
+    with tables:
+        if search is not None:
+            search_results(frame, *search)
+            st.button("Clear search", key="explore_clear_search", icon=":material/close:",
+                      on_click=lambda: st.session_state.update(explore_search_note=None, explore_query=""))
+        selection_panel(store(), corpus, frame, st.session_state["explore_selected_ords"])
+    if reader is not None:
+        with reader:
+            note_reader(store(), corpus, frame, reading)
+
+with export_tab:
+    st.caption("PNG: the camera button at the top right of the map. HTML: an interactive copy that opens offline "
+               "in any browser (its hover shows note previews: share it as you would the notes).")
+    buttons = st.container(horizontal=True)
+    name = f"{corpus_name}-{encoder}-{result['method']}"
+    if figure is not None:
+        html_page = lambda: figure.to_html(include_plotlyjs=True, full_html=True, config=PLOTLY_CONFIG)  # noqa: E731
+        buttons.download_button("Map as HTML", html_page, file_name=f"{name}.html", mime="text/html",
+                                on_click="ignore", icon=":material/html:")
+    buttons.download_button("Coordinates + metadata (Parquet)", lambda: loaders.map_parquet(result["projection"]),
+                            file_name=f"{name}.parquet", on_click="ignore", icon=":material/table:")

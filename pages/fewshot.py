@@ -12,7 +12,7 @@ from core.export import safe_csv
 from core.fewshot import LearningCurve, summary_frame
 from core.options import EvaluateOptions
 from core.store import StoreError
-from pages.common import corpus_picker, encoder_picker, progress_bar, store
+from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
 
 SHOTS = [1, 2, 4, 8, 16, 32, 64, 128]
 CLASSIFIERS = {"logreg": "Logistic regression", "knn": "k nearest neighbours"}
@@ -119,22 +119,17 @@ st.caption("How well a simple classifier on frozen embeddings learns a label fro
 corpus = corpus_picker()
 if corpus:
     c = store().corpus(corpus)
-    columns = list(c.meta)
-    if not columns:
-        st.info("This corpus has no metadata column to learn; ingest it with metadata on the Data page.")
-        st.stop()
     left, right = st.columns([1, 2])
-    categorical = [col for col in columns if c.meta[col] == "categorical"]
-    label = left.selectbox("Label column", columns, index=columns.index((categorical or columns)[0]), key="fs_label")
-    with right:
+    with right:  # first: the derived label columns ("cluster") depend on the encoders
         encoders = encoder_picker("Encoders", key="fs_encoders", multiple=True)
+    label, label_key = label_picker(left, c, encoders, "fs_label", "learn")
     a, b, d = st.columns([2, 1, 1])
     shots = a.multiselect("Labelled notes per class", SHOTS, default=SHOTS[:6], key="fs_shots")
     seeds = b.number_input("Seeds", 1, 20, 5, key="fs_seeds", help="random draws of the labelled notes per point")
     classifier = d.radio("Classifier", list(CLASSIFIERS), format_func=CLASSIFIERS.get, key="fs_classifier")
     opts = EvaluateOptions(label=label, shots=",".join(map(str, shots)), seeds=int(seeds), classifier=classifier)
     results = st.session_state.setdefault("fs_results", {})
-    key = (c.id, tuple(encoders), opts)
+    key = (c.id, label_key, tuple(encoders), opts)
     if st.button("Run learning curve", type="primary", key="fs_run", disabled=not (encoders and shots)):
         bar, update = progress_bar("Loading the vectors…")
         try:

@@ -1,6 +1,166 @@
-"""pretrain page (being built)."""
+"""Pretrain: adapt an encoder to a corpus in the background, and follow every training job."""
 
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("pretrain")
-st.info("This page arrives with its issue.")
+from core import jobs
+from core.encoders import list_encoders
+from core.options import PretrainOptions
+from core.store import StoreError
+from core.training.progress import duration
+from core.training.settings import OBJECTIVE_HELP, OBJECTIVE_NAMES, suggested_options
+from pages.common import corpus_picker, store
+
+ACTIVE = ("queued", "running", "interrupted")
+
+st.title("Pretrain")
+st.caption("Continue pre-training an encoder on your notes so that it organises them better. Training runs in "
+           "the background on this machine: you can leave this page, reload it or follow it from another tab.")
+device = jobs.detect_device()
+
+
+def chosen_options(corpus: str) -> PretrainOptions:
+    """The settings in the form, read from the session state (so a click gets what is on screen)."""
+    state, objective = st.session_state, st.session_state["pt_objective"]
+    tag = f"{device}_{objective}"
+    return PretrainOptions(
+        objective=objective, name=state[f"pt_name_{corpus}_{objective}"].strip(), base=state["pt_base"],
+        label=(state.get("pt_label") or "") if objective == "metadata" else "", steps=int(state[f"pt_steps_{tag}"]),
+        batch_size=int(state[f"pt_batch_{tag}"]), lr=float(state[f"pt_lr_{tag}"]),
+        max_length=int(state[f"pt_length_{tag}"]), device=device)
+
+
+def launch(corpus: str) -> None:
+    opts = chosen_options(corpus)
+    try:
+        job_id = jobs.submit_pretrain(store(), corpus, opts)
+    except (StoreError, ValueError) as exc:
+        st.session_state["pt_message"] = ("error", str(exc))
+    else:
+        st.session_state["pt_message"] = ("success", f"Job {job_id} queued: it will save the encoder '{opts.name}'.")
+        del st.session_state[f"pt_name_{corpus}_{opts.objective}"]  # the next run suggests a fresh name
+
+
+with st.container(border=True):
+    st.subheader("New training job")
+    corpus = corpus_picker()
+    if corpus:
+        c = store().corpus(corpus)
+        encoders = list_encoders(store())
+        left, middle, right = st.columns(3)
+        left.selectbox("Start from encoder", [e.id for e in encoders], key="pt_base",
+                       format_func={e.id: f"{e.id} ({e.kind}, {e.dim}-d)" for e in encoders}.get,
+                       help="Any registered encoder, one adapted here too: e.g. MLM first, then DeCLUTR.")
+        objective = middle.selectbox("Objective", OBJECTIVE_NAMES, key="pt_objective",
+                                     help=" ".join(f"**{k}**: {v}" for k, v in OBJECTIVE_HELP.items()))
+        right.selectbox("Label column", [k for k, kind in c.meta.items() if kind == "categorical"], key="pt_label",
+                        disabled=objective != "metadata",
+                        help="Metadata objective only: notes with the same value are pulled together.")
+        st.caption(OBJECTIVE_HELP[objective])
+        name_key = f"pt_name_{corpus}_{objective}"
+        if name_key not in st.session_state:
+            st.session_state[name_key] = jobs.suggest_name(store(), corpus, objective)
+        st.text_input("Name of the new encoder", key=name_key, help="Saved as a folder under models/.")
+        # Defaults suit the device and the objective; keys carry both, so switching resets them.
+        d, tag = suggested_options(device, objective), f"{device}_{objective}"
+        cols = st.columns(4)
+        cols[0].number_input("Steps", 1, 1_000_000, d["steps"], key=f"pt_steps_{tag}")
+        cols[1].number_input("Batch size (notes)", 1, 1024, d["batch_size"], key=f"pt_batch_{tag}")
+        cols[2].number_input("Max length (tokens)", 8, 4096, d["max_length"], key=f"pt_length_{tag}")
+        cols[3].number_input("Learning rate", 1e-7, 1e-2, d["lr"], format="%.0e", key=f"pt_lr_{tag}")
+        try:
+            with st.spinner("Timing a few training steps on a sample of the notes…"):
+                estimate = jobs.estimate_seconds(store(), corpus, chosen_options(corpus))
+            ahead = [j for j in jobs.list_jobs(store()) if j["state"] in ACTIVE and j["device"] == device]
+            st.info(f"Estimated run time on **{device}**: about **{duration(estimate['seconds'])}** "
+                    f"({estimate['step_s']:.2f} s per step, measured on a sample of these notes)"
+                    + (f"; it starts once the {len(ahead)} job(s) ahead of it are done." if ahead else "."),
+                    icon=":material/timer:")
+        except (StoreError, ValueError) as exc:
+            st.warning(f"No run-time estimate: {exc}")
+        st.button("Launch training", type="primary", key="pt_launch", on_click=launch, args=(corpus,))
+        kind, text = st.session_state.pop("pt_message", (None, None))
+        if kind:
+            getattr(st, kind)(text)
+
+
+def loss_figure(curve: list, steps: int) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=[p[0] for p in curve], y=[p[1] for p in curve], mode="lines"))
+    fig.update_layout(height=200, margin=dict(l=0, r=0, t=10, b=0), xaxis_title="step", yaxis_title="loss")
+    return fig.update_xaxes(range=[0, steps])  # the whole run's width: how far along it is shows
+
+
+def describe(j: dict) -> str:
+    o = j["params"]["options"]
+    objective = f"metadata ({o['label']})" if o["objective"] == "metadata" else o["objective"]
+    return f"**#{j['id']} {o['name']}** · {objective} from `{o['base']}` on `{j['params']['corpus']}`"
+
+
+def active_card(j: dict) -> None:
+    p, stopping = j["progress"], j["cancel_requested"] and j["state"] == "running"
+    with st.container(border=True):
+        head, buttons = st.columns([4, 1])
+        state = "cancelling…" if stopping else j["state"]
+        head.markdown(f"{describe(j)} · :blue-badge[{state}]")
+        if j["state"] == "interrupted":
+            head.caption("Its process stopped (restart, crash or kill). Resume continues from the last checkpoint.")
+            buttons.button("Resume", key=f"pt_resume_{j['id']}", on_click=jobs.ensure_worker, args=(store(), j["device"]))
+        buttons.button("Cancel", key=f"pt_cancel_{j['id']}", disabled=stopping,
+                       on_click=jobs.cancel_job, args=(store(), j["id"]))
+        st.progress(min(1.0, float(p.get("fraction", 0.0))), text=p.get("message", ""))
+        if p.get("curve"):
+            figures = st.columns(4)
+            figures[0].metric("Step", f"{p['step']} / {p['steps']}")
+            figures[1].metric("Loss", f"{p['loss']:.3f}")
+            figures[2].metric("Tokens / s", f"{p['tokens_per_s']:,.0f}")
+            figures[3].metric("Time left", duration(p["eta_s"]))
+            st.plotly_chart(loss_figure(p["curve"], p["steps"]), key=f"pt_curve_{j['id']}")
+
+
+def finished_card(j: dict) -> None:
+    r = j["result"]
+    with st.container(border=True):
+        if j["state"] != "done":
+            icon = ":material/error:" if j["state"] == "failed" else ":material/cancel:"
+            st.markdown(f"{icon} {describe(j)} · {j['state']}: {j['error'] or ''}")
+            return
+        st.markdown(f":material/check_circle: {describe(j)} · done: encoder **{r['encoder']}**, {r['steps']} steps "
+                    f"in {duration(r['seconds'])}, final loss {r['final_loss']:.3f}, {r['usable_docs']:,} notes used")
+        explore, data, curve = st.columns([1, 1, 3])
+        if explore.button("Explore with it", key=f"pt_explore_{j['id']}", icon=":material/scatter_plot:"):
+            st.session_state["encoder"] = r["encoder"]
+            st.switch_page("pages/explore.py")
+        if data.button("Embed on Data", key=f"pt_data_{j['id']}", icon=":material/upload_file:"):
+            st.session_state["encoder"] = r["encoder"]
+            st.switch_page("pages/data.py")
+        with curve.expander("Loss curve"):
+            st.plotly_chart(loss_figure(j["progress"].get("curve", []), r["steps"]), key=f"pt_done_curve_{j['id']}")
+
+
+def signature(all_jobs: list[dict]) -> list:
+    return [(j["id"], j["state"]) for j in all_jobs if j["state"] in ACTIVE]
+
+
+all_jobs = jobs.list_jobs(store())
+st.session_state["pt_signature"] = signature(all_jobs)
+
+
+@st.fragment(run_every=2)
+def active_jobs() -> None:
+    current = jobs.list_jobs(store())
+    if signature(current) != st.session_state["pt_signature"]:
+        st.rerun()  # a job started, ended, or was launched from another tab: redraw the whole page
+    active = [j for j in current if j["state"] in ACTIVE]
+    if not active:
+        st.caption("No job is queued or running.")
+    for j in active:
+        active_card(j)
+
+
+st.subheader("Training jobs")
+active_jobs()
+finished = [j for j in all_jobs if j["state"] not in ACTIVE]
+for j in finished[:10]:
+    finished_card(j)
+if len(finished) > 10:
+    st.caption(f"{len(finished) - 10} older jobs: `notespace jobs` lists them all.")

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from core.evaluation import METRICS, audit_corpus, evaluate_corpus, metrics_frame, per_class_frame
 from core.options import EvaluateOptions
 from core.store import StoreError
-from pages.common import corpus_picker, encoder_picker, progress_bar, store
+from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
 
 ARROW = {"higher": "↑", "lower": "↓"}
 SHORT = {"silhouette": "Silhouette", "knn_accuracy": "kNN accuracy", "linear_probe_accuracy": "Linear probe",
@@ -115,24 +115,19 @@ def show_audit(audit: dict, label: str) -> None:
 
 
 st.title("Separability")
-st.caption("How clearly each encoder's space separates the values of a metadata column, measured in the full "
-           "embedding space (not on a 2-D map), with 95% intervals.")
+st.caption("How clearly each encoder's space separates the values of a metadata column (or of clusters and map "
+           "labels), measured in the full embedding space (not on a 2-D map), with 95% intervals.")
 corpus = corpus_picker()
 if corpus:
     c = store().corpus(corpus)
-    columns = list(c.meta)
-    if not columns:
-        st.info("This corpus has no metadata columns to measure; ingest it with metadata on the Data page.")
-        st.stop()
     left, right = st.columns([1, 2])
-    categorical = [col for col in columns if c.meta[col] == "categorical"]
-    label = left.selectbox("Label column", columns, index=columns.index((categorical or columns)[0]), key="sep_label")
-    with right:
+    with right:  # first: the derived label columns ("cluster") depend on the encoders
         encoders = encoder_picker("Encoders", key="sep_encoders", multiple=True)
+    label, label_key = label_picker(left, c, encoders, "sep_label", "measure")
     knn_k = st.slider("k of the kNN accuracy", 1, 50, 10, key="sep_k")
     opts = EvaluateOptions(label=label, shots="", knn_k=knn_k)
     results = st.session_state.setdefault("sep_results", {})
-    key = (c.id, label, tuple(encoders), knn_k)
+    key = (c.id, label_key, tuple(encoders), knn_k)
     if st.button("Measure separability", type="primary", key="sep_run", disabled=not encoders):
         bar, update = progress_bar("Loading the vectors…")
         try:

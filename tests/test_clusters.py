@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -90,3 +92,101 @@ def test_cluster_summary_reports_size_terms_and_metadata():
     assert first["size"] == 30 and first["terms"] == ["bladder"] and first["examples"] == [3]
     assert first["specialty_top"] == "urology" and first["specialty_lift"] == pytest.approx(4.0)
     assert summary.iloc[2]["noise"] and "age_median" in summary
+
+
+def test_cluster_names_are_short_and_readable():
+    from core.clusters import cluster_names
+
+    names = cluster_names({0: ["chest", "chest palpitations", "angina", "ecg"], 1: [], -1: ["misc"]})
+    assert names == {0: "0: chest palpitations angina", 1: "1", -1: "noise"}
+
+
+# ---------------------------------------------------------------- on a corpus in the store
+@pytest.fixture()
+def notes_store(db_path, models_dir, synthetic_df):
+    from core.corpus import ingest_frame
+    from core.store import Store
+
+    store = Store(db_path)
+    ingest_frame(store, synthetic_df, "notes", "text", "note_id")
+    return store
+
+
+def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store):
+    from core.clusters import cluster_corpus, latest_clustering, load_clustering
+
+    opts = ClusterOptions(encoder="tiny", method="kmeans", k=4)
+    first = cluster_corpus(notes_store, "notes", opts)
+    assert set(first) == {"clustering", "n_clusters", "noise", "labels", "seconds"}
+    assert (first["n_clusters"], first["noise"]) == (4, 0)
+    assert sorted(first["labels"]) == ["0", "1", "2", "3"] and all(first["labels"].values())
+
+    again = cluster_corpus(notes_store, "notes", opts)
+    assert again["clustering"] == first["clustering"] and again["labels"] == first["labels"]
+    assert again["seconds"] < 0.5  # answered from the store: no vectors, no clustering
+    assert len(notes_store.runs(kind="cluster")) == 1
+
+    loaded = load_clustering(notes_store, first["clustering"])
+    assert loaded.labels.shape == (120,) and loaded.labels.dtype == np.int64
+    assert sorted(np.unique(loaded.labels).tolist()) == [0, 1, 2, 3]
+    assert np.all(np.diff(np.bincount(loaded.labels)) <= 0)  # numbered by size
+    assert {str(c): t for c, t in loaded.terms.items()} == first["labels"]
+    for c, ords in loaded.examples.items():
+        assert len(ords) == 3 and all(loaded.labels[o] == c for o in ords)
+    assert loaded.params | {"encoder": "tiny"} == {"method": "kmeans", "k": 4, "seed": 42, "encoder": "tiny",
+                                                   "version": 1}
+    run = notes_store.runs(kind="cluster")[0]
+    assert run["inputs"]["data_hash"] and run["inputs"]["embedding"]["fingerprint"]
+    assert latest_clustering(notes_store, "notes", "tiny").id == first["clustering"]
+    assert latest_clustering(notes_store, "notes", "minilm") is None  # never clustered with that encoder
+
+
+def test_defaults_and_noise_on_the_store(notes_store):
+    from core.clusters import cluster_corpus, load_clustering
+
+    result = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny"))  # HDBSCAN, size scaled to 120
+    loaded = load_clustering(notes_store, result["clustering"])
+    assert loaded.params["min_cluster_size"] == default_min_cluster_size(120)
+    assert result["noise"] == int((loaded.labels == -1).sum())
+    assert result["n_clusters"] == loaded.labels.max() + 1
+    assert ("-1" in result["labels"]) == (result["noise"] > 0)  # noise is a labelled group, never dropped
+    # the same effective settings, asked for explicitly, are the same clustering
+    explicit = ClusterOptions(encoder="tiny", min_cluster_size=default_min_cluster_size(120))
+    assert cluster_corpus(notes_store, "notes", explicit)["clustering"] == result["clustering"]
+
+
+@pytest.mark.parametrize("opts, message", [
+    (ClusterOptions(encoder="tiny", method="kmeans", k=-1), "must be >= 0"),
+    (ClusterOptions(encoder="tiny", min_cluster_size=1), "at least 2"),
+    (ClusterOptions(encoder="tiny", method="dbscan"), "unknown clustering method"),
+    (ClusterOptions(encoder="tiny", method="kmeans", k=500), "cannot make 500 clusters of 120 notes"),
+])
+def test_bad_cluster_options_are_refused_and_store_nothing(notes_store, opts, message):
+    from core.clusters import cluster_corpus
+
+    with pytest.raises(ValueError, match=message):
+        cluster_corpus(notes_store, "notes", opts)
+    assert notes_store.runs(kind="cluster") == []
+
+
+def test_cli_cluster_prints_exact_keys(notes_store, db_path, models_dir):
+    from tests.test_cli import notespace
+
+    env = {"NOTESPACE_MODELS": str(models_dir)}
+    out = notespace("cluster", "--corpus", "notes", "--encoder", "tiny", "--method", "kmeans", "--k", "3",
+                    "--seed", "1", db=db_path, env_extra=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert set(result) == {"clustering", "n_clusters", "noise", "labels", "seconds"}
+    assert result["n_clusters"] == 3 and result["noise"] == 0 and sorted(result["labels"]) == ["0", "1", "2"]
+    assert "clusters" in out.stderr  # progress on stderr, never in the JSON
+
+
+def test_cli_cluster_bad_input_is_one_line(notes_store, db_path, capsys):
+    from core.cli import main  # in-process: the error path needs no second interpreter start-up
+
+    assert main(["--db", str(db_path), "cluster", "--corpus", "notes", "--encoder", "tiny", "--k", "-2",
+                 "--method", "kmeans"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.strip() == ("notespace cluster: error: --min-cluster-size and --k must be >= 0 "
+                                                 "(0 = scaled to the corpus size)")

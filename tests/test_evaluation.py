@@ -10,6 +10,7 @@ import pytest
 from core.evaluation import evaluate_encoders
 from core.export import render_report_md
 from core.options import EvaluateOptions
+from core.store import StoreError
 from tests.conftest import build_tiny_encoder
 
 REQUIRED = {"silhouette", "davies_bouldin", "calinski_harabasz", "knn_accuracy", "alignment", "uniformity",
@@ -207,9 +208,56 @@ def test_pages_share_stored_pieces_and_new_encoders_add_only_theirs(clinic, mode
     assert audit_corpus(clinic, "clinic", "tiny", k=7, compute=False) is None
 
 
+def test_cluster_membership_is_a_label_like_any_column(clinic, models_dir, monkeypatch):
+    import shutil
+
+    from core.clusters import cluster_corpus
+    from core.evaluation import evaluate_corpus, fewshot_corpus, resolve_labels
+    from core.labels import add_labels
+    from core.options import ClusterOptions
+
+    shutil.copytree(models_dir / "tiny", models_dir / "tiny-b")  # not clustered: "cluster" comes from tiny
+    cluster_corpus(clinic, "clinic", ClusterOptions(encoder="tiny", method="kmeans", k=3))
+    labels = resolve_labels(clinic, "clinic", "cluster", ["tiny-b", "tiny"])
+    assert labels.index.name == "ord" and len(labels) == 120 and labels.str.match(r"^[0-2]: ").all()
+    opts = EvaluateOptions(label="cluster", shots="1,2", seeds=2, knn_k=5)
+    result = evaluate_corpus(clinic, "clinic", ["tiny-b", "tiny"], opts)
+    assert result["label"] == "cluster" and list(result["encoders"]) == ["tiny-b", "tiny"]
+    assert all(e["n"] == 120 and e["n_classes"] == 3 for e in result["encoders"].values())
+    assert fewshot_corpus(clinic, "clinic", ["tiny"], opts)["encoders"]["tiny"]["classes"] == sorted(set(labels))
+
+    runs = len(clinic.runs())
+    add_labels(clinic, "clinic", "triage", range(0, 120, 2), "even")
+    add_labels(clinic, "clinic", "triage", range(1, 120, 2), "odd")
+    triage = evaluate_corpus(clinic, "clinic", ["tiny"], opts.replace(label="map: triage", shots=""))
+    assert triage["encoders"]["tiny"]["n_classes"] == 2
+    assert len(clinic.runs()) == runs + 2  # a new label: its own separability and evaluate runs
+    cluster_corpus(clinic, "clinic", ClusterOptions(encoder="tiny", method="kmeans", k=4))  # new values, new key
+    assert evaluate_corpus(clinic, "clinic", ["tiny"], opts.replace(shots=""), compute=False) is None
+
+    with pytest.raises(StoreError) as info:  # derived columns need an encoder that has them
+        evaluate_corpus(clinic, "clinic", ["tiny-b"], opts)
+    assert "(derived: map: triage;" in str(info.value)
+
+
+def test_cluster_noise_is_unlabelled_and_metadata_wins_a_name_clash(clinic, monkeypatch):
+    import pandas as pd
+
+    import core.labels
+    from core.evaluation import resolve_labels
+
+    fake = {"cluster": pd.Series(["0: a", "noise"] * 60, dtype=object), "specialty": pd.Series(["x"] * 120)}
+    monkeypatch.setattr(core.labels, "label_columns", lambda store, corpus, encoder: fake)
+    labels = resolve_labels(clinic, "clinic", "cluster", "tiny")
+    assert labels.isna().sum() == 60 and set(labels.dropna()) == {"0: a"} and fake["cluster"][1] == "noise"
+    assert "x" not in set(resolve_labels(clinic, "clinic", "specialty", "tiny"))
+
+
 @pytest.mark.parametrize("label, encoders, shots, message", [
     ("ward", ["tiny"], "1", "corpus 'clinic' has no metadata column 'ward' to use as the label "
-                            "(its metadata columns: specialty, site, age, visit_date)"),
+                            "(its metadata columns: specialty, site, age, visit_date) and no derived label column "
+                            "of that name (derived: none yet; 'cluster' is the latest clustering"),
+    ("cluster", ["tiny"], "1", "no derived label column"),
     ("", ["tiny"], "1", "no metadata column ''"),
     ("specialty", ["nope"], "1", "unknown encoder 'nope'"),
     ("specialty", ["tiny"], "1,two", "shots must be whole numbers"),

@@ -54,3 +54,15 @@ def test_measure_audit_and_reopen_without_recomputing(clinic):
     again = open_page(["tiny", "tiny-b"])  # a new session: results come from the store at once
     assert len(again.get("plotly_chart")) == 3 and not again.info
     assert len(clinic.runs()) == runs
+
+
+def test_clusters_are_offered_as_a_label_once_the_corpus_is_clustered(clinic):
+    from core.clusters import cluster_corpus
+    from core.options import ClusterOptions
+
+    assert "cluster" not in open_page(["tiny", "tiny-b"]).selectbox(key="sep_label").options
+    cluster_corpus(clinic, "clinic", ClusterOptions(encoder="tiny", method="kmeans", k=3))
+    at = open_page(["tiny", "tiny-b"])
+    assert at.selectbox(key="sep_label").options == ["specialty", "site", "age", "cluster"]
+    at.selectbox(key="sep_label").set_value("cluster").run()
+    assert not at.exception and any("inflated by construction" in c.value for c in at.caption)

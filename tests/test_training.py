@@ -8,7 +8,7 @@ cores are shared).
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from core.training import OBJECTIVES, TrainResult, get_objective, train
 from core.training.checkpoint import checkpoints, save_checkpoint
 from core.training.declutr import info_nce
 from core.training.metadata import supcon
+from core.training.progress import JobProgress
 from core.training.mlm import IGNORE, mask_tokens
 from core.training.sampling import balanced_batches, length_grouped_batches, split_by_class
 from core.training.spans import SpanConfig, is_usable, sample_spans, span_bounds
@@ -320,3 +321,29 @@ def test_checkpoint_write_is_atomic(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["step-00000004"]  # older one pruned, no temporary folder left behind
     assert json.loads((tmp_path / "step-00000004" / "state.json").read_text())["step"] == 4
+
+
+def test_job_progress_thins_its_curve_outlasts_a_busy_store_and_sees_a_cancel():
+    written, failures, cancel = [], iter([True]), {"asked": False}
+
+    def write(state: dict) -> None:
+        if next(failures, False):
+            raise RuntimeError("the store is busy")  # retried on the next round, training goes on
+        written.append(state)
+
+    resumed = {"curve": [[1, 9.0], [2, 8.0], [3, 7.5]]}  # a run resumed after its step-2 checkpoint
+    with JobProgress(write, lambda: cancel["asked"], resumed, every_s=0.02, points=8) as progress:
+        for step in range(3, 21):
+            progress({"step": step, "steps": 20, "loss": 1.0 / step, "tokens_per_s": 1000.0, "eta_s": 1.0,
+                      "elapsed_s": 0.1 * step})
+        cancel["asked"] = True
+        for _ in range(500):
+            if progress.should_stop():
+                break
+            time.sleep(0.01)
+        assert progress.should_stop()
+    last = written[-1]
+    assert (last["step"], last["resumed_from"], last["fraction"]) == (20, 2, 1.0)
+    # the old run's step 3 was redone; thinned to 8 points at most, keeping the newest
+    assert last["curve"][0] == [1, 9.0] and [3, 7.5] not in last["curve"] and last["curve"][-1] == [20, 0.05]
+    assert len(last["curve"]) <= 8 and last["message"] == "step 20/20 loss 0.05 · 1,000 tok/s · ETA 1s"

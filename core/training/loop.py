@@ -93,25 +93,23 @@ def _fingerprint(texts, labels, base_path: str, opts: PretrainOptions) -> str:
     return h.hexdigest()
 
 
-def train(texts: list[str], labels: list[str] | None, base_path: str, opts: PretrainOptions, out_dir: Path,
-          progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          checkpoint_dir: Path | None = None, checkpoint_every: int = 50) -> TrainResult:
-    """Train `opts.objective` from `base_path` and save a sentence-transformers folder at `out_dir`.
+@dataclass
+class _Setup:
+    device: torch.device
+    st_model: object
+    objective: object
+    model: TrainableEncoder
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    usable: int
 
-    `labels` (one per text) are needed by the metadata objective only. `progress` gets a dict every
-    few steps; `should_stop` is asked before each step, and a stop returns `cancelled=True` with no
-    model saved (but a checkpoint, if `checkpoint_dir` is given). With `checkpoint_dir`, a checkpoint
-    is written every `checkpoint_every` steps and a later call with the same texts, settings and
-    folder resumes from the newest one; the folder is emptied once the model is saved.
-    Raises FileExistsError if `out_dir` holds files, ValueError for unusable data or settings.
-    """
+
+def _setup(texts: list[str], labels: list[str] | None, base_path: str, opts: PretrainOptions) -> _Setup:
+    """Load the base, let the objective pick its documents, build the optimizer."""
     from core.training import get_objective
 
     if opts.steps < 1 or opts.batch_size < 1 or opts.grad_accum < 1 or opts.max_length < 8:
         raise ValueError("need steps, batch_size and grad_accum >= 1 and max_length >= 8")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} already holds files; pick another name")
     torch.manual_seed(opts.seed)  # the MLM head's initial weights
     device = pick_device(opts.device)
     st_model = load_sentence_transformer(base_path, device)
@@ -119,6 +117,66 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
     usable = objective.prepare(_tokenize(st_model[0].tokenizer, texts), labels)
     model = TrainableEncoder(st_model, with_mlm_head=objective.uses_mlm).train()
     optimizer, scheduler = _optimizer(model, opts, device)
+    return _Setup(device, st_model, objective, model, optimizer, scheduler, usable)
+
+
+def _step(run: _Setup, opts: PretrainOptions, batches, step: int) -> tuple[float, dict, int]:
+    """One optimizer step (with gradient accumulation): (loss, loss parts, real tokens seen)."""
+    step_loss, parts, tokens = 0.0, {}, 0
+    for micro in range(opts.grad_accum):
+        rng = _seed_step(opts.seed, step, micro)
+        with _autocast(run.device):
+            out = run.objective.compute_loss(run.model, next(batches), rng)
+        (out.loss / opts.grad_accum).backward()
+        step_loss += float(out.loss.detach()) / opts.grad_accum
+        tokens += out.tokens
+        for k, v in out.parts.items():
+            parts[k] = parts.get(k, 0.0) + v / opts.grad_accum
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss, parts, tokens
+
+
+def measure_speed(texts: list[str], labels: list[str] | None, base_path: str, opts: PretrainOptions,
+                  steps: int = 3) -> dict:
+    """Time a few steps on these (sample) texts, saving nothing: {setup_s (load the base, prepare the
+    texts), step_s (median seconds per step; the first step, with its one-off allocations, left out)}."""
+    t0 = time.perf_counter()
+    run = _setup(texts, labels, base_path, opts)
+    setup_s = time.perf_counter() - t0
+    batches = run.objective.index_batches(opts.seed)
+    times = []
+    for step in range(1, steps + 2):
+        t = time.perf_counter()
+        _step(run, opts, batches, step)
+        if run.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return {"setup_s": setup_s, "step_s": float(np.median(times[1:])), "device": run.device.type}
+
+
+def train(texts: list[str], labels: list[str] | None, base_path: str, opts: PretrainOptions, out_dir: Path,
+          progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
+          checkpoint_dir: Path | None = None, checkpoint_every: int = 50, checkpoint_seconds: float | None = None,
+          card_extra: dict | None = None) -> TrainResult:
+    """Train `opts.objective` from `base_path` and save a sentence-transformers folder at `out_dir`.
+
+    `labels` (one per text) are needed by the metadata objective only. `progress` gets a dict every
+    few steps; `should_stop` is asked before each step, and a stop returns `cancelled=True` with no
+    model saved (but a checkpoint, if `checkpoint_dir` is given). With `checkpoint_dir`, a checkpoint
+    is written every `checkpoint_every` steps (0 = never) and every `checkpoint_seconds` of wall time,
+    and a later call with the same texts, settings and folder resumes from the newest one; the folder
+    is emptied once the model is saved. `card_extra` (e.g. corpus, data hash, job) joins the card.
+    Raises FileExistsError if `out_dir` holds files, ValueError for unusable data or settings.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} already holds files; pick another name")
+    run = _setup(texts, labels, base_path, opts)
+    device, st_model, objective, model = run.device, run.st_model, run.objective, run.model
+    optimizer, scheduler, usable = run.optimizer, run.scheduler, run.usable
 
     start, losses, seconds, tokens = 0, [], 0.0, 0
     fingerprint = _fingerprint(texts, labels, base_path, opts)
@@ -147,24 +205,14 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
     for _ in range(start * opts.grad_accum):  # replay the stream up to the resume point
         next(batches)
     every, last_report = max(1, opts.steps // 100), time.monotonic()
+    last_checkpoint = time.monotonic()
     for step in range(start + 1, opts.steps + 1):
         if should_stop is not None and should_stop():
             snapshot(step - 1)
             return result(None, cancelled=True)
-        t0, step_loss, parts = time.perf_counter(), 0.0, {}
-        for micro in range(opts.grad_accum):
-            rng = _seed_step(opts.seed, step, micro)
-            with _autocast(device):
-                out = objective.compute_loss(model, next(batches), rng)
-            (out.loss / opts.grad_accum).backward()
-            step_loss += float(out.loss.detach()) / opts.grad_accum
-            tokens += out.tokens
-            for k, v in out.parts.items():
-                parts[k] = parts.get(k, 0.0) + v / opts.grad_accum
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        step_loss, parts, step_tokens = _step(run, opts, batches, step)
+        tokens += step_tokens
         seconds += time.perf_counter() - t0
         losses.append(step_loss)
         if progress is not None and (step % every == 0 or step in (start + 1, opts.steps)
@@ -173,15 +221,19 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
             progress({"step": step, "steps": opts.steps, "loss": step_loss, **parts,
                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens / seconds,
                       "eta_s": seconds / step * (opts.steps - step), "elapsed_s": seconds})
-        if checkpoint_every > 0 and step % checkpoint_every == 0 and step < opts.steps:
+        due = (checkpoint_every > 0 and step % checkpoint_every == 0) or (
+            checkpoint_seconds is not None and time.monotonic() - last_checkpoint >= checkpoint_seconds)
+        if due and step < opts.steps:
             snapshot(step)
+            last_checkpoint = time.monotonic()
 
     model.eval()
     card = {"name": opts.name, "objective": opts.objective, "params": opts.as_params(), "base": str(base_path),
             "usable_docs": usable, "total_docs": len(texts), "objective_details": objective.describe(),
             "steps": len(losses), "seconds": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
             "final_loss": losses[-1] if losses else None, "losses": losses, "resumed_from": start,
-            "hardware": hardware(device), "normalize": any(type(m).__name__ == "Normalize" for m in st_model)}
+            "hardware": hardware(device), "normalize": any(type(m).__name__ == "Normalize" for m in st_model),
+            **(card_extra or {})}
     path = save_encoder(st_model, out_dir, card)
     if ckpt_dir is not None:  # a finished run has nothing to resume
         for old in checkpoints(ckpt_dir):

@@ -4,7 +4,7 @@ The folder holds Transformer + mean Pooling (+ Normalize when the base had it), 
 `SentenceTransformer(path)` loads it anywhere, offline. Pooling is always mean: that is what every
 objective trained. The MLM head is not saved: it only served training.
 It is written to a temporary sibling folder and renamed at the end, so a run killed while saving
-never leaves a half-written model under the final name.
+never leaves a half-written model under the final name (the next save of that name clears the leftover).
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ def save_encoder(st_model, out_dir: Path, card: dict) -> Path:
         modules.append(Normalize())
     encoder = SentenceTransformer(modules=modules, device=str(next(transformer.parameters()).device))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):  # left by a save that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     encoder.save(str(tmp), create_model_card=False, safe_serialization=True)
     (tmp / CARD_FILE).write_text(json.dumps(card, indent=1, default=str))
     (tmp / "README.md").write_text(model_card_markdown(card))
@@ -76,12 +77,16 @@ def model_card_markdown(card: dict) -> str:
     params = "\n".join(f"| `{k}` | `{v}` |" for k, v in card.get("params", {}).items())
     details = "\n".join(f"| `{k}` | `{v}` |" for k, v in card.get("objective_details", {}).items())
     hw = card.get("hardware", {})
+    base = f"`{card['base_encoder']}` (`{card['base']}`)" if card.get("base_encoder") else f"`{card['base']}`"
+    source = (f"corpus `{card['corpus']}` (data hash `{card.get('data_hash')}`), job {card.get('job_id')}"
+              if card.get("corpus") else "texts given directly to `train()`")
     return f"""# {card.get('name') or 'NoteSpace encoder'}
 
 Continued pre-training of a sentence encoder by NoteSpace, on the user's own notes, offline.
 
 - **Objective:** `{card['objective']}`
-- **Base encoder:** `{card['base']}`
+- **Base encoder:** {base}
+- **Trained on:** {source}
 - **Usable documents:** {card['usable_docs']} of {card['total_docs']}
 - **Steps:** {card['steps']} ({card['seconds']:.0f} s, {card['tokens_per_s']:.0f} tokens/s)
 - **Final loss:** {card['final_loss']}

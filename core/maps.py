@@ -1,0 +1,273 @@
+"""Maps of a corpus in the store: computed once, kept with their provenance, found again for free.
+
+`project_corpus` is the `project` verb. A map is keyed by a cache key over everything it depends
+on: the encoder's fingerprint and embedding settings, the corpus's data hash (document ids and
+texts) and the parameters that matter for its method (a PCA map ignores the UMAP settings). The
+runs row (parameters, inputs, result) and the coordinates land in one transaction, so a map is
+either complete in the store or absent, and reopening it costs one lookup.
+
+The app never waits for UMAP: `project_in_background` computes it in a thread (one per map and
+process, shared by every session) while the page shows the PCA map, which takes well under a
+second; the page polls the job and swaps the UMAP map in when it is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from core.options import EmbedOptions, ProjectOptions
+from core.store import Corpus, Store, StoreError, arrow, quote, vector_table
+
+Progress = Callable[[float, str], None]
+KIND = "projection"
+CACHE_VERSION = 1  # bump when the projection code changes the maps it draws, so old ones are not reused
+RESERVED = ("ord", "doc_id", "x", "y", "preview")  # map-frame columns a metadata column must not shadow
+
+
+def _quiet(fraction: float, message: str = "") -> None:
+    pass
+
+
+def method_params(opts: ProjectOptions) -> dict:
+    """The settings that change the map: PCA depends on the metric only, UMAP on all of them."""
+    if opts.method == "pca":
+        return {"method": "pca", "metric": opts.metric}
+    if opts.method == "umap":
+        return {"method": "umap", "n_neighbors": opts.n_neighbors, "min_dist": opts.min_dist,
+                "metric": opts.metric, "seed": opts.seed}
+    raise ValueError(f"unknown projection method {opts.method!r} (umap or pca)")
+
+
+def _key(store: Store, corpus: Corpus, opts: ProjectOptions) -> tuple:
+    """(encoder, params, inputs, cache key) of the map these options ask for. Read-only: a lookup
+    must not write, so the inputs name the embedding settings, not yet the stored set's id."""
+    from core.embed import Settings
+    from core.encoders import get_encoder
+
+    enc = get_encoder(store, opts.encoder)
+    embedding = Settings.resolve(enc, EmbedOptions(encoder=enc.id)).cache_params(enc)
+    params = method_params(opts) | {"encoder": enc.id, "version": CACHE_VERSION}
+    inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "fingerprint": enc.fingerprint,
+              "embedding": embedding}
+    key = hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
+    return enc, params, inputs, key
+
+
+def find_projection(store: Store, corpus_name: str, opts: ProjectOptions = ProjectOptions()) -> dict | None:
+    """The stored map for these options (the `project` JSON with cached=True), else None; never computes."""
+    started = time.perf_counter()
+    _, _, _, key = _key(store, store.corpus(corpus_name), opts)
+    hit = store.find_run(KIND, key)
+    if hit is None:
+        return None
+    return ({"projection": hit["id"]} | hit["result"]
+            | {"seconds": round(time.perf_counter() - started, 4), "cached": True})
+
+
+def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = ProjectOptions(),
+                   progress: Progress | None = None) -> dict:
+    """The `project` verb: {"projection", "corpus", "encoder", "method", "n", "seconds", "cached"}.
+
+    Vectors not yet embedded with the encoder are embedded first (cached, as by `embed`).
+    """
+    from core.embed import load_embeddings
+    from core.projection import compute_projection
+
+    started = time.perf_counter()
+    report = progress or _quiet
+    hit = find_projection(store, corpus_name, opts)
+    if hit:
+        report(1.0, f"map {hit['projection']} found in the store")
+        return hit | {"seconds": round(time.perf_counter() - started, 4)}
+    corpus = store.corpus(corpus_name)
+    if corpus.n_docs == 0:
+        raise StoreError(f"corpus '{corpus.name}' holds no notes to draw")
+    enc, params, inputs, key = _key(store, corpus, opts)
+    encoder_id = enc.id
+    X = load_embeddings(store, corpus.name, EmbedOptions(encoder=encoder_id),
+                        progress=lambda f, m="": report(0.5 * f, m))
+    with store.connect() as con:
+        inputs["embedding_set"] = _stored_set(con, enc, inputs["embedding"])
+    report(0.5, f"{opts.method.upper()} map of {len(X):,} notes")
+    xy = compute_projection(X, opts, progress=lambda f, m="": report(0.5 + 0.5 * f, m))
+    seconds = time.perf_counter() - started
+    result = {"corpus": corpus.name, "encoder": encoder_id, "method": opts.method, "n": len(xy)}
+    with store.transaction() as con:  # the run and its coordinates land together or not at all
+        run_id = store.record_run(con, KIND, corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key,
+                                  params=params, inputs=inputs, result=result,
+                                  seconds=round(seconds, 3))
+        # vectors come in ord order and ords are 0..n-1 (see core.corpus.write)
+        con.register("new_xy", pa.table({"ord": np.arange(len(xy), dtype=np.int32),
+                                         "x": xy[:, 0], "y": xy[:, 1]}))
+        con.execute("INSERT INTO projections SELECT ?, ord, x, y FROM new_xy", [run_id])
+        con.unregister("new_xy")
+    report(1.0, f"map {run_id} stored")
+    return {"projection": run_id} | result | {"seconds": round(time.perf_counter() - started, 4), "cached": False}
+
+
+def _run(store: Store, projection_id: int) -> dict:
+    with store.connect() as con:
+        row = con.execute("SELECT corpus_id, encoder_id, params FROM runs WHERE id = ? AND kind = ?",
+                          [int(projection_id), KIND]).fetchone()
+    if row is None:
+        raise StoreError(f"no map with id {projection_id}; run `notespace project` first")
+    return {"corpus_id": row[0], "encoder_id": row[1], "params": json.loads(row[2] or "{}")}
+
+
+def load_projection(store: Store, projection_id: int) -> pd.DataFrame:
+    """The stored coordinates: ord, x, y in ord order."""
+    _run(store, projection_id)
+    with store.connect() as con:
+        return arrow(con, "SELECT ord, x, y FROM projections WHERE run_id = ? ORDER BY ord",
+                     [int(projection_id)]).to_pandas()
+
+
+def _corpus_by_id(store: Store, corpus_id: int) -> Corpus:
+    for corpus in store.corpora():
+        if corpus.id == corpus_id:
+            return corpus
+    raise StoreError(f"the corpus of this map (id {corpus_id}) is no longer in the store")
+
+
+def map_frame(store: Store, projection_id: int, preview_chars: int | None = 240) -> pd.DataFrame:
+    """One row per note in ord order: ord, doc_id, x, y, preview (the note's first `preview_chars`
+    characters; None = no preview) and every metadata column.
+
+    Only the start of each note is read: the map never needs, or ships, whole notes. A metadata
+    column named like a map column is renamed "<name> (metadata)".
+    """
+    corpus = _corpus_by_id(store, _run(store, projection_id)["corpus_id"])
+    meta = ", ".join(f"m.{quote(c)}" + (f" AS {quote(c + ' (metadata)')}" if c in RESERVED else "")
+                     for c in corpus.meta)
+    preview = f"left(d.text, {int(preview_chars)}) AS preview, " if preview_chars else ""
+    with store.connect() as con:
+        return arrow(con,
+            f"SELECT d.ord, d.doc_id, p.x, p.y, {preview}{meta + ', ' if meta else ''}1 AS _ "
+            f"FROM documents d JOIN projections p ON p.run_id = ? AND p.ord = d.ord "
+            f"JOIN {corpus.meta_table} m ON m.ord = d.ord WHERE d.corpus_id = ? ORDER BY d.ord",
+            [int(projection_id), corpus.id]).to_pandas().drop(columns="_")
+
+
+def export_projection(store: Store, projection_id: int, out_path: str | Path) -> Path:
+    """Write doc_id, x, y and the metadata columns of a stored map to a Parquet file."""
+    frame = map_frame(store, projection_id, preview_chars=None).drop(columns="ord")
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    return out
+
+
+def _stored_set(con, enc, embedding: dict) -> int | None:
+    """The id of the encoder's stored vector set with these settings, if any; read-only, unlike
+    embed.embedding_set, so that opening a page never writes (sessions would conflict)."""
+    rows = con.execute("SELECT id, params FROM embedding_sets WHERE fingerprint = ? ORDER BY id",
+                       [enc.fingerprint]).fetchall()
+    for set_id, params in rows:
+        stored = json.loads(params or "{}")
+        if all(stored.get(k) == v for k, v in embedding.items()):
+            return int(set_id)
+    return None
+
+
+def embedded(store: Store, corpus_name: str, encoder_id: str) -> bool:
+    """Whether every note of the corpus has its vector for this encoder (default embedding settings)."""
+    from core.embed import Settings
+    from core.encoders import get_encoder
+
+    corpus = store.corpus(corpus_name)
+    enc = get_encoder(store, encoder_id)
+    embedding = Settings.resolve(enc, EmbedOptions(encoder=enc.id)).cache_params(enc)
+    with store.connect() as con:
+        set_id = _stored_set(con, enc, embedding)
+        if set_id is None or not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?",
+                                             [vector_table(enc.dim)]).fetchone():
+            return False
+        return not con.execute(
+            f"SELECT 1 FROM documents d WHERE corpus_id = ? AND NOT EXISTS (SELECT 1 FROM {vector_table(enc.dim)} v "
+            f"WHERE v.set_id = ? AND v.text_hash = d.text_hash) LIMIT 1", [corpus.id, set_id]).fetchone()
+
+
+def neighbourhood_overlap(store: Store, corpus_name: str, encoder_a: str, encoder_b: str, k: int = 10) -> np.ndarray:
+    """Per note (ord order), the Jaccard overlap of its k nearest neighbours under the two encoders,
+    each in its full embedding space."""
+    from core.embed import load_embeddings
+    from core.neighbours import neighbourhood_overlap as overlap
+
+    XA = load_embeddings(store, corpus_name, EmbedOptions(encoder=encoder_a), compute_missing=False)
+    XB = load_embeddings(store, corpus_name, EmbedOptions(encoder=encoder_b), compute_missing=False)
+    return overlap(XA, XB, k)
+
+
+# ---- maps computed in the background ---------------------------------------------------------
+
+
+@dataclass
+class MapJob:
+    """A map being computed in a thread: the page polls `fraction`, `message`, `done`, `error`."""
+
+    corpus: str
+    opts: ProjectOptions
+    started: float = field(default_factory=time.monotonic)
+    fraction: float = 0.0
+    message: str = "starting"
+    result: dict | None = None
+    error: str | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.thread is not None and not self.thread.is_alive()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def report(self, fraction: float, message: str = "") -> None:
+        self.fraction, self.message = float(fraction), message or self.message
+
+
+_jobs: dict[tuple, MapJob] = {}
+_jobs_lock = threading.Lock()
+
+
+def project_in_background(store: Store, corpus_name: str, opts: ProjectOptions) -> MapJob:
+    """Start computing (and storing) this map in a daemon thread, or return the job already doing it.
+
+    A job that finished well is forgotten, so the next call finds the map in the store; a failed job
+    is kept, with its error, until `forget(job)` (the page offers to try again).
+    """
+    key = (str(store.path), corpus_name, opts)
+    with _jobs_lock:
+        job = _jobs.get(key)
+        if job is None:
+            job = _jobs[key] = MapJob(corpus_name, opts)
+
+            def work() -> None:
+                try:
+                    job.result = project_corpus(store, corpus_name, opts, progress=job.report)
+                    with _jobs_lock:
+                        _jobs.pop(key, None)
+                except Exception as exc:  # shown on the page; the job stays until the user retries
+                    job.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+            job.thread = threading.Thread(target=work, name=f"notespace-map-{corpus_name}", daemon=True)
+            job.thread.start()
+        return job
+
+
+def forget(job: MapJob) -> None:
+    """Drop a finished (failed) job so the next `project_in_background` starts afresh."""
+    with _jobs_lock:
+        for key, value in list(_jobs.items()):
+            if value is job:
+                del _jobs[key]

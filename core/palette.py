@@ -1,0 +1,64 @@
+"""Colours shared by every page, so a category looks the same on the map, in charts and tables.
+
+`category_colours(values)` is deterministic: give it every note's value of a column (not a
+filtered subset) and the most common values get the first, most distinct colours, ties broken by
+the value's text. Missing values are always grey; values beyond the palette share "other" grey.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+# Tableau 10 first (distinct, readable on white), then lighter/darker companions; no greys, which
+# mean "missing" and "other" here.
+PALETTE = (
+    "#4E79A7", "#F28E2B", "#E15759", "#59A14F", "#B07AA1", "#EDC948", "#76B7B2", "#FF9DA7",
+    "#9C755F", "#7570B3", "#A0CBE8", "#FFBE7D", "#8CD17D", "#B6992D", "#499894", "#FF9D9A",
+    "#D37295", "#D4A6C8", "#D7B5A6", "#E7298A", "#1B9E77", "#66A61E", "#A6761D", "#86BCB6",
+)
+MISSING = "(missing)"
+MISSING_COLOUR = "#9E9E9E"
+OTHER_COLOUR = "#CFCFCF"
+SEQUENTIAL = "Viridis"  # numeric and date columns: perceptually uniform, readable in grey print
+
+
+def category_label(value) -> str:
+    """The text a category is shown (and keyed) by; missing values become "(missing)"."""
+    if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
+        return MISSING
+    if isinstance(value, pd.Timestamp):
+        return value.date().isoformat() if value == value.normalize() else value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def category_labels(values: Iterable) -> np.ndarray:
+    """`category_label` of every value, as an object array; fast on 100k notes (each distinct value
+    is labelled once)."""
+    codes, uniques = pd.factorize(pd.Series(list(values) if not hasattr(values, "__len__") else values,
+                                            dtype=object), use_na_sentinel=True)
+    labels = np.array([category_label(u) for u in uniques] + [MISSING], dtype=object)
+    return labels[codes]  # code -1 (missing) picks the last entry
+
+
+def category_order(values: Iterable) -> list[str]:
+    """Distinct labels, most common first (ties by text); "(missing)" always last."""
+    counts = Counter(dict(pd.Series(category_labels(values)).value_counts()))
+    missing = counts.pop(MISSING, 0)
+    return sorted(counts, key=lambda label: (-counts[label], label)) + ([MISSING] if missing else [])
+
+
+def category_colours(values: Iterable, grey: Iterable[str] = ()) -> dict[str, str]:
+    """label -> "#RRGGBB" for every distinct value (labels as `category_label` writes them), plus
+    "(missing)". The len(PALETTE) most common values get distinct colours; rarer ones share
+    OTHER_COLOUR. Labels in `grey` mean "no category" (e.g. a clustering's "noise") and are grey.
+    """
+    grey = set(grey)
+    ranked = [label for label in category_order(values) if label != MISSING and label not in grey]
+    colours = {label: PALETTE[i] if i < len(PALETTE) else OTHER_COLOUR for i, label in enumerate(ranked)}
+    return colours | {label: MISSING_COLOUR for label in grey} | {MISSING: MISSING_COLOUR}

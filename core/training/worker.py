@@ -1,0 +1,121 @@
+"""Running queued training jobs: one job's run, and the worker process's loop.
+
+The one module of core/training that reads the store: it turns a job row of `core.jobs` into a
+`train()` call (texts and labels from the store, checkpoints beside it, progress and the cancel
+flag through the jobs table) and registers the saved encoder. The queue itself, and which process
+may run what, live in core/jobs.py; `python -m core.jobs worker` lands in `main` here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import traceback
+from pathlib import Path
+
+import pandas as pd
+
+from core import jobs
+from core.encoders import CARD, sync
+from core.options import PretrainOptions
+from core.store import Corpus, Store, StoreError
+from core.training.devicelock import hold
+from core.training.progress import JobProgress
+
+_terminating = False  # SIGTERM: stop at the next step, keep a checkpoint, stay resumable
+
+
+def training_data(store: Store, corpus: Corpus, opts: PretrainOptions, ords: list[int] | None = None):
+    """Texts (and labels for the metadata objective) in corpus order, all or those at `ords`."""
+    texts = store.texts(corpus, ords)["text"].tolist()
+    if opts.objective != "metadata":
+        return texts, None
+    meta = store.documents(corpus, with_text=False)
+    column = meta[opts.label] if ords is None else meta.loc[meta["ord"].isin(ords), opts.label]
+    return texts, [None if pd.isna(v) else str(v) for v in column]
+
+
+def _complete(store: Store, j: dict, card: dict) -> dict:
+    """Register the saved encoder everywhere, then mark the job done with its result."""
+    sync(store)
+    opts = PretrainOptions(**j["params"]["options"])
+    result = {"encoder": opts.name, "path": j["params"]["out_dir"], "objective": opts.objective, "steps": card["steps"],
+              "seconds": round(card["seconds"], 2), "final_loss": card["final_loss"], "usable_docs": card["usable_docs"]}
+    jobs.update(store, j["id"], "state = 'done', result = ?, finished = current_timestamp", [json.dumps(result)])
+    return result
+
+
+def run_job(store: Store, job_id: int, report=None) -> dict | None:
+    """Train a claimed job to the end; returns its result, or None if it was cancelled or halted.
+    A failure marks the job failed (one line) and is raised again."""
+    from core.training import train
+
+    j = jobs.job(store, job_id)
+    params, opts = j["params"], PretrainOptions(**j["params"]["options"])
+    out_dir, checkpoints = Path(params["out_dir"]), jobs.checkpoint_dir(store, job_id)
+    card_file = out_dir / CARD
+    if card_file.exists() and json.loads(card_file.read_text()).get("job_id") == job_id:
+        return _complete(store, j, json.loads(card_file.read_text()))  # saved, then killed before 'done'
+    progress = JobProgress(lambda state: jobs.update(store, job_id, "progress = ?", [json.dumps(state)]),
+                           lambda: jobs.job(store, job_id)["cancel_requested"], j["progress"], report, jobs.PROGRESS_S)
+    # How the encoder was made, beside what train() records (objective, settings, curve, time, hardware)
+    provenance = {"corpus": params["corpus"], "data_hash": params["data_hash"], "job_id": job_id,
+                  "base_encoder": opts.base, "base_fingerprint": params["base_fingerprint"], "submitted": j["created"]}
+    try:
+        corpus = store.corpus(params["corpus"])
+        if corpus.data_hash != params["data_hash"]:
+            raise StoreError(f"corpus '{corpus.name}' changed after the job was submitted; submit it again")
+        texts, labels = training_data(store, corpus, opts)
+        with progress:  # leaving it writes the last figures
+            r = train(texts, labels, params["base_path"], opts, out_dir, progress=progress,
+                      should_stop=lambda: _terminating or progress.should_stop(), checkpoint_dir=checkpoints,
+                      checkpoint_every=0, checkpoint_seconds=jobs.CHECKPOINT_S, card_extra=provenance)
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        jobs.update(store, job_id, "state = 'failed', error = ?, finished = current_timestamp", [message])
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        raise
+    if not r.cancelled:
+        return _complete(store, j, json.loads(card_file.read_text()))
+    if _terminating:  # the machine is going down: resumable from the checkpoint just written
+        jobs.update(store, job_id, "state = 'interrupted'", [])
+    else:
+        jobs.mark_cancelled(store, job_id, "cancelled")
+    return None
+
+
+def work(store: Store, device: str) -> None:
+    """Resume interrupted jobs, then run queued ones oldest first, until none is left."""
+    while not _terminating:
+        with hold(jobs.lock_path(store, device)) as held:
+            if not held:
+                return  # another process trains on this device; it takes the queue next
+            jobs.recover(store)
+            while not _terminating and (found := jobs.pending(store, device)):
+                pick = min(found, key=lambda j: (j["state"] == "queued", j["id"]))
+                if jobs.claim(store, pick["id"]):
+                    print(f"job {pick['id']}: running", flush=True)
+                    try:
+                        run_job(store, pick["id"])
+                    except Exception:
+                        traceback.print_exc()  # the job is marked failed; the log keeps the details
+                    print(f"job {pick['id']}: {jobs.job(store, pick['id'])['state']}", flush=True)
+        if not jobs.pending(store, device):
+            return  # else a job was queued while the lock was let go: go round again
+
+
+def _on_sigterm(signum, frame) -> None:
+    global _terminating
+    _terminating = True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m core.jobs", description="NoteSpace background training worker")
+    parser.add_argument("verb", choices=["worker"])
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    work(Store(args.db), args.device)

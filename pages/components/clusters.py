@@ -1,0 +1,185 @@
+"""Clusters on the Explore page: compute (or reload) a clustering, name it on the map, tabulate it.
+
+`cluster_panel` returns a `ClusterView` aligned with the page's frame (rows carry an `ord`), so the
+map can colour by `view.column()`, draw `cluster_annotations(...)` at cluster centres and filter on
+clusters like on any metadata column. Noise (-1) is always its own group, named "noise".
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.clusters import (
+    cluster_corpus, cluster_names, cluster_summary, compare_to_corpus, default_k, default_min_cluster_size,
+    latest_clustering, load_clustering,
+)
+from core.options import ClusterOptions
+from core.store import Store, StoreError
+from pages.common import progress_bar
+
+SELECTED = "explore_selected_ords"  # the Explore page's selection (list of ords)
+EXAMPLE_CHARS = 600
+
+
+@dataclass
+class ClusterView:
+    clustering_id: int
+    labels: np.ndarray  # cluster per row of the frame given to cluster_panel (-1 = noise)
+    ords: np.ndarray  # the frame's ords, row by row
+    names: dict[int, str]  # "3: chest pain troponin", -1: "noise"
+    terms: dict[int, list[str]]
+    examples: dict[int, list[str]]  # texts of the most central notes, closest first
+    params: dict
+
+    def column(self) -> pd.Series:
+        """Readable cluster per row, for colouring, filtering or as a label column."""
+        return pd.Series([self.names.get(c, str(c)) for c in self.labels.tolist()], name="cluster", dtype=object)
+
+    def members(self, cluster: int) -> list[int]:
+        return self.ords[self.labels == cluster].tolist()
+
+
+def _compute(store: Store, corpus: str, opts: ClusterOptions) -> int | None:
+    bar, update = progress_bar("Loading the vectors…")
+    try:
+        result = cluster_corpus(store, corpus, opts, progress=update)
+    except (ValueError, StoreError) as exc:
+        bar.empty()
+        st.error(str(exc))
+        return None
+    bar.empty()
+    st.success(f"{result['n_clusters']} clusters and {result['noise']:,} noise notes ({result['seconds']:.1f} s).")
+    return result["clustering"]
+
+
+def cluster_panel(store: Store, corpus: str, encoder: str, frame: pd.DataFrame) -> ClusterView | None:
+    """Controls (method, size, Compute) and the clustering to show: the one computed last in this
+    session, else the newest stored one for this corpus and encoder. None until one exists."""
+    info = store.corpus(corpus)
+    n = info.n_docs
+    state = f"clusters::{info.id}::{info.data_hash}::{encoder}"  # a re-ingested corpus never shows old clusters
+    method_col, size_col, button_col = st.columns([2, 2, 1], vertical_alignment="bottom")
+    method = method_col.radio("Clustering", ["hdbscan", "kmeans"], horizontal=True, key="clusters_method",
+                              format_func={"hdbscan": "density (HDBSCAN)", "kmeans": "k-means"}.get,
+                              help="HDBSCAN finds clusters of any number and leaves notes that fit none as noise; "
+                                   "k-means splits every note into k groups.")
+    if method == "hdbscan":
+        size = size_col.number_input("Minimum cluster size", 2, max(2, n), min(default_min_cluster_size(n), max(2, n)),
+                                     key="clusters_min_size", help="default: about 1 % of the notes")
+        opts = ClusterOptions(encoder=encoder, method=method, min_cluster_size=int(size))
+    else:
+        k = size_col.number_input("Number of clusters", 2, max(2, n), min(default_k(n), max(2, n)), key="clusters_k",
+                                  help="default: √(notes / 2), at most 50")
+        opts = ClusterOptions(encoder=encoder, method=method, k=int(k))
+    if button_col.button("Compute clusters", key="clusters_compute"):
+        clustering_id = _compute(store, corpus, opts)
+        if clustering_id is not None:
+            st.session_state[state] = clustering_id
+    try:
+        found = (load_clustering(store, st.session_state[state]) if state in st.session_state
+                 else latest_clustering(store, corpus, encoder))
+    except StoreError:  # the store file was replaced under this session: forget the stale id
+        st.session_state.pop(state, None)
+        found = None
+    if found is None:
+        st.caption("No clusters yet for this corpus and encoder: choose a method and press **Compute clusters**.")
+        return None
+    size = (f"k = {found.params['k']}" if found.params["method"] == "kmeans"
+            else f"minimum cluster size {found.params['min_cluster_size']}")
+    st.caption(f"Showing clustering {found.id} ({found.params['method']}, {size}, seed {found.params['seed']}); "
+               f"`notespace cluster` with the same settings reuses it.")
+    ords = frame["ord"].to_numpy(dtype=np.int64)
+    texts = store.texts(info, sorted({o for ex in found.examples.values() for o in ex}))
+    text_of = dict(zip(texts["ord"].tolist(), texts["text"].tolist()))
+    return ClusterView(found.id, found.labels[ords], ords, cluster_names(found.terms), found.terms,
+                       {c: [text_of[o] for o in ex if o in text_of] for c, ex in found.examples.items()}, found.params)
+
+
+def cluster_annotations(frame_with_xy: pd.DataFrame, labels, names: dict[int, str], max_labels: int = 30,
+                        max_chars: int = 26) -> list[dict]:
+    """Plotly annotations naming the `max_labels` largest clusters at their median x, y.
+
+    Medians, not means: a few stray members must not drag a label into empty space. Noise gets no
+    label (its points are spread everywhere). Short text on a white-ish box stays readable over
+    dense points at the default zoom; the text is escaped, as plotly reads it as HTML.
+    """
+    labels = np.asarray(labels)
+    ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    out = []
+    for c in ids[np.argsort(-sizes, kind="stable")][:max_labels]:
+        rows = labels == c
+        name = names.get(int(c), str(c))
+        short = name if len(name) <= max_chars else name[:max_chars - 1].rstrip() + "…"
+        out.append({"x": float(np.median(frame_with_xy["x"].to_numpy()[rows])),
+                    "y": float(np.median(frame_with_xy["y"].to_numpy()[rows])), "xref": "x", "yref": "y",
+                    "text": html.escape(short), "hovertext": html.escape(name), "showarrow": False,
+                    "font": {"size": 12, "color": "#1a1a1a"}, "bgcolor": "rgba(255,255,255,0.8)",
+                    "bordercolor": "rgba(0,0,0,0.25)", "borderwidth": 1, "borderpad": 2})
+    return out
+
+
+def _select(ords: list[int]) -> None:
+    st.session_state[SELECTED] = ords
+
+
+def _summary_table(view: ClusterView, meta: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """One row per cluster: name, size, share, terms, and per column its most common value with that value's
+    share in the cluster and lift against all notes shown (categorical) or its median (numbers, dates)."""
+    summary = cluster_summary(view.labels, meta, view.terms, kinds=kinds)
+    table = pd.DataFrame({"cluster": [view.names.get(c, str(c)) for c in summary["cluster"]],
+                          "notes": summary["size"], "share": summary["share"],
+                          "terms": [", ".join(t) for t in summary["terms"]]})
+    for column, kind in kinds.items():
+        if kind == "categorical" and f"{column}_top" in summary:
+            table[column] = [f"{v} ({s:.0%}, ×{lift:.1f} vs all)" if isinstance(v, str) else ""
+                             for v, s, lift in zip(summary[f"{column}_top"], summary[f"{column}_share"],
+                                                   summary[f"{column}_lift"])]
+        elif f"{column}_median" in summary:
+            table[f"{column} (median)"] = summary[f"{column}_median"]
+    return table
+
+
+def _comparison(cmp: pd.DataFrame) -> None:
+    """compare_to_corpus as two tables: values of categorical columns, and medians and means of the
+    others (as text, since numbers and dates share those columns)."""
+    values = cmp[cmp["kind"] == "categorical"]
+    if len(values):
+        st.dataframe(values[["column", "value", "count_in_selection", "share_in_selection", "share_overall", "lift"]],
+                     hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                    for c in ("share_in_selection", "share_overall", "lift")})
+    stats = cmp[cmp["kind"] != "categorical"]
+    if len(stats):
+        shown = ["median_in_selection", "median_overall", "mean_in_selection", "mean_overall"]
+        text = stats[shown].map(lambda v: v.strftime("%Y-%m-%d") if isinstance(v, pd.Timestamp) else f"{v:,.3g}")
+        st.dataframe(pd.concat([stats[["column"]], text], axis=1), hide_index=True, width="stretch")
+
+
+def cluster_table(view: ClusterView, frame: pd.DataFrame, kinds: dict[str, str]) -> None:
+    """Per cluster: size, label terms, top metadata values against the corpus, central notes, and a
+    button that selects the cluster on the map (st.session_state["explore_selected_ords"])."""
+    kinds = {c: k for c, k in kinds.items() if c in frame.columns}
+    meta = frame[list(kinds)]
+    st.dataframe(_summary_table(view, meta, kinds), hide_index=True, width="stretch",
+                 column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0,
+                                                                         max_value=1)})
+    ids = sorted(np.unique(view.labels).tolist(), key=lambda c: (c < 0, c))
+    pick, button = st.columns([4, 1], vertical_alignment="bottom")
+    cluster = pick.selectbox("Look at a cluster", ids, format_func=lambda c: view.names.get(c, str(c)),
+                             key="clusters_focus")
+    members = view.members(cluster)
+    button.button(f"Select its {len(members):,} notes", key="clusters_select", on_click=_select, args=(members,),
+                  help="select this cluster on the map")
+    mask = view.labels == cluster
+    if kinds:
+        st.caption("How this cluster differs from all notes shown (lift > 1: more common in the cluster).")
+        _comparison(compare_to_corpus(mask, meta, kinds, top_n=5))
+    st.caption("Most central notes (closest to the cluster's centre in the embedding space):")
+    for text in view.examples.get(cluster, []):
+        with st.container(border=True):
+            st.text(text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + "…")

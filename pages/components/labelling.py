@@ -1,0 +1,100 @@
+"""Label from the map: name the selected notes, train a few-shot classifier on those labels, see
+its predictions for every note and which notes to label next (uncertain and unlike those labelled).
+
+Labels are stored (core.labels), so they survive reloads and are shared with the command line.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.labels import add_labels, clear_labels, get_labels, label_sets, predict_from_labels
+from core.store import Store
+from pages.components.facets import md_escape
+
+SELECTED = "explore_selected_ords"  # the Explore page's selection (list of ords)
+PREVIEW_CHARS = 200
+
+
+def _select(ords: list[int]) -> None:
+    st.session_state[SELECTED] = ords
+
+
+def _label_controls(store: Store, corpus: str, label_set: str, selected: list[int]) -> None:
+    label_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
+    label = label_col.text_input("Label for the selected notes", key="labelling_label", placeholder="e.g. chest pain")
+    if button_col.button(f"Label {len(selected):,} notes", key="labelling_add", type="primary",
+                         disabled=not selected or not label.strip()):
+        try:
+            n = add_labels(store, corpus, label_set, selected, label)
+        except ValueError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Labelled {n:,} notes as “{md_escape(label.strip())}”.")
+
+
+def _remove_controls(store: Store, corpus: str, label_set: str, classes: list[str]) -> None:
+    pick, remove, clear = st.columns([2, 1, 1], vertical_alignment="bottom")
+    label = pick.selectbox("Label", classes, key="labelling_remove_label")
+    if remove.button("Remove this label", key="labelling_remove"):
+        clear_labels(store, corpus, label_set, label=label)
+        st.rerun()
+    if clear.button("Clear the set", key="labelling_clear"):
+        clear_labels(store, corpus, label_set)
+        st.rerun()
+
+
+def _suggestions(store: Store, corpus: str, preds) -> None:
+    """The next notes worth labelling as a table (the grid shows text as text, never as HTML)."""
+    ords = preds.suggestions.tolist()
+    if not ords:
+        return
+    texts = store.texts(store.corpus(corpus), ords).set_index("ord")
+    scores = preds.model.frame().iloc[ords]
+    table = pd.DataFrame({"ord": ords, "id": texts.loc[ords, "doc_id"].to_numpy(),
+                          "predicted": scores["predicted"].to_numpy(), "confidence": scores["confidence"].to_numpy(),
+                          "note": [t if len(t) <= PREVIEW_CHARS else t[:PREVIEW_CHARS] + "…"
+                                   for t in texts.loc[ords, "text"]]})
+    head, button = st.columns([3, 1], vertical_alignment="bottom")
+    head.caption("Label these next: the classifier is least sure about them, and they differ from the notes "
+                 "labelled so far.")
+    button.button("Select them on the map", key="labelling_select_suggested", on_click=_select, args=(ords,))
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"confidence": st.column_config.NumberColumn(format="%.2f")})
+
+
+def labelling_panel(store: Store, corpus: str, encoder: str, selected_ords, n_suggest: int = 10
+                    ) -> pd.Series | None:
+    """Label the selection, train on the labels, predict the rest, suggest the next notes.
+
+    Returns the predicted label of every note (a Series indexed by ord, named "predicted") once
+    notes of two classes are labelled, else None; the map can colour by it:
+    `frame["predicted"] = frame["ord"].map(predicted)`.
+    """
+    selected = [int(o) for o in (selected_ords if selected_ords is not None else [])]
+    sets = label_sets(store, corpus)
+    label_set = st.text_input("Label set", value=sets[0] if sets else "map labels", key="labelling_set",
+                              help="the labels of one task; a note has at most one label per set").strip()
+    if not label_set:
+        st.warning("Name the label set first.")
+        return None
+    _label_controls(store, corpus, label_set, selected)
+    labels = get_labels(store, corpus, label_set)
+    if labels.empty:
+        st.caption("Select notes on the map, type a label and press **Label**. Label notes of two or more "
+                   "classes to train a classifier that predicts a label for every other note.")
+        return None
+    counts = labels["label"].value_counts()
+    st.dataframe(counts.rename("labelled notes").rename_axis("label").reset_index(), hide_index=True)
+    _remove_controls(store, corpus, label_set, counts.index.tolist())
+    if len(counts) < 2:
+        st.info("Label notes of at least two different classes to train a classifier.")
+        return None
+    preds = predict_from_labels(store, corpus, encoder, label_set, n_suggest=n_suggest)
+    st.caption(f"A logistic regression on the {encoder} embeddings, trained on the {len(labels):,} labelled "
+               "notes, predicts every note:")
+    st.dataframe(preds.counts(), hide_index=True, width="stretch",
+                 column_config={"mean_confidence": st.column_config.NumberColumn(format="%.2f")})
+    _suggestions(store, corpus, preds)
+    return preds.predicted

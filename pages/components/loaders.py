@@ -1,0 +1,111 @@
+"""What the Explore page reads from core, cached per server, and the map that is ready to show now.
+
+Caches are keyed by the store's path and by ids of stored, immutable things (a map id, a corpus
+data hash), so they never serve stale data when a corpus or encoder changes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import maps
+from core.embed import embed_corpus, embed_query, load_embeddings
+from core.options import EmbedOptions, ProjectOptions
+from core.store import StoreError
+from pages.common import progress_bar, store
+from pages.components.map import hover_chars, hover_texts
+
+
+@st.cache_data(max_entries=6, show_spinner="Reading the map…")
+def map_frame(db: str, projection_id: int) -> pd.DataFrame:
+    """ord, doc_id, x, y, preview, metadata, hover of a stored map."""
+    frame = maps.map_frame(store(), projection_id)
+    columns = [c for c in frame.columns if c not in maps.RESERVED]
+    return frame.assign(hover=hover_texts(frame, columns, hover_chars(len(frame))))
+
+
+@st.cache_data(max_entries=6, show_spinner=False)
+def coordinates(db: str, projection_id: int) -> np.ndarray:
+    return maps.load_projection(store(), projection_id)[["x", "y"]].to_numpy(np.float32)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Reading the vectors…")
+def vectors(db: str, corpus: str, encoder: str, data_hash: str) -> np.ndarray:
+    """The corpus's vectors (read-only, shared by sessions: 50k x 384 is 77 MB)."""
+    return load_embeddings(store(), corpus, EmbedOptions(encoder=encoder), compute_missing=False)
+
+
+@st.cache_data(max_entries=64, show_spinner="Embedding the query…")
+def query_vector(db: str, encoder: str, text: str) -> np.ndarray:
+    return embed_query(store(), text, EmbedOptions(encoder=encoder))
+
+
+@st.cache_data(max_entries=4, show_spinner="Comparing neighbourhoods in both full spaces…")
+def overlap(db: str, corpus: str, encoder_a: str, encoder_b: str, data_hash: str, k: int = 10) -> np.ndarray:
+    return maps.neighbourhood_overlap(store(), corpus, encoder_a, encoder_b, k)
+
+
+def map_parquet(projection_id: int) -> bytes:
+    """The map's coordinates with doc_id and metadata, as Parquet bytes (made when downloaded)."""
+    with tempfile.TemporaryDirectory() as folder:
+        return maps.export_projection(store(), projection_id, Path(folder) / "map.parquet").read_bytes()
+
+
+def offer_embedding(corpus: str, encoder: str) -> None:
+    """Say that the corpus has no vectors for this encoder yet, and offer to embed it here."""
+    st.info(f"'{corpus}' is not embedded with '{encoder}' yet. Embed it here, or on the command line with "
+            f"`notespace embed --corpus {corpus} --encoder {encoder}`.")
+    if st.button(f"Embed with {encoder}", type="primary", key=f"explore_embed_{encoder}"):
+        bar, update = progress_bar("Loading the encoder…")
+        try:
+            embed_corpus(store(), corpus, EmbedOptions(encoder=encoder), progress=update)
+        except StoreError as exc:
+            st.error(str(exc))
+            return
+        st.rerun()
+
+
+def current_map(corpus: str, opts: ProjectOptions) -> tuple[dict, maps.MapJob | None] | None:
+    """The map to draw now, and the UMAP job still computing (None when the asked-for map is shown);
+    None when the corpus is not embedded with the encoder yet.
+
+    A stored map comes back at once. A missing PCA map is computed here (well under a second after
+    the vectors are read). A missing UMAP map is computed in the background while PCA stands in.
+    """
+    hit = maps.find_projection(store(), corpus, opts)
+    if hit:
+        return hit, None
+    if not maps.embedded(store(), corpus, opts.encoder):
+        return None
+    if opts.method == "pca":
+        bar, update = progress_bar("Computing the PCA map…")
+        result = maps.project_corpus(store(), corpus, opts, progress=update)
+        bar.empty()
+        return result, None
+    job = maps.project_in_background(store(), corpus, opts)
+    return current_map(corpus, opts.replace(method="pca"))[0], job
+
+
+@st.fragment(run_every=1.0)
+def wait_for(jobs: list[maps.MapJob]) -> None:
+    """Progress of the UMAP maps being computed; reruns the page once they are all stored."""
+    if all(job.done for job in jobs):
+        st.rerun(scope="app")
+    for job in jobs:
+        st.progress(min(job.fraction, 0.99), text=f"UMAP map with {job.opts.encoder}: {job.message} "
+                                                  f"({job.elapsed:.0f} s). PCA is shown until it is ready.")
+
+
+def failed(jobs: list[maps.MapJob]) -> list[maps.MapJob]:
+    """Show the jobs that failed, with a button to try again; returns those still running."""
+    for job in [j for j in jobs if j.error]:
+        st.error(f"The UMAP map with {job.opts.encoder} failed: {job.error}. PCA is shown instead.")
+        if st.button("Try UMAP again", key=f"explore_retry_{job.opts.encoder}"):
+            maps.forget(job)
+            st.rerun()
+    return [j for j in jobs if not j.error]

@@ -1,0 +1,155 @@
+"""Below the map: the notes selected on it, search results, and a reader for one note.
+
+Tables show short previews; whole notes are read from the store only for the one note in the
+reader and for the files a user downloads (generated when the button is clicked).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.clusters import compare_to_corpus
+from core.export import safe_csv
+from core.palette import category_label
+from core.store import Corpus, Store
+
+TABLE_ROWS = 2000  # rows sent to a table; downloads always hold every selected note
+READ_KEY = "explore_read_ord"
+SEARCH_NOTE_KEY = "explore_search_note"
+SELECTED_KEY = "explore_selected_ords"
+MAP_COLUMNS = ["x", "y", "hover"]
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def md_plain(text) -> str:
+    """User text for st.markdown / st.caption: every ASCII punctuation character backslash-escaped,
+    so links, emphasis, :colour[] directives, $maths$ and HTML in a note all show as typed."""
+    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _table(frame: pd.DataFrame, key: str, extra: dict | None = None) -> None:
+    """Notes as a table; clicking a row opens that note in the reader."""
+    shown = frame.drop(columns=[c for c in MAP_COLUMNS if c in frame]).head(TABLE_ROWS)
+    for col in shown.columns:  # dates without a time of day read better as dates
+        dates = shown[col].dropna()
+        if pd.api.types.is_datetime64_any_dtype(dates) and (dates.dt.normalize() == dates).all():
+            shown[col] = shown[col].dt.date
+
+    def opened() -> None:
+        rows = st.session_state[key].selection.rows
+        if rows:
+            st.session_state[READ_KEY] = int(shown["ord"].iloc[rows[0]])
+
+    config = {"ord": None, "doc_id": st.column_config.TextColumn("note"),
+              "preview": st.column_config.TextColumn("preview", width="large")} | (extra or {})
+    st.dataframe(shown, key=key, on_select=opened, selection_mode="single-row", hide_index=True,
+                 column_config=config, height=min(400, 38 + 35 * len(shown)))
+    if len(frame) > TABLE_ROWS:
+        st.caption(f"The table lists the first {TABLE_ROWS:,} of {len(frame):,} notes; the downloads hold all of them.")
+
+
+def _full_notes(store: Store, corpus: Corpus, frame: pd.DataFrame) -> pd.DataFrame:
+    texts = store.texts(corpus, frame["ord"].tolist())[["ord", "text"]]
+    keep = [c for c in frame.columns if c not in MAP_COLUMNS + ["preview"]]
+    return frame[keep].merge(texts, on="ord").drop(columns="ord")
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _median_text(value, kind: str) -> str:
+    if pd.isna(value):
+        return ""
+    return category_label(pd.Timestamp(value).normalize()) if kind == "date" else f"{value:,.4g}"
+
+
+def _differences(mask: np.ndarray, metadata: pd.DataFrame, kinds: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """compare_to_corpus as two tables: category shares (most over-represented first per column),
+    and medians of numbers and dates."""
+    cmp = compare_to_corpus(mask, metadata, kinds, top_n=5)
+    cats = cmp[cmp["kind"] == "categorical"].sort_values(["column", "lift"], ascending=[True, False], kind="stable")
+    cats = cats.assign(value=cats["value"].map(category_label))[
+        ["column", "value", "share_in_selection", "share_overall", "lift"]].astype(
+        {"share_in_selection": float, "share_overall": float, "lift": float})
+    nums = cmp[cmp["kind"] != "categorical"]
+    nums = pd.DataFrame({"column": nums["column"], **{
+        label: [_median_text(v, k) for v, k in zip(nums[field], nums["kind"])]
+        for label, field in (("median in selection", "median_in_selection"), ("median in corpus", "median_overall"))}})
+    return cats, nums
+
+
+def selection_panel(store: Store, corpus: Corpus, frame: pd.DataFrame, selected: list[int]) -> None:
+    """The selected notes: how they differ from the corpus, the table, downloads."""
+    if not selected:
+        st.caption("Select notes on the map with the box or lasso tool (top right of the map), or click a note. "
+                   "Double-click the map to clear the selection.")
+        return
+    mask = frame["ord"].isin(selected).to_numpy()
+    chosen = frame[mask]
+    head = st.container(horizontal=True, horizontal_alignment="distribute", vertical_alignment="center")
+    head.markdown(f"**{len(chosen):,} notes selected** ({len(chosen) / max(len(frame), 1):.1%} of the corpus)",
+                  width="content")
+    if head.button("Clear selection", key="explore_clear_selection", icon=":material/deselect:"):
+        st.session_state[SELECTED_KEY] = []
+        st.rerun()
+    metadata = frame[[c for c in corpus.meta if c in frame]]
+    if len(metadata.columns):
+        with st.expander("How the selection differs from the corpus", expanded=True):
+            cats, nums = _differences(mask, metadata, corpus.meta)
+            share = dict(format="percent", min_value=0, max_value=1)
+            st.dataframe(cats, hide_index=True, column_config={
+                "share_in_selection": st.column_config.ProgressColumn("in selection", **share),
+                "share_overall": st.column_config.ProgressColumn("in corpus", **share),
+                "lift": st.column_config.NumberColumn(format="%.2f×", help="share in selection / share in corpus"),
+            })
+            if len(nums):
+                st.dataframe(nums, hide_index=True)
+    st.caption("Tick a row to read the whole note.")
+    _table(chosen, "explore_selection_table")
+    buttons = st.container(horizontal=True)
+    buttons.download_button("Selection as CSV", lambda: safe_csv(_full_notes(store, corpus, chosen)),
+                         file_name=f"{corpus.name}-selection.csv", mime="text/csv", icon=":material/download:",
+                         on_click="ignore", help="Whole notes with their metadata; safe to open in a spreadsheet")
+    buttons.download_button("Selection as Parquet", lambda: _parquet(_full_notes(store, corpus, chosen)),
+                          file_name=f"{corpus.name}-selection.parquet", icon=":material/download:",
+                          on_click="ignore")
+
+
+def search_results(frame: pd.DataFrame, ords: np.ndarray, sims: np.ndarray, title: str, space: str) -> None:
+    """Search results, best first, with their cosine similarity in the full embedding space."""
+    by_ord = frame.set_index("ord", drop=False)
+    results = by_ord.loc[ords].reset_index(drop=True)
+    results.insert(0, "similarity", sims.astype(float))
+    st.markdown(f"**{md_plain(title)}**: {len(results)} nearest notes, ringed on the map")
+    st.caption(f"Cosine similarity in the full {space} embedding space (not distances on the map).")
+    _table(results, "explore_search_table", {"similarity": st.column_config.ProgressColumn(
+        format="%.3f", min_value=min(0.0, float(sims.min(initial=0))), max_value=1.0)})
+
+
+def note_reader(store: Store, corpus: Corpus, frame: pd.DataFrame, ord_: int) -> None:
+    """One whole note, as plain text (never rendered as HTML or Markdown), with its metadata."""
+    row = frame[frame["ord"] == ord_]
+    if row.empty:
+        return
+    text = store.texts(corpus, [ord_])["text"].iloc[0]
+    with st.container(border=True):
+        st.markdown(f"**Note {md_plain(row['doc_id'].iloc[0])}**")
+        meta = {c: row[c].iloc[0] for c in corpus.meta if c in row}
+        if meta:
+            st.caption(" · ".join(f"{md_plain(c)}: {md_plain(category_label(v))}" for c, v in meta.items()))
+        st.text(text, wrap=True)
+        buttons = st.container(horizontal=True)
+        if buttons.button("Find similar notes", key="explore_find_similar", icon=":material/search:"):
+            st.session_state[SEARCH_NOTE_KEY] = ord_
+            st.rerun()
+        if buttons.button("Close", key="explore_close_reader", icon=":material/close:"):
+            st.session_state[READ_KEY] = None
+            st.rerun()

@@ -1,0 +1,53 @@
+"""In a real browser: open Explore on a small corpus, colour by another column, box-select notes."""
+
+import pytest
+
+from core.corpus import ingest_frame
+from core.maps import project_corpus
+from core.options import ProjectOptions
+from core.store import Store
+from sample_data.synthetic import synthetic_notes
+from tests.e2e.conftest import open_page, screenshot, wait_idle
+
+
+@pytest.fixture(scope="module")
+def clinic(app_env, tiny_encoder_path):
+    """A corpus with its vectors and UMAP map already in the store the app serves (PCA is for AppTests;
+    here the page opens on the map a user sees first)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NOTESPACE_MODELS", app_env["NOTESPACE_MODELS"])
+        store = Store(app_env["NOTESPACE_DB"])
+        ingest_frame(store, synthetic_notes(300, seed=3), "clinic", "text", "note_id", ["specialty", "site", "age"])
+        project_corpus(store, "clinic", ProjectOptions(encoder="tiny"))
+    return "clinic"
+
+
+@pytest.mark.filterwarnings("ignore:precomputed_knn")
+def test_colour_then_box_select_shows_the_selected_notes(clinic, page, app_url):
+    open_page(page, app_url, "Explore")
+    page.get_by_test_id("stSelectbox").filter(has_text="Encoder").click()
+    page.get_by_role("option", name="tiny (adapted, 32-d)").click()
+    wait_idle(page)
+    page.get_by_text("UMAP of tiny (from the store)").wait_for()
+    chart = page.locator(".js-plotly-plot").first
+    chart.locator(".legendtext", has_text="cardiology").wait_for()
+
+    page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
+    page.get_by_role("option", name="site", exact=True).click()
+    wait_idle(page)
+    chart.locator(".legendtext", has_text="north").wait_for()
+
+    chart.hover()
+    chart.locator('.modebar-btn[data-title="Box Select"]').click()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + 5, area["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.5, area["y"] + area["height"] * 0.6, steps=10)
+    page.mouse.move(area["x"] + area["width"] * 0.9, area["y"] + area["height"] * 0.95, steps=10)
+    page.mouse.up()
+    wait_idle(page)
+    page.get_by_text("notes selected").wait_for()
+    page.get_by_text("How the selection differs from the corpus").wait_for()
+    assert page.get_by_test_id("stDataFrame").count() >= 2  # the comparison and the selected notes
+    page.get_by_text("notes selected").scroll_into_view_if_needed()
+    screenshot(page, "explore-selected")

@@ -1,0 +1,146 @@
+"""In a real browser: click a bar of a metadata chart, brush a range, see the notes filtered.
+
+AppTest cannot click a plotly chart, so these are the tests of the real path: plotly's selection
+event -> Streamlit's on_select callback -> the facet filter in session state -> the mask. One runs
+on the Explore page (the map's "N of M notes drawn"), one on tests/harness_facets.py (the charts
+alone, served on their own port: brushing a range, clearing).
+"""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.e2e.conftest import ARTIFACTS, ROOT, _free_port, open_page, screenshot, wait_idle
+
+
+@pytest.fixture(scope="module")
+def clinic(app_env):
+    """120 synthetic notes, embedded with 'tiny', in the served app's store before any page loads."""
+    from core.corpus import ingest_frame
+    from core.embed import embed_corpus
+    from core.options import EmbedOptions
+    from core.store import Store
+    from sample_data.synthetic import synthetic_notes
+
+    saved = os.environ.get("NOTESPACE_MODELS")
+    os.environ["NOTESPACE_MODELS"] = app_env["NOTESPACE_MODELS"]  # where this process finds 'tiny'
+    try:
+        store = Store(app_env["NOTESPACE_DB"])
+        ingest_frame(store, synthetic_notes(120, seed=1), "clinic", "text", "note_id", ["specialty", "site"])
+        embed_corpus(store, "clinic", EmbedOptions(encoder="tiny"))
+    finally:
+        os.environ.pop("NOTESPACE_MODELS") if saved is None else os.environ.update(NOTESPACE_MODELS=saved)
+    return "clinic"
+
+
+@pytest.fixture(scope="module")
+def harness_url():
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"harness-facets-{port}.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "tests" / "harness_facets.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        server.kill()
+        pytest.fail("the harness server did not become healthy within 60 s")
+    yield url
+    server.terminate()
+    server.wait(10)
+    log.close()
+
+
+@pytest.fixture()
+def harness_page(browser, harness_url):
+    """A page of the harness server only (the full app server of conftest is not needed here)."""
+    context = browser.new_context(viewport={"width": 1000, "height": 1400})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    context.close()
+
+
+def _click(page, locator) -> None:
+    """Point at the middle of an element, then click, as a person would: plotly's drag layer lies
+    above the bars and picks the clicked bar from the hover that the pointer's move computes."""
+    box = locator.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 5, y)
+    page.mouse.move(x, y, steps=3)
+    page.wait_for_timeout(300)
+    page.mouse.click(x, y)
+
+
+def _brush(page, chart, start: float, end: float) -> None:
+    """Drag across a chart from `start` to `end` (fractions of its width)."""
+    box = chart.locator(".nsewdrag").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + start * box["width"], y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + end * box["width"], y + 10, steps=10)
+    page.mouse.up()
+
+
+def _shown(page) -> str:
+    return page.get_by_text(" of 120 notes shown").inner_text()
+
+
+def test_clicking_a_bar_filters_the_map(clinic, page, app_url):
+    open_page(page, app_url, "Explore")
+    page.get_by_text("PCA", exact=True).click()  # an instant map, before any UMAP starts: this test is about charts
+    wait_idle(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="Encoder").click()
+    page.get_by_role("option", name="tiny (adapted, 32-d)").click()
+    wait_idle(page)
+    page.get_by_text("120 of 120 notes drawn").wait_for()
+
+    site_chart = page.locator(".js-plotly-plot").nth(2)  # the map, then the charts of specialty and site
+    _click(page, site_chart.locator(".barlayer .point path").first)  # the most common site: "north" (43 notes)
+    wait_idle(page)
+    page.get_by_text("43 of 120 notes drawn").wait_for()
+    page.get_by_text("43 of 120 notes pass: site ∈ {north}").wait_for()
+    screenshot(page, "explore-facet-filtered")
+
+    page.get_by_role("button", name="Clear filters").click()
+    wait_idle(page)
+    page.get_by_text("120 of 120 notes drawn").wait_for()
+
+
+def test_click_and_brush_then_clear(harness_page, harness_url):
+    page = harness_page
+    page.goto(harness_url)
+    wait_idle(page)
+    page.locator(".js-plotly-plot .barlayer .point").first.wait_for()
+    assert _shown(page) == "120 of 120 notes shown"
+
+    site_chart = page.locator(".js-plotly-plot").nth(1)  # specialty, site, age, visit_date
+    _click(page, site_chart.locator(".barlayer .point path").first)  # the most common site: "north" (43 notes)
+    wait_idle(page)
+    page.get_by_text("notes pass: site").wait_for()
+    assert _shown(page) == "43 of 120 notes shown"
+
+    _brush(page, page.locator(".js-plotly-plot").nth(2), 0.3, 0.6)  # a range of ages, within site == north
+    wait_idle(page)
+    page.get_by_text("≤ age <").wait_for()
+    brushed = int(_shown(page).split()[0])
+    assert 0 < brushed < 43
+    screenshot(page, "facets-filtered")
+
+    page.get_by_role("button", name="Clear filters").click()
+    wait_idle(page)
+    assert _shown(page) == "120 of 120 notes shown"
