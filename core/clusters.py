@@ -152,7 +152,10 @@ def central_examples(X, labels, n: int = 3) -> dict[int, list[int]]:
     return out
 
 
-def _kind(series: pd.Series) -> str:
+def column_kind(series: pd.Series, kinds: dict[str, str] | None = None) -> str:
+    """"categorical", "numeric" or "date": the store's kind when known, else from the dtype."""
+    if kinds and series.name in kinds:
+        return kinds[series.name]
     if pd.api.types.is_bool_dtype(series):
         return "categorical"
     if pd.api.types.is_numeric_dtype(series):
@@ -181,7 +184,7 @@ def compare_to_corpus(mask, metadata: pd.DataFrame, kinds: dict[str, str] | None
     rows = []
     for col in metadata.columns:
         s = metadata[col]
-        kind = (kinds or {}).get(col) or _kind(s)
+        kind = (kinds or {}).get(col) or column_kind(s)
         if kind == "categorical":
             values = s.astype(object).where(s.notna(), "(missing)")
             if n >= 20 and values.nunique() > 0.5 * n:
@@ -310,9 +313,10 @@ def cluster_corpus(store: Store, corpus_name: str, opts: ClusterOptions = Cluste
         run_id = store.record_run(con, "cluster", corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key,
                                   params=params, inputs=inputs, result=result,
                                   seconds=round(time.perf_counter() - started, 3))
-        con.register("new_members", pd.DataFrame({"ord": ords, "cluster": labels}))
-        con.execute("INSERT INTO cluster_members SELECT ?, ord, cluster FROM new_members", [run_id])
-        con.unregister("new_members")
+        with store.python_data():
+            con.register("new_members", pd.DataFrame({"ord": ords, "cluster": labels}))
+            con.execute("INSERT INTO cluster_members SELECT ?, ord, cluster FROM new_members", [run_id])
+            con.unregister("new_members")
         con.executemany("INSERT INTO cluster_labels VALUES (?, ?, ?, ?, ?)",
                         [[run_id, int(c), int(size), json.dumps(terms.get(int(c), [])), json.dumps(examples[int(c)])]
                          for c, size in zip(*np.unique(labels, return_counts=True))])

@@ -265,11 +265,13 @@ def write(store: Store, chunks: Iterator[pd.DataFrame], plan: Plan, name: str, s
                 digest.update(f"{doc_id}\x1f{h}\x1e".encode())
             meta = _typed_meta(kept, plan.meta).reset_index(drop=True)
             meta.insert(0, "ord", list(ords))
-            con.register("docs_chunk", docs)
-            con.register("meta_chunk", meta)
-            con.execute("INSERT INTO documents SELECT ?, ord, doc_id, text, text_hash, n_chars FROM docs_chunk", [corpus_id])
-            con.execute(f"INSERT INTO {meta_table(corpus_id)} SELECT * FROM meta_chunk")
-            con.unregister("docs_chunk"), con.unregister("meta_chunk")
+            with store.python_data():
+                con.register("docs_chunk", docs)
+                con.register("meta_chunk", meta)
+                con.execute("INSERT INTO documents SELECT ?, ord, doc_id, text, text_hash, n_chars FROM docs_chunk",
+                            [corpus_id])
+                con.execute(f"INSERT INTO {meta_table(corpus_id)} SELECT * FROM meta_chunk")
+                con.unregister("docs_chunk"), con.unregister("meta_chunk")
             ord_, row = ord_ + n, row + len(chunk)
             if progress:
                 progress(min(1.0, ord_ / max(plan.rows, 1)), f"{ord_:,} of {plan.rows:,} notes stored")

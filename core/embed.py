@@ -222,10 +222,11 @@ def _write_vectors(store: Store, set_id: int, dim: int, hashes: list[str], vecto
     table = pa.table({"text_hash": hashes,
                       "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)})
     def insert(con) -> None:
-        con.register("new_vectors", table)
-        con.execute(f"INSERT INTO {vector_table(dim)} SELECT ?, text_hash, vector FROM new_vectors "
-                    f"ON CONFLICT DO NOTHING", [set_id])
-        con.unregister("new_vectors")
+        with store.python_data():
+            con.register("new_vectors", table)
+            con.execute(f"INSERT INTO {vector_table(dim)} SELECT ?, text_hash, vector FROM new_vectors "
+                        f"ON CONFLICT DO NOTHING", [set_id])
+            con.unregister("new_vectors")
 
     store.write(insert)
 

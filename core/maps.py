@@ -107,10 +107,11 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
                                   params=params, inputs=inputs, result=result,
                                   seconds=round(seconds, 3))
         # vectors come in ord order and ords are 0..n-1 (see core.corpus.write)
-        con.register("new_xy", pa.table({"ord": np.arange(len(xy), dtype=np.int32),
-                                         "x": xy[:, 0], "y": xy[:, 1]}))
-        con.execute("INSERT INTO projections SELECT ?, ord, x, y FROM new_xy", [run_id])
-        con.unregister("new_xy")
+        with store.python_data():
+            con.register("new_xy", pa.table({"ord": np.arange(len(xy), dtype=np.int32),
+                                             "x": xy[:, 0], "y": xy[:, 1]}))
+            con.execute("INSERT INTO projections SELECT ?, ord, x, y FROM new_xy", [run_id])
+            con.unregister("new_xy")
     report(1.0, f"map {run_id} stored")
     return {"projection": run_id} | result | {"seconds": round(time.perf_counter() - started, 4), "cached": False}
 

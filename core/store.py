@@ -28,6 +28,11 @@ SCHEMA_VERSION = 1
 # the same first-time write (a table, a sequence, an encoder row) would conflict. Writes within a
 # process therefore take turns; reads stay concurrent. Across processes the file lock serialises.
 _WRITE_LOCK = threading.RLock()
+# DuckDB's Python client registers its scan functions again on every connect, so a statement that
+# scans Python data registered on a connection (con.register) fails with "Table Function with name
+# python_arrow_scan does not exist" if another thread connects meanwhile: connecting and such
+# statements take turns (Store.python_data).
+_CONNECTING = threading.RLock()
 LOCK_TIMEOUT_S = float(os.environ.get("NOTESPACE_LOCK_TIMEOUT", "60"))
 
 # Each entry migrates from version i to i+1; all statements are idempotent.
@@ -121,7 +126,8 @@ class Store:
         delay = 0.02
         while True:
             try:
-                con = duckdb.connect(str(self.path), config={"threads": 2})
+                with _CONNECTING:
+                    con = duckdb.connect(str(self.path), config={"threads": 2})
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -159,6 +165,12 @@ class Store:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
+
+    @contextmanager
+    def python_data(self) -> Iterator[None]:
+        """Around statements that read Python objects registered on a connection (see _CONNECTING)."""
+        with _CONNECTING:
+            yield
 
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")

@@ -32,7 +32,8 @@ from pages.components.compare import OVERLAP, compare_view, describe
 from pages.components.facets import metadata_charts
 from pages.components.filters import filter_mask
 from pages.components.labelling import labelling_panel
-from pages.components.map import PLOTLY_CONFIG, column_kind, draw_map
+from core.clusters import column_kind
+from pages.components.map import PLOTLY_CONFIG, draw_map
 from pages.components.selection import note_reader, search_results, selection_panel
 
 MAX_POINTS = int(os.environ.get("NOTESPACE_MAP_MAX_POINTS", "100000"))

@@ -130,7 +130,8 @@ def test_killed_projection_leaves_the_whole_map_or_none(tmp_path, models_dir):
     ingest_frame(Store(db), synthetic_notes(PROJECT_NOTES, seed=4), "notes", "text", "note_id", ["specialty"])
     embed_corpus(Store(db), "notes", EmbedOptions(encoder="tiny"))
     env = os.environ | {"NOTESPACE_DB": str(db), "NOTESPACE_MODELS": str(models_dir), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "core.cli", "project", "--corpus", "notes", "--encoder", "tiny", "--method", "umap"]
+    command = [sys.executable, "-m", "core.cli", "project", "--corpus", "notes", "--encoder", "tiny",
+               "--method", "umap"]
     rng = random.Random(SEED)
     outcomes = []
     for when, marker, most in (("computing", "map of", 1.5), ("writing", "UMAP layout done", 0.05),

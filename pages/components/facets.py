@@ -23,21 +23,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.clusters import column_kind
+
 FILTER = "facet_filter::"
 TOP_N = 10  # categorical bars; the rest share one "(other)" bar
 BINS = 20
 OTHER, MISSING = "(other)", "(missing)"
 ALL_COLOUR, SHOWN_COLOUR = "#d0d4da", "#1f77b4"
-
-
-def column_kind(series: pd.Series) -> str:
-    if pd.api.types.is_bool_dtype(series):
-        return "categorical"
-    if pd.api.types.is_numeric_dtype(series):
-        return "numeric"
-    if pd.api.types.is_datetime64_any_dtype(series):
-        return "date"
-    return "categorical"
 
 
 def _categories(series: pd.Series) -> pd.Series:

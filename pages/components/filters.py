@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.components.map import column_kind
+from core.clusters import column_kind
 
 LIST_MAX = 200  # columns with more distinct values are filtered by "contains", not by a list
 

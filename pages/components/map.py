@@ -24,6 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.clusters import column_kind
 from core.palette import MISSING, MISSING_COLOUR, OTHER_COLOUR, SEQUENTIAL, category_colours, category_labels
 
 SINGLE_COLOUR = "#4E79A7"
@@ -43,19 +44,6 @@ def plain(value, limit: int | None = None) -> str:
     if limit and len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return html.escape(text, quote=False)
-
-
-def column_kind(series: pd.Series, kinds: dict[str, str] | None = None) -> str:
-    """"categorical", "numeric" or "date": the store's kind when known, else from the dtype."""
-    if kinds and series.name in kinds:
-        return kinds[series.name]
-    if pd.api.types.is_bool_dtype(series):
-        return "categorical"
-    if pd.api.types.is_numeric_dtype(series):
-        return "numeric"
-    if pd.api.types.is_datetime64_any_dtype(series):
-        return "date"
-    return "categorical"
 
 
 def hover_chars(n: int) -> int:

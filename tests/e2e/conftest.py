@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,30 +47,39 @@ def app_env(tmp_path_factory, tiny_encoder_path) -> dict:
     return {"NOTESPACE_DB": str(home / "store.duckdb"), "NOTESPACE_MODELS": str(models)}
 
 
+@contextmanager
+def served(script: Path, env: dict, name: str) -> Iterator[str]:
+    """Serve a Streamlit script on a free local port; yields its URL once healthy."""
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / f"{name}-{port}.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)} | env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            server.kill()
+            pytest.fail(f"{script.name} did not become healthy within 60 s")
+        try:
+            yield url
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
 @pytest.fixture(scope="module")
 def app_url(app_env):
-    port = _free_port()
-    log = open(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / f"server-{port}.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=os.environ | app_env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        server.kill()
-        pytest.fail("the app server did not become healthy within 60 s")
-    yield url
-    server.terminate()
-    server.wait(10)
-    log.close()
+    with served(ROOT / "app.py", app_env, "server") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,10 @@ alone, served on their own port: brushing a range, clearing).
 """
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, ROOT, _free_port, open_page, screenshot, wait_idle
+from tests.e2e.conftest import ROOT, open_page, screenshot, served, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -39,30 +35,8 @@ def clinic(app_env):
 
 @pytest.fixture(scope="module")
 def harness_url():
-    port = _free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / f"harness-facets-{port}.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "tests" / "harness_facets.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        server.kill()
-        pytest.fail("the harness server did not become healthy within 60 s")
-    yield url
-    server.terminate()
-    server.wait(10)
-    log.close()
+    with served(ROOT / "tests" / "harness_facets.py", {}, "harness-facets") as url:
+        yield url
 
 
 @pytest.fixture()
