@@ -190,18 +190,7 @@ def test_cli_pretrain_and_jobs(store, db_path, models_dir):
     assert set(result) == RESULT_KEYS and result["objective"] == "declutr" and result["steps"] == 6
     assert result["path"] == str(models_dir / "cli-declutr") and "step 6/6" in out.stderr
 
-    command = subprocess.Popen([sys.executable, "-m", "core.cli", "pretrain", "--corpus", "clinic", "--name", "stopped",
-                                "--base", "tiny", "--steps", "100000", "--batch-size", "4", "--max-length", "32"],
-                               env=os.environ | {"NOTESPACE_DB": str(db_path)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    while "step " not in command.stderr.readline():  # training has begun
-        assert command.poll() is None
-    command.send_signal(signal.SIGINT)  # Ctrl-C
-    _, err = command.communicate(timeout=180)  # generous: a loaded CI machine finishes the step first
-    assert command.returncode == 130 and err.strip().endswith("notespace: cancelled")
-
     listed = json.loads(notespace("jobs", db=db_path, models=models_dir).stdout)
-    assert [(j["id"], j["state"]) for j in listed] == [(2, "cancelled"), (1, "done")]
+    assert [(j["id"], j["state"]) for j in listed] == [(1, "done")]
     assert {"id", "kind", "state", "progress", "params", "result", "error", "created", "started",
-            "finished"} <= set(listed[1]) and listed[1]["result"] == result
-    assert not (models_dir / "stopped").exists()
+            "finished"} <= set(listed[0]) and listed[0]["result"] == result
