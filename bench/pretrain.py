@@ -7,12 +7,17 @@ machine. Baselines: MLM -> transformers `Trainer` + `DataCollatorForLanguageMode
 `AutoModelForMaskedLM`; DeCLUTR and metadata -> sentence-transformers `SentenceTransformerTrainer`
 with `MultipleNegativesRankingLoss` on (anchor, positive) pairs (DeCLUTR: two spans of one note;
 metadata: two notes sharing a label). Tokens are real (non-padding) tokens through the encoder.
+Our contrastive objectives add an MLM term by default, which the baseline does not compute: pass
+`--mlm-weight 0` to compare the same work.
 
     .venv/bin/python bench/pretrain.py --steps 20 --repeats 3 [--batch-size 16 --max-length 128] [--cpu-bf16]
+                                       [--objectives declutr,metadata --mlm-weight 0]
 
-Adapt (`--adapt`): one real run per objective on the HPO demo corpus through the job runner (as
-`notespace pretrain` does), saving hpo-mlm, hpo-declutr and hpo-metadata under models/ and printing
-time and final loss. `--steps 0` takes the device's suggested steps.
+Adapt (`--adapt`): the study's adaptation runs on the HPO demo corpus (bench/study.py `adapt`): one
+real run per objective through the job runner (as `notespace pretrain` does) on `hpo-adapt`, the part
+not held out for evaluation, saving hpo-mlm, hpo-declutr and hpo-metadata under models/; one JSON
+line each with wall time, final loss and usable documents (also kept in bench/out/study_adapt.json).
+`--steps 0` takes the device's suggested steps; existing encoders made the same way are reused.
 
     .venv/bin/python bench/pretrain.py --adapt [--steps 0] [--db PATH]
 """
@@ -184,7 +189,7 @@ def speed(args) -> None:
     machine = hardware(device)
     for objective in args.objectives.split(","):
         opts = PretrainOptions(objective=objective, steps=args.steps, batch_size=args.batch_size,
-                               max_length=args.max_length, device=device.type)
+                               max_length=args.max_length, mlm_weight=args.mlm_weight, device=device.type)
         anchors, positives = pairs(texts, labels, base, opts) if objective != "mlm" else (None, None)
         mine, theirs = [], []
         for _ in range(args.repeats):  # alternate, so both see the same background load
@@ -193,7 +198,7 @@ def speed(args) -> None:
                           else st_mnrl(anchors, positives, base, opts, device.type))
         print(json.dumps({
             "objective": objective, "corpus": name, "baseline": "transformers Trainer (MLM)" if objective == "mlm"
-            else "SentenceTransformerTrainer (MultipleNegativesRankingLoss)", "ours_adds_mlm": objective != "mlm",
+            else "SentenceTransformerTrainer (MultipleNegativesRankingLoss)", "ours_adds_mlm": objective != "mlm" and args.mlm_weight > 0,
             "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length, "repeats": args.repeats,
             "tokens_per_s": round(statistics.median(mine)), "baseline_tokens_per_s": round(statistics.median(theirs)),
             "ratio": round(statistics.median(mine) / statistics.median(theirs), 2),
@@ -202,34 +207,16 @@ def speed(args) -> None:
 
 
 def adapt(args) -> None:
-    from core.cli import StderrProgress
-    from core.corpus import corpus_info, ingest_frame
-    from core.encoders import list_encoders
-    from core.jobs import detect_device, run_pretrain_now
-    from core.options import PretrainOptions
-    from core.store import Store, StoreError
-    from core.training.settings import suggested_options
-    from sample_data.demo import DEMOS
+    """The study's adaptation runs on HPO (bench/study.py): adapted on its adaptation part only."""
+    from bench import study
+    from core.store import Store
 
     store = Store(args.db) if args.db else Store()
-    try:
-        corpus_info(store, "hpo")
-    except StoreError:
-        loader, text, id_col, meta = DEMOS["hpo"]
-        ingest_frame(store, loader(), "hpo", text, id_col, meta, source="demo:hpo")
-    device = detect_device(args.device)
-    for objective in args.objectives.split(","):
-        name = f"hpo-{objective}"
-        if any(e.id == name for e in list_encoders(store)):
-            print(json.dumps({"encoder": name, "skipped": "exists already"}), flush=True)
-            continue
-        suggested = suggested_options(device, objective)
-        opts = PretrainOptions(objective=objective, name=name, label="organ_system" if objective == "metadata" else "",
-                               steps=args.steps or suggested["steps"], batch_size=suggested["batch_size"],
-                               max_length=suggested["max_length"], device=device)
-        t0 = time.perf_counter()
-        result = run_pretrain_now(store, "hpo", opts, progress=StderrProgress())
-        print(json.dumps(result | {"wall_s": round(time.perf_counter() - t0, 1), "device": device}), flush=True)
+    hpo = next(s for s in study.STUDIES if s.demo == "hpo")
+    adapt_name, _ = study.corpora(store, hpo, None)
+    for record in study.adapt(store, adapt_name, study.prefix(hpo, None), hpo.label, steps=args.steps,
+                              device=args.device, objectives=args.objectives.split(",")):
+        print(json.dumps(record), flush=True)
 
 
 def main() -> None:
@@ -240,8 +227,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--mlm-weight", type=float, default=1.0, help="speed: our contrastive objectives' MLM term (0 = off)")
     ap.add_argument("--cpu-bf16", action="store_true", help="speed: our loop with bf16 autocast on CPU")
-    ap.add_argument("--adapt", action="store_true", help="real runs on the HPO corpus, saved under models/")
+    ap.add_argument("--adapt", action="store_true", help="the study's real runs on HPO, saved under models/")
     ap.add_argument("--db", help="store for --adapt (default: $NOTESPACE_DB or ~/.notespace/notespace.duckdb)")
     args = ap.parse_args()
     if args.adapt:
