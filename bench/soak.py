@@ -80,11 +80,13 @@ def tiny_encoder() -> str:
 
 
 def prepare(real: bool) -> tuple[str, str]:
-    """The corpus and encoder the soak explores, embedded and mapped (UMAP) in the store."""
+    """The corpus and encoder the soak explores, embedded, mapped (UMAP) and clustered in the store
+    (the page would otherwise cluster in the background during the first round)."""
+    from core.clusters import cluster_corpus
     from core.corpus import ingest_frame
     from core.embed import embed_corpus
     from core.maps import project_corpus
-    from core.options import EmbedOptions, ProjectOptions
+    from core.options import ClusterOptions, EmbedOptions, ProjectOptions
     from core.store import Store, StoreError
     from sample_data.synthetic import synthetic_notes
 
@@ -104,6 +106,7 @@ def prepare(real: bool) -> tuple[str, str]:
     result = project_corpus(store, name, ProjectOptions(encoder=encoder))
     if not result["cached"]:
         log(f"setup: UMAP map of {NOTES:,} notes in {time.perf_counter() - started:.0f} s")
+    cluster_corpus(store, name, ClusterOptions(encoder=encoder))
     return name, encoder
 
 

@@ -6,29 +6,27 @@ texts) and the parameters that matter for its method (a PCA map ignores the UMAP
 runs row (parameters, inputs, result) and the coordinates land in one transaction, so a map is
 either complete in the store or absent, and reopening it costs one lookup.
 
-The app never waits for UMAP: `project_in_background` computes it in a thread (one per map and
-process, shared by every session) while the page shows the PCA map, which takes well under a
-second; the page polls the job and swaps the UMAP map in when it is stored.
+The app never waits for UMAP: `project_in_background` computes it in a thread (core/background.py:
+one per map and process, shared by every session) while the page shows the PCA map, which takes
+well under a second; the page polls the job and swaps the UMAP map in when it is stored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core import background
 from core.options import EmbedOptions, ProjectOptions
 from core.store import Corpus, Store, StoreError, arrow, quote, vector_table
 
-Progress = Callable[[float, str], None]
+Progress = background.Progress
 KIND = "projection"
 CACHE_VERSION = 1  # bump when the projection code changes the maps it draws, so old ones are not reused
 RESERVED = ("ord", "doc_id", "x", "y", "preview")  # map-frame columns a metadata column must not shadow
@@ -211,34 +209,8 @@ def neighbourhood_overlap(store: Store, corpus_name: str, encoder_a: str, encode
 
 # ---- maps computed in the background ---------------------------------------------------------
 
-
-@dataclass
-class MapJob:
-    """A map being computed in a thread: the page polls `fraction`, `message`, `done`, `error`."""
-
-    corpus: str
-    opts: ProjectOptions
-    started: float = field(default_factory=time.monotonic)
-    fraction: float = 0.0
-    message: str = "starting"
-    result: dict | None = None
-    error: str | None = None
-    thread: threading.Thread | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.thread is not None and not self.thread.is_alive()
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def report(self, fraction: float, message: str = "") -> None:
-        self.fraction, self.message = float(fraction), message or self.message
-
-
-_jobs: dict[tuple, MapJob] = {}
-_jobs_lock = threading.Lock()
+MapJob = background.Job  # its `opts` are the map's ProjectOptions
+forget = background.forget  # drops a failed map job, so that the next call tries again
 
 
 def project_in_background(store: Store, corpus_name: str, opts: ProjectOptions) -> MapJob:
@@ -247,28 +219,5 @@ def project_in_background(store: Store, corpus_name: str, opts: ProjectOptions) 
     A job that finished well is forgotten, so the next call finds the map in the store; a failed job
     is kept, with its error, until `forget(job)` (the page offers to try again).
     """
-    key = (str(store.path), corpus_name, opts)
-    with _jobs_lock:
-        job = _jobs.get(key)
-        if job is None:
-            job = _jobs[key] = MapJob(corpus_name, opts)
-
-            def work() -> None:
-                try:
-                    job.result = project_corpus(store, corpus_name, opts, progress=job.report)
-                    with _jobs_lock:
-                        _jobs.pop(key, None)
-                except Exception as exc:  # shown on the page; the job stays until the user retries
-                    job.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-            job.thread = threading.Thread(target=work, name=f"notespace-map-{corpus_name}", daemon=True)
-            job.thread.start()
-        return job
-
-
-def forget(job: MapJob) -> None:
-    """Drop a finished (failed) job so the next `project_in_background` starts afresh."""
-    with _jobs_lock:
-        for key, value in list(_jobs.items()):
-            if value is job:
-                del _jobs[key]
+    return background.start(("map", str(store.path), corpus_name, opts), opts,
+                            lambda progress: project_corpus(store, corpus_name, opts, progress=progress))

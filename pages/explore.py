@@ -27,7 +27,7 @@ from core.options import ProjectOptions
 from core.palette import category_colours
 from pages.common import corpus_picker, encoder_picker, store
 from pages.components import loaders
-from pages.components.clusters import cluster_annotations, cluster_panel, cluster_table
+from pages.components.clusters import cluster_annotations, cluster_panel, cluster_table, default_clustering
 from pages.components.compare import OVERLAP, compare_view, describe
 from pages.components.facets import metadata_charts
 from pages.components.filters import filter_mask
@@ -72,6 +72,8 @@ with controls[2].popover("Display", icon=":material/tune:", width="stretch"):
                                  help="Above this a random sample is drawn (and said so); selections, search and "
                                       "downloads still cover every note.")
     k_results = st.slider("Search results", 5, 100, 20, 5, key="explore_k")
+    cluster_labels = st.toggle("Cluster labels", True, key="explore_cluster_labels",
+                               help="The names of the largest clusters at their centres, whatever colours the map")
     st.markdown("**UMAP settings**")
     n_neighbors = st.slider("Neighbours", 5, 100, ProjectOptions.n_neighbors, key="explore_n_neighbors",
                             help="Small: local detail; large: global structure")
@@ -100,7 +102,8 @@ notes_tab, clusters_tab, label_tab, export_tab = st.tabs(
 # ---- derived colour columns: clusters, labels made on the map, predictions ---------------------
 
 with clusters_tab:
-    clusters = cluster_panel(store(), corpus_name, encoder, frame)
+    clusters, cluster_job = default_clustering(store(), corpus_name, encoder,
+                                               lambda: cluster_panel(store(), corpus_name, encoder, frame))
     if clusters is not None:
         cluster_table(clusters, frame, kinds)
         frame = frame.assign(cluster=clusters.column().to_numpy())
@@ -173,7 +176,7 @@ def cluster_names(part):
     return cluster_annotations(part, clusters.labels[part.index.to_numpy()], clusters.names, max_labels=15)
 
 
-annotate = cluster_names if colour == "cluster" and clusters is not None else None
+annotate = cluster_names if cluster_labels and clusters is not None else None
 draw = {"highlight_ords": st.session_state["explore_highlight_ords"], "selection_key": "explore_selected_ords",
         "colours": colours, "kinds": kinds, "point_size": point_size, "opacity": opacity}
 figure = None
@@ -187,7 +190,7 @@ with map_slot:
                           uirevision=f"{corpus_name}/{encoder}/{method}", **draw)
         pending = []
 with progress_slot:
-    pending = loaders.failed(pending + ([job] if job else []))
+    pending = loaders.failed(pending + [j for j in (job, cluster_job) if j])
     if pending:
         loaders.wait_for(pending)
 

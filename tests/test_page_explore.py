@@ -1,10 +1,15 @@
-"""AppTest of the Explore page on a small corpus with the tiny encoder (PCA maps, for speed)."""
+"""AppTest of the Explore page on a small corpus with the tiny encoder (PCA maps, for speed).
+
+Opening the page on a corpus without clusters starts the default clustering in the background; the
+fixture waits for it, so every test sees the page as it settles (clusters named on the map).
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.clusters import latest_clustering
 from core.corpus import ingest_frame
 from core.embed import embed_corpus
 from core.options import EmbedOptions
@@ -38,6 +44,14 @@ def ords_of(trace: dict) -> list[int]:
     return list(data)
 
 
+def settle(at) -> None:
+    """Wait for the clusterings the page computes in the background, then rerun, as its poll would."""
+    for thread in threading.enumerate():
+        if thread.name == "notespace-cluster":
+            thread.join(300)
+    at.run()
+
+
 @pytest.fixture()
 def explore(db_path, models_dir, synthetic_df):
     shutil.copytree(models_dir / "tiny", models_dir / "tiny2")  # same weights: a second encoder to compare
@@ -51,6 +65,7 @@ def explore(db_path, models_dir, synthetic_df):
     at.session_state["explore_method"] = "pca"  # never start a UMAP job in the background
     at.switch_page("pages/explore.py").run()
     at.selectbox(key="encoder").select("tiny").run()
+    settle(at)
     assert not at.exception
     return at
 
@@ -71,6 +86,24 @@ def test_colour_by_category_number_and_date_with_escaped_hover(explore):
     at.selectbox(key="explore_colour").select("visit_date").run()
     ticks = maps_in(at)[0]["data"][0]["marker"]["colorbar"]["ticktext"]
     assert ticks[0].startswith("2024-") and len(ticks) == 5
+
+
+def test_opening_the_page_clusters_the_corpus_and_names_the_clusters_on_the_map(explore, db_path):
+    at = explore
+    store = Store(db_path)
+    found = latest_clustering(store, "clinic", "tiny")
+    assert found is not None and found.params["method"] == "hdbscan" and found.params["min_cluster_size"] == 5
+    assert "cluster" in at.selectbox(key="explore_colour").options
+    (spec,) = maps_in(at)  # coloured by specialty, yet the clusters are named
+    names = [a["text"] for a in spec["layout"]["annotations"]]
+    assert names and names[0].startswith("0: ") and len(names) <= 15
+    at.run()  # a stored clustering is shown, never computed again
+    assert len(store.runs(kind="cluster")) == 1
+
+    at.toggle(key="explore_cluster_labels").set_value(False).run()
+    assert not maps_in(at)[0]["layout"].get("annotations")
+    at.toggle(key="explore_cluster_labels").set_value(True).run()
+    assert [a["text"] for a in maps_in(at)[0]["layout"]["annotations"]] == names
 
 
 def test_filters_sample_notice_and_selection_panel(explore):

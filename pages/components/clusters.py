@@ -8,12 +8,14 @@ clusters like on any metadata column. Noise (-1) is always its own group, named 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core import background
 from core.clusters import (
     cluster_corpus, cluster_names, cluster_summary, compare_to_corpus, default_k, default_min_cluster_size,
     latest_clustering, load_clustering,
@@ -87,7 +89,8 @@ def cluster_panel(store: Store, corpus: str, encoder: str, frame: pd.DataFrame) 
         st.session_state.pop(state, None)
         found = None
     if found is None:
-        st.caption("No clusters yet for this corpus and encoder: choose a method and press **Compute clusters**.")
+        st.caption("No clusters yet for this corpus and encoder (the map starts the default ones by itself): "
+                   "choose a method and press **Compute clusters**.")
         return None
     size = (f"k = {found.params['k']}" if found.params["method"] == "kmeans"
             else f"minimum cluster size {found.params['min_cluster_size']}")
@@ -98,6 +101,25 @@ def cluster_panel(store: Store, corpus: str, encoder: str, frame: pd.DataFrame) 
     text_of = dict(zip(texts["ord"].tolist(), texts["text"].tolist()))
     return ClusterView(found.id, found.labels[ords], ords, cluster_names(found.terms), found.terms,
                        {c: [text_of[o] for o in ex if o in text_of] for c, ex in found.examples.items()}, found.params)
+
+
+def default_clustering(store: Store, corpus: str, encoder: str, shown: Callable[[], ClusterView | None]
+                       ) -> tuple[ClusterView | None, background.Job | None]:
+    """The clustering `shown()` finds, and the job of the default one (HDBSCAN, default size) while it
+    runs or after it failed. Where `shown()` finds none, the default clustering starts in the
+    background, once per server for the corpus as it is now and the encoder: should its clustering
+    go missing (deleted, say), it is not computed again on every rerun."""
+    info = store.corpus(corpus)
+    key = ("cluster", str(store.path), info.id, info.data_hash, encoder)
+    # looked at before the store, so a job that stores its clustering in between is still waited for
+    before = background.get(key)
+    finished = before is not None and before.done and not before.error
+    view = shown()
+    if view is not None or finished:
+        return view, None
+    opts = ClusterOptions(encoder=encoder)
+    return None, before or background.start(key, opts, lambda progress: cluster_corpus(store, corpus, opts, progress),
+                                             once=True)
 
 
 def cluster_annotations(frame_with_xy: pd.DataFrame, labels, names: dict[int, str], max_labels: int = 30,

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import maps
+from core import background, maps
+from core.background import Job
 from core.embed import embed_corpus, embed_query, load_embeddings
 from core.options import EmbedOptions, ProjectOptions
 from core.store import StoreError
@@ -70,7 +71,7 @@ def offer_embedding(corpus: str, encoder: str) -> None:
         st.rerun()
 
 
-def current_map(corpus: str, opts: ProjectOptions) -> tuple[dict, maps.MapJob | None] | None:
+def current_map(corpus: str, opts: ProjectOptions) -> tuple[dict, Job | None] | None:
     """The map to draw now, and the UMAP job still computing (None when the asked-for map is shown);
     None when the corpus is not embedded with the encoder yet.
 
@@ -91,21 +92,29 @@ def current_map(corpus: str, opts: ProjectOptions) -> tuple[dict, maps.MapJob | 
     return current_map(corpus, opts.replace(method="pca"))[0], job
 
 
+def _describe(job: Job) -> tuple[str, str]:
+    """What a background job computes, and what the page shows until it is stored."""
+    if isinstance(job.opts, ProjectOptions):
+        return f"UMAP map with {job.opts.encoder}", "PCA is shown until it is ready."
+    return f"Clusters with {job.opts.encoder}", "Their names appear on the map once they are stored."
+
+
 @st.fragment(run_every=1.0)
-def wait_for(jobs: list[maps.MapJob]) -> None:
-    """Progress of the UMAP maps being computed; reruns the page once they are all stored."""
+def wait_for(jobs: list[Job]) -> None:
+    """Progress of the maps and clusterings being computed; reruns the page once they are all stored."""
     if all(job.done for job in jobs):
         st.rerun(scope="app")
     for job in jobs:
-        st.progress(min(job.fraction, 0.99), text=f"UMAP map with {job.opts.encoder}: {job.message} "
-                                                  f"({job.elapsed:.0f} s). PCA is shown until it is ready.")
+        title, meanwhile = _describe(job)
+        st.progress(min(job.fraction, 0.99), text=f"{title}: {job.message} ({job.elapsed:.0f} s). {meanwhile}")
 
 
-def failed(jobs: list[maps.MapJob]) -> list[maps.MapJob]:
+def failed(jobs: list[Job]) -> list[Job]:
     """Show the jobs that failed, with a button to try again; returns those still running."""
     for job in [j for j in jobs if j.error]:
-        st.error(f"The UMAP map with {job.opts.encoder} failed: {job.error}. PCA is shown instead.")
-        if st.button("Try UMAP again", key=f"explore_retry_{job.opts.encoder}"):
-            maps.forget(job)
+        title, _ = _describe(job)
+        st.error(f"{title} failed: {job.error}")
+        if st.button("Try again", key=f"explore_retry_{title}"):
+            background.forget(job)
             st.rerun()
     return [j for j in jobs if not j.error]

@@ -24,10 +24,11 @@ import time
 import pytest
 
 from core import jobs
+from core.clusters import cluster_corpus
 from core.corpus import ingest_frame
 from core.encoders import list_encoders
 from core.maps import embedded, project_corpus
-from core.options import PretrainOptions, ProjectOptions
+from core.options import ClusterOptions, PretrainOptions, ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
 from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT
@@ -48,13 +49,15 @@ def app_env(app_env):
 
 @pytest.fixture(scope="module")
 def corpora(app_env):
-    """'clinic' embedded with the tiny encoder and its PCA map stored (what the browsers explore);
-    'intake' ingested only (what the command line embeds meanwhile)."""
+    """'clinic' embedded with the tiny encoder, its PCA map and default clusters stored (what the browsers
+    explore: no background clustering reruns their pages mid-drag); 'intake' ingested only (what the
+    command line embeds meanwhile)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NOTESPACE_MODELS", app_env["NOTESPACE_MODELS"])
         store = Store(app_env["NOTESPACE_DB"])
         ingest_frame(store, synthetic_notes(300, seed=3), "clinic", "text", "note_id", ["specialty", "site", "age"])
         project_corpus(store, "clinic", ProjectOptions(encoder="tiny", method="pca"))
+        cluster_corpus(store, "clinic", ClusterOptions(encoder="tiny"))
         ingest_frame(store, synthetic_notes(CLI_NOTES, seed=11), "intake", "text", "note_id", ["specialty", "site"])
     return store
 

@@ -1,4 +1,5 @@
-"""In a real browser: open Explore on a small corpus, colour by another column, box-select notes."""
+"""In a real browser: open Explore on a small corpus, see its clusters named, colour by another column,
+box-select notes."""
 
 import pytest
 
@@ -31,11 +32,16 @@ def test_colour_then_box_select_shows_the_selected_notes(clinic, page, app_url):
     page.get_by_text("UMAP of tiny (from the store)").wait_for()
     chart = page.locator(".js-plotly-plot").first
     chart.locator(".legendtext", has_text="cardiology").wait_for()
+    # no clusters in the store: the page computes the default ones in the background, then names them
+    label = chart.locator(".annotation-text").first
+    label.wait_for(timeout=300_000)
+    assert label.text_content().startswith("0: ")  # SVG text: no inner_text
 
     page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
     page.get_by_role("option", name="site", exact=True).click()
     wait_idle(page)
     chart.locator(".legendtext", has_text="north").wait_for()
+    assert chart.locator(".annotation-text").first.is_visible()  # named whatever colours the map
 
     chart.hover()
     chart.locator('.modebar-btn[data-title="Box Select"]').click()

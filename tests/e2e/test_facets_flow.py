@@ -82,6 +82,9 @@ def test_clicking_a_bar_filters_the_map(clinic, page, app_url):
     page.get_by_role("option", name="tiny (adapted, 32-d)").click()
     wait_idle(page)
     page.get_by_text("120 of 120 notes drawn").wait_for()
+    # the default clusters the page computes in the background: named on the map, then no more reruns
+    page.locator(".js-plotly-plot").first.locator(".annotation-text").first.wait_for(timeout=300_000)
+    wait_idle(page)
 
     site_chart = page.locator(".js-plotly-plot").nth(2)  # the map, then the charts of specialty and site
     _click(page, site_chart.locator(".barlayer .point path").first)  # the most common site: "north" (43 notes)

@@ -1,0 +1,89 @@
+"""Work the app computes in a daemon thread, one job per key and process, polled by the pages.
+
+For work of seconds to minutes that lands in the store (a UMAP map, a clustering): every session
+of the server that asks for the same thing shares one computation, and the page keeps drawing
+meanwhile. Training, which takes longer and competes for a device, goes through core/jobs.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Job:
+    """Work running in a thread: the page polls `fraction`, `message`, `done`, `error`; `result` when done."""
+
+    opts: Any  # the options the work was started with (a ProjectOptions, a ClusterOptions)
+    started: float = field(default_factory=time.monotonic)
+    fraction: float = 0.0
+    message: str = "starting"
+    result: Any = None
+    error: str | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.thread is not None and not self.thread.is_alive()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def report(self, fraction: float, message: str = "") -> None:
+        self.fraction, self.message = float(fraction), message or self.message
+
+
+_jobs: dict[tuple, Job] = {}
+_lock = threading.Lock()
+
+
+def start(key: tuple, opts: Any, work: Callable[[Progress], Any], once: bool = False) -> Job:
+    """Run `work(progress)` in a daemon thread under `key` (kind first: "map", ...), or return the
+    job registered under it.
+
+    A failed job stays registered, with its error, until `forget(job)` (the page offers to try
+    again). A job that finished well is dropped, so the next call finds its result in the store;
+    with `once` it stays, so the key never runs again in this process: work nobody asked for must
+    not restart on every rerun if its result goes missing.
+    """
+    with _lock:
+        job = _jobs.get(key)
+        if job is None:
+            job = _jobs[key] = Job(opts)
+            job.thread = threading.Thread(target=_run, args=(key, job, work, once), daemon=True,
+                                          name=f"notespace-{key[0]}")
+            job.thread.start()
+        return job
+
+
+def _run(key: tuple, job: Job, work: Callable[[Progress], Any], once: bool) -> None:
+    try:
+        job.result = work(job.report)
+    except Exception as exc:  # shown on the page; the job stays until the user retries
+        job.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return
+    if not once:
+        with _lock:
+            if _jobs.get(key) is job:
+                del _jobs[key]
+
+
+def get(key: tuple) -> Job | None:
+    """The job registered under `key` (running, failed, or finished with `once`), else None; starts nothing."""
+    with _lock:
+        return _jobs.get(key)
+
+
+def forget(job: Job) -> None:
+    """Drop a job (a failed one, to try again) so the next `start` under its key runs afresh."""
+    with _lock:
+        for key, value in list(_jobs.items()):
+            if value is job:
+                del _jobs[key]

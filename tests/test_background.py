@@ -1,0 +1,51 @@
+"""Background jobs: one per key, progress, errors kept until forgotten, `once` keys that never rerun."""
+
+from __future__ import annotations
+
+import threading
+
+from core import background
+
+
+def _finished(job: background.Job) -> background.Job:
+    job.thread.join(30)
+    assert job.done
+    return job
+
+
+def test_one_job_per_key_reports_progress_and_is_dropped_when_it_finishes_well():
+    release = threading.Event()
+
+    def work(progress):
+        progress(0.5, "half way")
+        release.wait(30)
+        return {"stored": 1}
+
+    job = background.start(("test", "ok"), "opts", work)
+    assert background.start(("test", "ok"), "other", work) is job and job.opts == "opts"
+    release.set()
+    _finished(job)
+    assert (job.fraction, job.message, job.result, job.error) == (0.5, "half way", {"stored": 1}, None)
+    assert background.get(("test", "ok")) is None and job.elapsed > 0
+
+
+def test_a_failed_job_keeps_its_error_until_forgotten():
+    def fail(progress):
+        raise ValueError("no vectors\nsecond line")
+
+    bad = _finished(background.start(("test", "bad"), None, fail))
+    assert bad.error == "no vectors" and background.start(("test", "bad"), None, fail) is bad
+    background.forget(bad)
+    again = background.start(("test", "bad"), None, fail)
+    assert again is not bad
+    _finished(again)
+    background.forget(again)
+
+
+def test_a_once_job_never_runs_again_until_forgotten():
+    runs = []
+    job = _finished(background.start(("test", "once"), None, lambda progress: runs.append(1), once=True))
+    assert background.start(("test", "once"), None, lambda progress: runs.append(1), once=True) is job
+    assert background.get(("test", "once")) is job and runs == [1]
+    background.forget(job)
+    assert background.get(("test", "once")) is None
