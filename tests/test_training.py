@@ -347,3 +347,27 @@ def test_job_progress_thins_its_curve_outlasts_a_busy_store_and_sees_a_cancel():
     # the old run's step 3 was redone; thinned to 8 points at most, keeping the newest
     assert last["curve"][0] == [1, 9.0] and [3, 7.5] not in last["curve"] and last["curve"][-1] == [20, 0.05]
     assert len(last["curve"]) <= 8 and last["message"] == "step 20/20 loss 0.05 · 1,000 tok/s · ETA 1s"
+
+
+def test_pooled_groups_by_length_without_changing_the_embeddings(tiny_encoder_path):
+    from core.training.encoder import TrainableEncoder, load_sentence_transformer
+    from core.training.objective import mean_pool, pad_batch
+    from core.training.pooling import length_groups, pooled
+
+    model = TrainableEncoder(load_sentence_transformer(tiny_encoder_path, torch.device("cpu")), with_mlm_head=True)
+    model.eval()  # no dropout: the two ways must agree exactly
+    tok = model.tokenizer
+    rng = np.random.default_rng(0)
+    seqs = [[tok.cls_token_id, *rng.integers(1000, 2000, n).tolist(), tok.sep_token_id] for n in (3, 60, 7, 30, 1, 45)]
+    groups = length_groups([len(s) for s in seqs], budget=70)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(seqs)))
+    assert all(len(g) * max(len(seqs[i]) for i in g) <= 70 or len(g) == 1 for g in groups)
+    assert len(groups) > 1  # the budget forces several groups
+    with torch.no_grad():
+        ids, mask = pad_batch(seqs, tok.pad_token_id, model.device)
+        together = mean_pool(model(ids, mask), mask)
+        out = pooled(model, seqs, tok, budget=70)
+        masked = pooled(model, seqs, tok, np.random.default_rng(1), budget=70)
+    torch.testing.assert_close(out.embeddings, together, atol=1e-5, rtol=1e-4)
+    assert out.tokens == sum(len(s) for s in seqs) and out.mlm is None
+    assert masked.mlm is not None and torch.isfinite(masked.mlm)

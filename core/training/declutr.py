@@ -6,9 +6,10 @@ every other anchor's positives in the batch (InfoNCE, cosine, temperature 0.05).
 anchors is added with weight `opts.mlm_weight` (the paper: an unweighted sum, i.e. weight 1).
 
 Anchors are masked once and run once: the same forward pass gives the MLM loss and the anchor
-embeddings, as in the original implementation. Spans of one document are not used as each
-other's negatives: they share text, and pushing them apart would fight the objective (the original
-did; it only mattered little there because its documents were long).
+embeddings, as in the original implementation; spans run in groups of similar length (pooling.py).
+Spans of one document are not used as each other's negatives: they share text, and pushing them
+apart would fight the objective (the original did; it only mattered little there because its
+documents were long).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from core.training import register
-from core.training.mlm import mask_tokens, mlm_loss
-from core.training.objective import LossOut, Objective, mean_pool, pad_batch, with_special_tokens
+from core.training.objective import LossOut, Objective, with_special_tokens
+from core.training.pooling import pooled
 from core.training.sampling import random_batches
 from core.training.spans import SpanConfig, is_usable, sample_spans
 
@@ -68,26 +69,17 @@ class DeclutrObjective(Objective):
                 anchors.append(with_special_tokens(doc[drawn.anchor.start:drawn.anchor.end], self.tokenizer))
                 positives.extend(with_special_tokens(doc[p.start:p.end], self.tokenizer) for p in drawn.positives)
                 owner.append(doc_index)
-        pad_id, device = self.tokenizer.pad_token_id, model.device
-        a_ids, a_mask = pad_batch(anchors, pad_id, device, model.pad_multiple)
-        p_ids, p_mask = pad_batch(positives, pad_id, device, model.pad_multiple)
-        if self.uses_mlm:
-            a_in, labels = mask_tokens(a_ids, a_mask, self.tokenizer, model.vocab_size, rng)
-        else:
-            a_in, labels = a_ids, None
-        a_hidden = model(a_in, a_mask)
-        a_emb = mean_pool(a_hidden, a_mask)
-        p_emb = mean_pool(model(p_ids, p_mask), p_mask)
-        p_emb = p_emb.view(len(anchors), self.spans.n_positives, -1).mean(1)
-        groups = torch.tensor(owner, device=device)
-        contrastive = info_nce(a_emb, p_emb, groups, self.temperature)
+        a = pooled(model, anchors, self.tokenizer, rng if self.uses_mlm else None)
+        p = pooled(model, positives, self.tokenizer)
+        p_emb = p.embeddings.view(len(anchors), self.spans.n_positives, -1).mean(1)
+        groups = torch.tensor(owner, device=model.device)
+        contrastive = info_nce(a.embeddings, p_emb, groups, self.temperature)
         parts = {"contrastive": float(contrastive.detach())}
         loss = contrastive
-        if labels is not None:
-            masked_lm = mlm_loss(model, a_hidden, labels)
-            parts["mlm"] = float(masked_lm.detach())
-            loss = loss + self.opts.mlm_weight * masked_lm
-        return LossOut(loss, parts, int(a_mask.sum() + p_mask.sum()))
+        if a.mlm is not None:
+            parts["mlm"] = float(a.mlm.detach())
+            loss = loss + self.opts.mlm_weight * a.mlm
+        return LossOut(loss, parts, a.tokens + p.tokens)
 
     def describe(self) -> dict:
         s = self.spans

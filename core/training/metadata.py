@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from core.training import register
-from core.training.mlm import mask_tokens, mlm_loss
-from core.training.objective import LossOut, Objective, mean_pool, pad_batch, with_special_tokens
+from core.training.objective import LossOut, Objective, with_special_tokens
+from core.training.pooling import pooled
 from core.training.sampling import ClassSplit, balanced_batches, split_by_class
 
 
@@ -72,20 +72,15 @@ class MetadataObjective(Objective):
 
     def compute_loss(self, model, batch: list[int], rng: np.random.Generator) -> LossOut:
         seqs = [with_special_tokens(self.docs[i], self.tokenizer) for i in batch]
-        ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id, model.device, model.pad_multiple)
-        labels_mlm = None
-        if self.uses_mlm:
-            ids, labels_mlm = mask_tokens(ids, mask, self.tokenizer, model.vocab_size, rng)
-        hidden = model(ids, mask)
+        notes = pooled(model, seqs, self.tokenizer, rng if self.uses_mlm else None)
         classes = torch.tensor([self.doc_class[i] for i in batch], device=model.device)
-        contrastive = supcon(mean_pool(hidden, mask), classes, self.temperature)
+        contrastive = supcon(notes.embeddings, classes, self.temperature)
         parts = {"supcon": float(contrastive.detach())}
         loss = contrastive
-        if labels_mlm is not None:
-            masked_lm = mlm_loss(model, hidden, labels_mlm)
-            parts["mlm"] = float(masked_lm.detach())
-            loss = loss + self.opts.mlm_weight * masked_lm
-        return LossOut(loss, parts, int(mask.sum()))
+        if notes.mlm is not None:
+            parts["mlm"] = float(notes.mlm.detach())
+            loss = loss + self.opts.mlm_weight * notes.mlm
+        return LossOut(loss, parts, notes.tokens)
 
     def describe(self) -> dict:
         return {"temperature": self.temperature, "classes": self.classes,
