@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.fewshot import learning_curve
-from core.options import EmbedOptions, EvaluateOptions
+from core.options import EmbedOptions, EvaluateOptions, PretrainOptions
 from core.separability import as_labels, confound_audit, separability
 from core.store import Corpus, Store, StoreError
 
@@ -187,10 +187,12 @@ def labels_digest(labels) -> str:
 
 
 class _Task:
-    """One label of one corpus and a list of encoders: checked inputs, cache keys, stored pieces."""
+    """One label of one corpus and a list of encoders: checked inputs, cache keys, stored pieces.
+    With `finetune`, also SetFit curves ("setfit"), which stop at `should_stop` (core.setfit.Cancelled)."""
 
-    def __init__(self, store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions):
-        self.store, self.opts = store, opts
+    def __init__(self, store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
+                 finetune: PretrainOptions | None = None, should_stop: Callable[[], bool] | None = None):
+        self.store, self.opts, self.finetune, self.should_stop = store, opts, finetune, should_stop
         self.corpus = corpus = store.corpus(corpus_name)
         try:
             shots = opts.shot_list()
@@ -213,14 +215,29 @@ class _Task:
                                         "version": RESULTS_VERSION}}
         self.params["fewshot"] = self.params["separability"] | {
             "shots": shots, "seeds": opts.seeds, "test_size": opts.test_size, "classifier": opts.classifier}
+        if finetune is not None:  # the device is left out, as for vectors: same settings, same curve anywhere
+            tuning = {k: v for k, v in finetune.as_params().items() if k not in ("name", "base", "device")}
+            self.params["setfit"] = self.params["fewshot"] | {"classifier": "logreg", "finetune": tuning}
 
-    def _compute(self, kind: str, X: Callable[[], np.ndarray], report: Progress) -> dict:
+    def _compute(self, kind: str, encoder_id: str, X: Callable[[], np.ndarray], report: Progress) -> dict:
         vectors = X()  # loaded (embedding what is missing, reported from 0 to 0.3) before the step starts
         if kind == "separability":
             report(0.3, "separability")
             return _separability(vectors, self.labels, self.opts, 0)
+        if kind == "setfit":
+            return self._setfit(encoder_id, vectors, _part(report, 0.3, 1.0))
         report(0.7, "few-shot curve")
         return _curve(vectors, self.labels, self.opts, 0, _part(report, 0.7, 1.0))
+
+    def _setfit(self, encoder_id: str, vectors: np.ndarray, report: Progress) -> dict:
+        from core.encoders import get_encoder
+        from core.setfit import setfit_curve
+
+        texts = self.store.texts(self.corpus)["text"].tolist()
+        return _clean(setfit_curve(texts, self.labels, get_encoder(self.store, encoder_id).path, vectors,
+                                   self.finetune, max_length=self.embedding[encoder_id]["max_length"],
+                                   shots=self.opts.shot_list(), seeds=self.opts.seeds, test_size=self.opts.test_size,
+                                   progress=report, should_stop=self.should_stop).to_dict())
 
     def pieces(self, kinds: list[str], progress: Progress, compute: bool) -> dict[str, dict] | None:
         """{encoder: {kind: result}} from the store, computing what is missing (compute=False: None then)."""
@@ -232,7 +249,7 @@ class _Task:
             for kind in kinds:
                 inputs = self.inputs | {"embedding": self.embedding[e]}
                 got = _stored(self.store, kind, _digest([kind, self.params[kind], inputs]),
-                              partial(self._compute, kind, X, report) if compute else None, corpus=self.corpus,
+                              partial(self._compute, kind, e, X, report) if compute else None, corpus=self.corpus,
                               encoder_id=e, params=self.params[kind] | {"encoder": e}, inputs=inputs)
                 if got is None:
                     return None
@@ -266,16 +283,23 @@ def evaluate_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateO
 
 
 def fewshot_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
-                   progress: Progress | None = None, compute: bool = True) -> dict | None:
-    """Few-shot curves with their predictions: {"corpus", "label", "encoders": {id: LearningCurve dict}}."""
-    task, report = _Task(store, corpus_name, encoder_ids, opts), progress or _quiet
+                   progress: Progress | None = None, compute: bool = True, finetune: PretrainOptions | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict | None:
+    """Few-shot curves with their predictions: {"corpus", "label", "encoders": {id: LearningCurve dict}}.
+
+    With `finetune` (core.setfit.finetune_options), SetFit curves of logistic regression on vectors of
+    the encoder fine-tuned per draw, on the same split and shot samples, stored as "setfit" runs; a
+    background job computes them (core.jobs.submit_setfit) and `should_stop` cancels them.
+    """
+    task = _Task(store, corpus_name, encoder_ids, opts, finetune, should_stop)
+    report, kind = progress or _quiet, "setfit" if finetune is not None else "fewshot"
     if not opts.shot_list():
         raise ValueError("choose at least one number of labelled notes per class")
-    pieces = task.pieces(["fewshot"], report, compute)
+    pieces = task.pieces([kind], report, compute)
     if pieces is None:
         return None
     report(1.0, "done")
-    return {"corpus": task.corpus.name, "label": opts.label, "encoders": {e: p["fewshot"] for e, p in pieces.items()}}
+    return {"corpus": task.corpus.name, "label": opts.label, "encoders": {e: p[kind] for e, p in pieces.items()}}
 
 
 def audit_corpus(store: Store, corpus_name: str, encoder_id: str, k: int = 10, n_bins: int = 4,

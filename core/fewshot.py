@@ -166,28 +166,47 @@ def learning_curve(X, y, shots=(1, 2, 4, 8, 16), seeds: int = 5, test_size: floa
                    classifier: str = "logreg", knn_k: int = 10, seed: int = 0,
                    progress: Callable[[float, str], None] | None = None) -> LearningCurve:
     """Train on k notes per class (k in shots, `seeds` draws each) and score on a fixed test split."""
+    Xn = normalise(X)
+    return paired_curve(y, lambda train, test, draw, report: (Xn[train], Xn[test]), shots, seeds, test_size,
+                        classifier, knn_k, seed, progress)
+
+
+Features = Callable[[np.ndarray, np.ndarray, int, Callable[[float, str], None]], tuple[np.ndarray, np.ndarray]]
+
+
+def paired_curve(y, features: Features, shots=(1, 2, 4, 8, 16), seeds: int = 5, test_size: float = 0.3,
+                 classifier: str = "logreg", knn_k: int = 10, seed: int = 0,
+                 progress: Callable[[float, str], None] | None = None) -> LearningCurve:
+    """The learning curve of any vectors: `features(train, test, draw, progress)` returns the L2-normalised
+    vectors of the training and test rows (indices into `y`) for seed draw `draw`, so vectors may depend
+    on the training notes (SetFit fine-tunes on them) while the split and shot samples stay label-only."""
     y = as_labels(y)
     mask, dropped = keep_classes(y)  # a class needs a note on each side of the split
     rows = np.flatnonzero(mask)
     classes, codes = np.unique(y[mask].astype(str), return_inverse=True)
     if len(classes) < 2:
         raise ValueError("few-shot needs at least two classes with >= 2 notes each")
-    Xn = normalise(np.asarray(X)[mask])
     train_pool, test = split_train_test(codes, test_size, seed)
     curve = LearningCurve([str(c) for c in classes], rows[test], codes[test], classifier, dropped_classes=dropped)
     shot_list = sorted({int(k) for k in shots})
-    with _fitting():
-        for s in range(seeds):
-            orders = shot_orders(codes, train_pool, seed=[seed, s])
-            if progress:
-                progress(s / seeds, f"few-shot seed {s + 1} of {seeds}")
-            for k in shot_list:
-                tr = np.sort(np.concatenate([o[:k] for o in orders]))  # nested: k=2 extends k=1
-                clf = make_classifier(classifier, len(tr), knn_k, seed).fit(Xn[tr], codes[tr])
-                P = full_proba(clf, Xn[test], len(classes))
-                pred = P.argmax(axis=1)
-                curve.runs.append(FewShotRun(k, s, rows[tr], pred, P.max(axis=1),
-                                             classification_metrics(codes[test], pred, P)))
+    report, points = progress or (lambda fraction, message: None), seeds * len(shot_list)
+    for s in range(seeds):
+        orders = shot_orders(codes, train_pool, seed=[seed, s])
+        for j, k in enumerate(shot_list):
+            done = s * len(shot_list) + j
+
+            def point(fraction: float, message: str, done: int = done) -> None:  # this draw's share of the bar
+                report((done + fraction) / points, message)
+
+            point(0.0, f"few-shot seed {s + 1} of {seeds}, {k} per class")
+            tr = np.sort(np.concatenate([o[:k] for o in orders]))  # nested: k=2 extends k=1
+            X_train, X_test = features(rows[tr], curve.test_idx, s, point)
+            with _fitting():  # not around `features`: one BLAS thread would starve a fine-tune
+                clf = make_classifier(classifier, len(tr), knn_k, seed).fit(X_train, codes[tr])
+                P = full_proba(clf, X_test, len(classes))
+            pred = P.argmax(axis=1)
+            curve.runs.append(FewShotRun(k, s, rows[tr], pred, P.max(axis=1),
+                                         classification_metrics(codes[test], pred, P)))
     return curve
 
 

@@ -1,8 +1,9 @@
 """Background training jobs: a queue in the store's `jobs` table, one worker process per device.
 
 Training takes minutes to hours, so it runs in its own process: it survives page reloads, shows in
-every browser tab and in `notespace jobs`, and never blocks the app. `submit_pretrain` queues a job
-and starts a detached worker (`python -m core.jobs worker --db PATH --device D`, whose loop and runs
+every browser tab and in `notespace jobs`, and never blocks the app. `submit_pretrain` (or
+`submit_setfit`: few-shot curves of an encoder fine-tuned per draw) queues a job and starts a
+detached worker (`python -m core.jobs worker --db PATH --device D`, whose loop and runs
 are core/training/worker.py). The worker holds the device's lock file while it trains
 (core/training/devicelock.py): one job per device, the others wait. `recover` marks 'interrupted'
 the running jobs whose process is gone; a worker resumes those first, from their last checkpoint.
@@ -15,15 +16,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from core.encoders import get_encoder, list_encoders, models_dir
-from core.options import PretrainOptions
+from core.options import EvaluateOptions, PretrainOptions
 from core.store import Store, StoreError, safe_name
 from core.training.devicelock import hold, holder
 from core.training.settings import check_options
@@ -51,7 +55,7 @@ def _taken(store: Store, name: str) -> str | None:
         return f"an encoder named '{name}' exists already"
     if (models_dir() / name).exists():
         return f"{models_dir() / name} exists already"
-    busy = [j["id"] for j in _rows(store, "state IN ('queued', 'running', 'interrupted')")
+    busy = [j["id"] for j in _rows(store, "kind = 'pretrain' AND state IN ('queued', 'running', 'interrupted')")
             if j["params"]["options"]["name"] == name]
     return f"job {busy[0]} is already making an encoder named '{name}'" if busy else None
 
@@ -82,10 +86,14 @@ def _insert(store: Store, corpus_name: str, opts: PretrainOptions, pid: int | No
     opts = opts.replace(device=detect_device(opts.device))
     params = {"corpus": corpus.name, "data_hash": corpus.data_hash, "options": opts.as_params(), "base_path": base.path,
               "base_fingerprint": base.fingerprint, "out_dir": str(models_dir() / opts.name)}
+    return _queue(store, "pretrain", params, opts.device, pid)
+
+
+def _queue(store: Store, kind: str, params: dict, device: str, pid: int | None) -> dict:
     with store.transaction() as con:
         job_id = con.execute(
-            "INSERT INTO jobs (kind, params, state, progress, pid, device) VALUES ('pretrain', ?, 'queued', ?, ?, ?) "
-            "RETURNING id", [json.dumps(params), json.dumps({"fraction": 0.0, "message": "queued"}), pid, opts.device],
+            "INSERT INTO jobs (kind, params, state, progress, pid, device) VALUES (?, ?, 'queued', ?, ?, ?) "
+            "RETURNING id", [kind, json.dumps(params), json.dumps({"fraction": 0.0, "message": "queued"}), pid, device],
         ).fetchone()[0]
     return job(store, job_id)
 
@@ -95,6 +103,35 @@ def submit_pretrain(store: Store, corpus: str, opts: PretrainOptions) -> int:
     j = _insert(store, corpus, opts, pid=None)
     ensure_worker(store, j["device"])
     return j["id"]
+
+
+def _setfit_params(corpus: str, encoder_ids: list[str], opts: EvaluateOptions, finetune: PretrainOptions) -> dict:
+    finetune = finetune.replace(device=detect_device(finetune.device))
+    return {"corpus": corpus, "encoders": list(encoder_ids), "options": opts.as_params(),
+            "finetune": finetune.as_params()}
+
+
+def submit_setfit(store: Store, corpus: str, encoder_ids: list[str], opts: EvaluateOptions,
+                  finetune: PretrainOptions) -> int:
+    """Queue SetFit curves (`core.evaluation.fewshot_corpus` with `finetune`) for a worker, after the
+    checks a run would fail; returns the job id. The curves are stored as runs, the job keeps a summary."""
+    from core.evaluation import fewshot_corpus
+
+    for e in encoder_ids:
+        check_options(finetune, get_encoder(store, e).path)
+    fewshot_corpus(store, corpus, encoder_ids, opts, compute=False, finetune=finetune)  # label, shots, seeds
+    params = _setfit_params(corpus, encoder_ids, opts, finetune)
+    j = _queue(store, "setfit", params, params["finetune"]["device"], pid=None)
+    ensure_worker(store, j["device"])
+    return j["id"]
+
+
+def setfit_job(store: Store, corpus: str, encoder_ids: list[str], opts: EvaluateOptions,
+               finetune: PretrainOptions) -> dict | None:
+    """The newest job asked for these SetFit curves, whatever its state (None: never asked for)."""
+    params = _setfit_params(corpus, encoder_ids, opts, finetune)
+    recover(store)  # a job whose worker died shows as interrupted, not running forever
+    return next((j for j in _rows(store, "kind = 'setfit'") if j["params"] == params), None)
 
 
 def ensure_worker(store: Store, device: str) -> None:
@@ -123,10 +160,12 @@ def _rows(store: Store, where: str = "true", params: list | None = None) -> list
     return out
 
 
-def list_jobs(store: Store) -> list[dict]:
-    """Every job, newest first: id, kind, state, progress, params, result, error, times, device."""
+def list_jobs(store: Store, kind: str | None = None) -> list[dict]:
+    """Every job (or every job of `kind`), newest first: id, kind, state, progress, params, result, error,
+    times, device."""
     recover(store)
-    return [{k: v for k, v in j.items() if k != "pid"} for j in _rows(store)]
+    rows = _rows(store, "kind = ?", [kind]) if kind else _rows(store)
+    return [{k: v for k, v in j.items() if k != "pid"} for j in rows]
 
 
 def job(store: Store, job_id: int) -> dict:
@@ -206,30 +245,66 @@ def pending(store: Store, device: str) -> list[dict]:
     return _rows(store, "device = ? AND (state = 'interrupted' OR (state = 'queued' AND pid IS NULL))", [device])
 
 
+@contextmanager
+def _ctrl_c_checked() -> Iterator[Callable[[], None]]:
+    """Within the block Ctrl-C only sets a flag, and the `check()` it yields raises KeyboardInterrupt
+    once it is set. DuckDB turns a KeyboardInterrupt raised during a query into RuntimeError('Query
+    interrupted'): a Ctrl-C landing in one of the many short store calls ended the command with that
+    error and left its job queued or running with no process (so a worker later resumed it). A second
+    Ctrl-C raises at once. Only the main thread gets signals, and a process started with SIGINT
+    ignored (a background job of a shell script) keeps ignoring it."""
+    pressed = threading.Event()
+
+    def on_ctrl_c(signum, frame) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        pressed.set()
+
+    def check() -> None:
+        if pressed.is_set():
+            raise KeyboardInterrupt
+
+    ours = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if ours:
+        signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield check
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_pretrain_now(store: Store, corpus: str, opts: PretrainOptions, progress=None) -> dict:
     """Queue a job and run it in this process (the CLI): waits its turn on the device, reports
     `(fraction, message)`, returns {encoder, path, objective, steps, seconds, final_loss, usable_docs}.
-    Ctrl-C cancels the job."""
+    Ctrl-C cancels the job, queued or running (at its next progress report); a second one stops at once."""
     from core.training.worker import run_job
 
     report = progress or (lambda fraction, message="": None)
-    j = _insert(store, corpus, opts, pid=os.getpid())  # a pid: workers leave this queued job alone
+    with _ctrl_c_checked() as check:
+        j = _insert(store, corpus, opts, pid=os.getpid())  # a pid: workers leave this queued job alone
 
-    def waiting() -> None:
-        if job(store, j["id"])["state"] == "cancelled":
-            raise StoreError(f"job {j['id']} was cancelled while it waited")
-        running = _rows(store, "state = 'running' AND device = ?", [j["device"]])
-        report(0.0, f"queued behind job {running[0]['id']}" if running else "waiting for the device")
+        def waiting() -> None:
+            check()
+            if job(store, j["id"])["state"] == "cancelled":
+                raise StoreError(f"job {j['id']} was cancelled while it waited")
+            running = _rows(store, "state = 'running' AND device = ?", [j["device"]])
+            report(0.0, f"queued behind job {running[0]['id']}" if running else "waiting for the device")
 
-    try:
-        with hold(lock_path(store, j["device"]), waiting):
-            result = run_job(store, j["id"], report) if claim(store, j["id"]) else None
-    except KeyboardInterrupt:
-        mark_cancelled(store, j["id"], "cancelled with Ctrl-C")
-        raise
-    finally:  # background jobs queued meanwhile found the device busy: hand it over
-        if pending(store, j["device"]):
-            ensure_worker(store, j["device"])
+        def reporting(fraction: float, message: str = "") -> None:
+            check()
+            report(fraction, message)
+
+        try:
+            with hold(lock_path(store, j["device"]), waiting):
+                check()
+                result = run_job(store, j["id"], reporting) if claim(store, j["id"]) else None
+        except KeyboardInterrupt:
+            mark_cancelled(store, j["id"], "cancelled with Ctrl-C")
+            raise
+        finally:  # background jobs queued meanwhile found the device busy: hand it over
+            if pending(store, j["device"]):
+                ensure_worker(store, j["device"])
     if result is None:
         raise StoreError(f"job {j['id']} was cancelled")
     return result

@@ -1,4 +1,5 @@
-"""Few-shot: learning curves of a classifier trained on a few labelled notes per class, on frozen embeddings."""
+"""Few-shot: learning curves of a classifier trained on a few labelled notes per class, on frozen embeddings,
+and optionally SetFit curves of the encoder fine-tuned on those notes (a background job)."""
 
 import html
 
@@ -7,10 +8,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import hex_to_rgb, qualitative
 
+from core import jobs
 from core.evaluation import fewshot_corpus
 from core.export import safe_csv
 from core.fewshot import LearningCurve, summary_frame
-from core.options import EvaluateOptions
+from core.options import EvaluateOptions, PretrainOptions
+from core.setfit import finetune_options
 from core.store import StoreError
 from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
 
@@ -19,6 +22,8 @@ CLASSIFIERS = {"logreg": "Logistic regression", "knn": "k nearest neighbours"}
 METRIC_NAMES = {"macro_f1": "Macro-F1", "accuracy": "Accuracy"}
 MAX_CLASSES_SHOWN = 25  # a confusion matrix of 100 classes is unreadable
 OTHER = "(other classes)"
+ACTIVE = ("queued", "running", "interrupted")
+SETFIT = " + SetFit"  # a SetFit curve's name: its encoder's, then this
 
 
 def plain(text) -> str:
@@ -113,6 +118,57 @@ def show_result(result: dict, corpus_name: str, colours: dict) -> None:
                        on_click="ignore", icon=":material/download:")
 
 
+def launch_setfit(corpus: str, encoders: list[str], opts: EvaluateOptions, finetune: PretrainOptions) -> None:
+    try:
+        jobs.submit_setfit(store(), corpus, encoders, opts, finetune)
+    except (StoreError, ValueError) as exc:
+        st.session_state["fs_setfit_error"] = str(exc)
+
+
+@st.fragment(run_every=2)
+def setfit_progress(corpus: str, encoders: list[str], opts: EvaluateOptions, finetune: PretrainOptions) -> None:
+    j = jobs.setfit_job(store(), corpus, encoders, opts, finetune)
+    if j is None or j["state"] not in ACTIVE:
+        st.rerun()  # done, failed or cancelled: redraw the page with its curves or why it stopped
+    stopping = j["cancel_requested"] and j["state"] == "running"
+    with st.container(border=True):
+        head, buttons = st.columns([4, 1])
+        head.markdown(f"SetFit job #{j['id']} · :blue-badge[{'cancelling…' if stopping else j['state']}]")
+        if j["state"] == "interrupted":
+            head.caption("Its process stopped (restart, crash or kill); resuming starts the curves over.")
+            buttons.button("Resume", key="fs_setfit_resume", on_click=jobs.ensure_worker, args=(store(), j["device"]))
+        buttons.button("Cancel", key="fs_setfit_cancel", disabled=stopping, on_click=jobs.cancel_job,
+                       args=(store(), j["id"]))
+        st.progress(min(1.0, float(j["progress"].get("fraction", 0.0))), text=j["progress"].get("message", ""))
+
+
+def setfit_panel(corpus: str, encoders: list[str], opts: EvaluateOptions, finetune: PretrainOptions) -> dict | None:
+    """Launch, follow or cancel the SetFit job of these settings; returns its stored curves once done."""
+    found = fewshot_corpus(store(), corpus, encoders, opts, compute=False, finetune=finetune)
+    if found:
+        return found
+    j = jobs.setfit_job(store(), corpus, encoders, opts, finetune)
+    if j and j["state"] in ACTIVE:
+        setfit_progress(corpus, encoders, opts, finetune)
+        return None
+    if j and j["state"] in ("failed", "cancelled"):
+        st.warning(f"The last SetFit job with these settings was {j['state']}"
+                   + (f": {j['error']}" if j["state"] == "failed" else "."))
+    st.button("Run SetFit in the background", key="fs_setfit_run", on_click=launch_setfit,
+              args=(corpus, encoders, opts, finetune))
+    if error := st.session_state.pop("fs_setfit_error", None):
+        st.error(error)
+    return None
+
+
+def with_setfit(result: dict | None, tuned: dict | None) -> dict | None:
+    """The frozen-embedding curves and the SetFit ones as one result to draw (SetFit curves last)."""
+    if not tuned:
+        return result
+    curves = {e + SETFIT: curve for e, curve in tuned["encoders"].items()}
+    return (result or tuned) | {"encoders": (result["encoders"] if result else {}) | curves}
+
+
 st.title("Few-shot")
 st.caption("How well a simple classifier on frozen embeddings learns a label from a few labelled notes per class. "
            "Every encoder is trained and tested on the same notes, so the curves compare like with like.")
@@ -128,6 +184,16 @@ if corpus:
     seeds = b.number_input("Seeds", 1, 20, 5, key="fs_seeds", help="random draws of the labelled notes per point")
     classifier = d.radio("Classifier", list(CLASSIFIERS), format_func=CLASSIFIERS.get, key="fs_classifier")
     opts = EvaluateOptions(label=label, shots=",".join(map(str, shots)), seeds=int(seeds), classifier=classifier)
+    option, tuning = st.columns([3, 1])
+    setfit = option.checkbox("SetFit (fine-tunes the encoder; slower, runs in the background)", key="fs_setfit",
+                             help="For every seed and shot count, each encoder is fine-tuned contrastively on just "
+                                  "those labelled notes (same-label notes pulled together, others pushed apart), then "
+                                  "logistic regression is fitted on its new vectors. Same test and training notes as "
+                                  "the other curves; with one note per class there is no pair to learn from, so the "
+                                  "encoder is used as it is.")
+    steps = tuning.number_input("Fine-tuning steps", 1, 10_000, finetune_options().steps, key="fs_setfit_steps",
+                                disabled=not setfit, help="per seed and shot count")
+    finetune = finetune_options(steps=int(steps))
     results = st.session_state.setdefault("fs_results", {})
     key = (c.id, label_key, tuple(encoders), opts)
     if st.button("Run learning curve", type="primary", key="fs_run", disabled=not (encoders and shots)):
@@ -141,8 +207,16 @@ if corpus:
         found = fewshot_corpus(store(), corpus, encoders, opts, compute=False)
         if found:
             results[key] = found
-    if results.get(key):
-        show_result(results[key], corpus, {e: qualitative.Plotly[i % 10] for i, e in enumerate(encoders)})
+    tuned = None
+    if setfit and encoders and shots:
+        tuned = results.get((key, finetune)) or setfit_panel(corpus, encoders, opts, finetune)
+        if tuned:  # stored for good: later reruns of this session skip the look-up
+            results[(key, finetune)] = tuned
+            st.caption(f"ENCODER{SETFIT}: logistic regression on the encoder's vectors after {finetune.steps} "
+                       "fine-tuning steps on the labelled notes of each seed and shot count.")
+    shown = with_setfit(results.get(key), tuned)
+    if shown:
+        show_result(shown, corpus, {e: qualitative.Plotly[i % 10] for i, e in enumerate(shown["encoders"])})
     elif encoders:
         st.info("Choose the label, encoders and shot counts, then **Run learning curve**. Results are kept in the "
                 "store, so they show at once next time.")

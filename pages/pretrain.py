@@ -141,13 +141,13 @@ def signature(all_jobs: list[dict]) -> list:
     return [(j["id"], j["state"]) for j in all_jobs if j["state"] in ACTIVE]
 
 
-all_jobs = jobs.list_jobs(store())
+all_jobs = jobs.list_jobs(store(), "pretrain")  # SetFit jobs show on the Few-shot page
 st.session_state["pt_signature"] = signature(all_jobs)
 
 
 @st.fragment(run_every=2)
 def active_jobs() -> None:
-    current = jobs.list_jobs(store())
+    current = jobs.list_jobs(store(), "pretrain")
     if signature(current) != st.session_state["pt_signature"]:
         st.rerun()  # a job started, ended, or was launched from another tab: redraw the whole page
     active = [j for j in current if j["state"] in ACTIVE]

@@ -36,6 +36,8 @@ def consistent_corpora(db_path) -> list[tuple[str, int]]:
     con = duckdb.connect(str(db_path))
     try:
         found = []
+        if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'corpora'").fetchall():
+            return found  # killed before it made the schema (a loaded machine starts slowly): no corpus
         for cid, name, n_docs in con.execute("SELECT id, name, n_docs FROM corpora").fetchall():
             docs = con.execute("SELECT count(*) FROM documents WHERE corpus_id = ?", [cid]).fetchone()[0]
             meta = con.execute(f"SELECT count(*) FROM meta_c{cid}").fetchone()[0]

@@ -1,4 +1,4 @@
-"""core.jobs: validation, a foreground run, background workers (queue, cancel, kill and resume), the CLI.
+"""core.jobs: validation, a foreground run, background workers (queue, cancel, kill and resume), Ctrl-C, the CLI.
 
 Everything trains the tiny random BERT ('tiny' in the models_dir fixture) for a few steps; workers
 are real detached processes with one torch thread each (the cores are shared).
@@ -6,6 +6,7 @@ are real detached processes with one torch thread each (the cores are shared).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,6 +68,15 @@ def wait_for(check, timeout: float = 90.0, every: float = 0.1):
 
 def state(store: Store, job_id: int) -> str:
     return jobs.job(store, job_id)["state"]
+
+
+@pytest.fixture()
+def ctrl_c():
+    """Ctrl-C as a terminal delivers it, also where this suite runs with SIGINT ignored (a background
+    job of a shell script), which every process it starts would inherit: yields press(pid)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield lambda pid=os.getpid(): os.kill(pid, signal.SIGINT)
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.parametrize("corpus, changes, message", [
@@ -155,6 +165,39 @@ def test_cancel_queued_and_running_jobs_while_a_command_waits_its_turn(store):
     assert {"long", "later"}.isdisjoint(e.id for e in list_encoders(store))
 
 
+@pytest.mark.parametrize("moment", ["recorded", "queued", "training"])
+def test_ctrl_c_at_any_moment_cancels_the_foreground_job(store, ctrl_c, monkeypatch, moment):
+    """`notespace pretrain` gets Ctrl-C (SIGINT to this process) just after its job is recorded (inside
+    a store call), while it waits for the device, or while it trains: the job ends cancelled."""
+    pressed = []
+
+    def press_once() -> None:
+        if not pressed:
+            pressed.append(True)
+            ctrl_c()
+
+    trigger = {"queued": "waiting for the device", "training": "step "}.get(moment)
+
+    def progress(fraction: float, message: str) -> None:
+        if trigger and message.startswith(trigger):
+            press_once()
+
+    if moment == "recorded":  # the job's row is committed; reading it back is the last call of the insert
+        real_job = jobs.job
+
+        def job_after_ctrl_c(*args) -> dict:
+            press_once()
+            return real_job(*args)
+
+        monkeypatch.setattr(jobs, "job", job_after_ctrl_c)
+    device_busy = jobs.hold(jobs.lock_path(store, "cpu")) if moment == "queued" else contextlib.nullcontext()
+    with device_busy, pytest.raises(KeyboardInterrupt):
+        jobs.run_pretrain_now(store, "clinic", tiny("stopped", steps=50), progress=progress)
+    assert pressed and [(j["state"], j["error"]) for j in jobs.list_jobs(store)] == [("cancelled", "cancelled with Ctrl-C")]
+    assert not jobs.pending(store, "cpu") and not (jobs.models_dir() / "stopped").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C raises again
+
+
 def test_killed_worker_is_recovered_and_resumed_from_its_checkpoint(store, monkeypatch):
     monkeypatch.setenv("NOTESPACE_CHECKPOINT_S", "0.3")  # read by the worker processes
     job_id = jobs.submit_pretrain(store, "clinic", tiny("resumed", steps=60, batch_size=4, max_length=32))
@@ -182,7 +225,7 @@ def notespace(*args, db, models):
                           env=env, timeout=300)
 
 
-def test_cli_pretrain_and_jobs(store, db_path, models_dir):
+def test_cli_pretrain_and_jobs(store, db_path, models_dir, ctrl_c):
     out = notespace("pretrain", "--corpus", "clinic", "--objective", "declutr", "--name", "cli-declutr", "--base", "tiny",
                     "--steps", "6", "--batch-size", "8", "--max-length", "64", db=db_path, models=models_dir)
     assert out.returncode == 0, out.stderr
@@ -190,7 +233,25 @@ def test_cli_pretrain_and_jobs(store, db_path, models_dir):
     assert set(result) == RESULT_KEYS and result["objective"] == "declutr" and result["steps"] == 6
     assert result["path"] == str(models_dir / "cli-declutr") and "step 6/6" in out.stderr
 
+    with subprocess.Popen([sys.executable, "-m", "core.cli", "pretrain", "--corpus", "clinic", "--name", "stopped",
+                           "--base", "tiny", "--steps", "100000", "--batch-size", "4", "--max-length", "32"],
+                          env=os.environ | {"NOTESPACE_DB": str(db_path)}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as command:
+        err: list[str] = []  # read as it comes, so that every wait below is bounded
+        reader = threading.Thread(target=lambda: [err.append(line) for line in command.stderr], daemon=True)
+        reader.start()
+        try:  # a loaded machine can take minutes to import torch and load the model
+            wait_for(lambda: command.poll() is not None or any("step " in line for line in err), timeout=300)
+            assert command.poll() is None, "".join(err)  # training has begun
+            ctrl_c(command.pid)
+            assert command.wait(timeout=120) == 130, "".join(err)
+        finally:
+            command.kill()  # a no-op once it has exited; else a failed check leaves nothing training
+        reader.join(30)
+        assert "".join(err).strip().endswith("notespace: cancelled") and command.stdout.read() == ""
+
     listed = json.loads(notespace("jobs", db=db_path, models=models_dir).stdout)
-    assert [(j["id"], j["state"]) for j in listed] == [(1, "done")]
+    assert [(j["id"], j["state"]) for j in listed] == [(2, "cancelled"), (1, "done")]
     assert {"id", "kind", "state", "progress", "params", "result", "error", "created", "started",
-            "finished"} <= set(listed[0]) and listed[0]["result"] == result
+            "finished"} <= set(listed[1]) and listed[1]["result"] == result
+    assert not (models_dir / "stopped").exists()

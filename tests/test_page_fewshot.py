@@ -1,12 +1,15 @@
-"""AppTest of the Few-shot page: a small learning curve, its table, confusion matrix and predictions."""
+"""AppTest of the Few-shot page: a small learning curve, its table, confusion matrix and predictions;
+the SetFit option's background job, cancelled and then run to its curve."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+ACTIVE = ("queued", "running", "interrupted")
 
 
 def open_page() -> AppTest:
@@ -50,3 +53,52 @@ def test_learning_curve_table_confusion_and_download(clinic):
     runs = len(clinic.runs("fewshot"))
     again = open_page()  # a new session finds the stored curve without running it
     assert len(again.get("plotly_chart")) == 2 and len(clinic.runs("fewshot")) == runs
+
+
+def wait_for_setfit(store, check) -> dict:
+    from core.jobs import list_jobs
+
+    deadline = time.monotonic() + 300  # generous: the worker process starts torch on shared, loaded cores
+    while not check(j := list_jobs(store, "setfit")[0]) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return j
+
+
+@pytest.fixture()
+def setfit_page(clinic, monkeypatch):
+    from core.jobs import cancel_job, list_jobs
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker's torch: the cores are shared
+    yield open_page()
+    for j in list_jobs(clinic, "setfit"):  # a failed test must not leave a worker fine-tuning
+        cancel_job(clinic, j["id"])
+
+
+def test_setfit_runs_in_the_background_can_be_cancelled_and_draws_its_curve(clinic, setfit_page):
+    at = setfit_page
+    at.multiselect(key="fs_shots").set_value([1, 2]).run()
+    at.checkbox(key="fs_setfit").check().run()
+    at.number_input(key="fs_setfit_steps").set_value(10_000).run()
+    at.button(key="fs_setfit_run").click().run()
+    assert not at.exception and not at.error
+    j = wait_for_setfit(clinic, lambda j: "fine-tuning step" in j["progress"]["message"] or j["state"] not in ACTIVE)
+    assert j["state"] == "running", j
+    at.run()
+    assert any(m.value.startswith("SetFit job #1") for m in at.markdown)
+    at.button(key="fs_setfit_cancel").click().run()
+    assert wait_for_setfit(clinic, lambda j: j["state"] not in ACTIVE)["state"] == "cancelled"
+    at.run()
+    assert any("was cancelled" in w.value for w in at.warning)
+
+    at.number_input(key="fs_setfit_steps").set_value(3).run()  # new settings: a new job
+    at.button(key="fs_setfit_run").click().run()
+    j = wait_for_setfit(clinic, lambda j: j["id"] == 2 and j["state"] not in ACTIVE)
+    assert j["state"] == "done", j["error"]
+    at.run()
+    assert not at.exception and not at.error
+    names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    assert names == {"tiny + SetFit", None}  # its mean line and band; the frozen curve was not asked for
+    at.button(key="fs_run").click().run()
+    names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    assert names == {"tiny", "tiny + SetFit", None}  # side by side
+    assert list(at.dataframe[0].value.columns) == ["notes per class", "tiny", "tiny + SetFit"]

@@ -2,8 +2,9 @@
 
 The one module of core/training that reads the store: it turns a job row of `core.jobs` into a
 `train()` call (texts and labels from the store, checkpoints beside it, progress and the cancel
-flag through the jobs table) and registers the saved encoder. The queue itself, and which process
-may run what, live in core/jobs.py; `python -m core.jobs worker` lands in `main` here.
+flag through the jobs table) and registers the saved encoder; a "setfit" job into SetFit curves
+stored as runs (`run_setfit_job`). The queue itself, and which process may run what, live in
+core/jobs.py; `python -m core.jobs worker` lands in `main` here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 
 from core import jobs
 from core.encoders import CARD, sync
-from core.options import PretrainOptions
+from core.options import EvaluateOptions, PretrainOptions
 from core.store import Corpus, Store, StoreError
 from core.training.devicelock import hold
 from core.training.progress import JobProgress
@@ -58,8 +59,7 @@ def run_job(store: Store, job_id: int, report=None) -> dict | None:
     card_file = out_dir / CARD
     if card_file.exists() and json.loads(card_file.read_text()).get("job_id") == job_id:
         return _complete(store, j, json.loads(card_file.read_text()))  # saved, then killed before 'done'
-    progress = JobProgress(lambda state: jobs.update(store, job_id, "progress = ?", [json.dumps(state)]),
-                           lambda: jobs.job(store, job_id)["cancel_requested"], j["progress"], report, jobs.PROGRESS_S)
+    progress = _progress(JobProgress, store, j, report)
     # How the encoder was made, beside what train() records (objective, settings, curve, time, hardware)
     provenance = {"corpus": params["corpus"], "data_hash": params["data_hash"], "job_id": job_id,
                   "base_encoder": opts.base, "base_fingerprint": params["base_fingerprint"], "submitted": j["created"]}
@@ -73,17 +73,67 @@ def run_job(store: Store, job_id: int, report=None) -> dict | None:
                       should_stop=lambda: _terminating or progress.should_stop(), checkpoint_dir=checkpoints,
                       checkpoint_every=0, checkpoint_seconds=jobs.CHECKPOINT_S, card_extra=provenance)
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        jobs.update(store, job_id, "state = 'failed', error = ?, finished = current_timestamp", [message])
+        _failed(store, job_id, exc)
         shutil.rmtree(checkpoints, ignore_errors=True)
         raise
     if not r.cancelled:
         return _complete(store, j, json.loads(card_file.read_text()))
-    if _terminating:  # the machine is going down: resumable from the checkpoint just written
+    return _stopped(store, job_id)
+
+
+def _progress(kind: type[JobProgress], store: Store, j: dict, report) -> JobProgress:
+    """Progress written to the job's row, and its cancel flag read, every few seconds."""
+    return kind(lambda state: jobs.update(store, j["id"], "progress = ?", [json.dumps(state)]),
+                lambda: jobs.job(store, j["id"])["cancel_requested"], j["progress"], report, jobs.PROGRESS_S)
+
+
+def _failed(store: Store, job_id: int, exc: Exception) -> None:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    jobs.update(store, job_id, "state = 'failed', error = ?, finished = current_timestamp", [message])
+
+
+def _stopped(store: Store, job_id: int) -> None:
+    if _terminating:  # the machine is going down: resumable (from the checkpoint just written, if any)
         jobs.update(store, job_id, "state = 'interrupted'", [])
     else:
         jobs.mark_cancelled(store, job_id, "cancelled")
-    return None
+
+
+class _Fractions(JobProgress):
+    """A job's progress from `(fraction, message)` reports, the way core functions give them."""
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if self.report is not None:
+            self.report(fraction, message)
+        with self._lock:
+            self._latest = {"fraction": fraction, "message": message}
+
+
+def run_setfit_job(store: Store, job_id: int, report=None) -> dict | None:
+    """Compute and store a claimed job's SetFit curves; returns {corpus, label, encoders: {id: summary}},
+    or None if it was cancelled or halted (a halted job starts over when resumed: nothing was stored).
+    A failure marks the job failed (one line) and is raised again."""
+    from core.evaluation import fewshot_corpus
+    from core.setfit import Cancelled
+
+    j = jobs.job(store, job_id)
+    params, progress = j["params"], _progress(_Fractions, store, j, report)
+    try:
+        with progress:
+            found = fewshot_corpus(store, params["corpus"], params["encoders"], EvaluateOptions(**params["options"]),
+                                   progress, finetune=PretrainOptions(**params["finetune"]),
+                                   should_stop=lambda: _terminating or progress.should_stop())
+    except Cancelled:
+        return _stopped(store, job_id)
+    except Exception as exc:
+        _failed(store, job_id, exc)
+        raise
+    result = found | {"encoders": {e: curve["summary"] for e, curve in found["encoders"].items()}}
+    jobs.update(store, job_id, "state = 'done', result = ?, finished = current_timestamp", [json.dumps(result)])
+    return result
+
+
+RUNS = {"pretrain": run_job, "setfit": run_setfit_job}  # job kind -> what runs it
 
 
 def work(store: Store, device: str) -> None:
@@ -98,7 +148,7 @@ def work(store: Store, device: str) -> None:
                 if jobs.claim(store, pick["id"]):
                     print(f"job {pick['id']}: running", flush=True)
                     try:
-                        run_job(store, pick["id"])
+                        RUNS[pick["kind"]](store, pick["id"])
                     except Exception:
                         traceback.print_exc()  # the job is marked failed; the log keeps the details
                     print(f"job {pick['id']}: {jobs.job(store, pick['id'])['state']}", flush=True)

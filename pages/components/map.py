@@ -106,7 +106,9 @@ def _scale(frame, column, kind, marker, selected, colour_range, colour_title) ->
     else:
         numbers = pd.to_numeric(values, errors="coerce")
     known = numbers.notna().to_numpy()
-    colorbar = {"title": {"text": colour_title or plain(column, 30)}, "thickness": 14}
+    # the colorbar keeps to the lower part of the right edge: the legend ((missing), search results) is at its top
+    colorbar = {"title": {"text": colour_title or plain(column, 30)}, "thickness": 14, "len": 0.75, "y": 0,
+                "yanchor": "bottom"}
     if kind == "date" and known.any():  # tick labels as dates, not day numbers
         ticks = np.linspace(numbers[known].min(), numbers[known].max(), 5)
         colorbar |= {"tickvals": ticks, "ticktext": [(pd.Timestamp("1970-01-01") + pd.Timedelta(days=float(t)))
@@ -138,13 +140,13 @@ def map_figure(frame: pd.DataFrame, colour_column: str | None = None, highlight_
     """
     marker = {"size": point_size, "opacity": opacity}
     selected = set(map(int, selected_ords)) if selected_ords else None
-    if colour_column is None or frame.empty:
+    kind = None if colour_column is None or frame.empty else column_kind(frame[colour_column], kinds)
+    if kind is None:
         traces = [_trace(frame, "notes", marker | {"color": SINGLE_COLOUR}, selected, showlegend=False)]
-    elif column_kind(frame[colour_column], kinds) == "categorical":
+    elif kind == "categorical":
         traces = _categorical(frame, colour_column, colours, marker, selected)
     else:
-        traces = _scale(frame, colour_column, column_kind(frame[colour_column], kinds), marker, selected,
-                        colour_range, colour_title)
+        traces = _scale(frame, colour_column, kind, marker, selected, colour_range, colour_title)
     if highlight_ords is not None and len(highlight_ords):
         rows = frame[frame["ord"].isin(list(highlight_ords))]
         traces.append(_trace(rows, "search results", {"size": point_size + 9, "symbol": "circle-open",
@@ -156,7 +158,8 @@ def map_figure(frame: pd.DataFrame, colour_column: str | None = None, highlight_
         dragmode=dragmode, selections=list(outlines or []),
         # no equal-aspect lock: it would shrink the map beside a long legend, and a map's axes have no units
         xaxis=axis, yaxis=axis,
-        legend={"title": {"text": plain(colour_column, 30) if colour_column else ""}, "itemsizing": "constant"},
+        legend={"title": {"text": plain(colour_column, 30) if kind == "categorical" else ""},  # else on the colorbar
+                "itemsizing": "constant"},
         hoverlabel={"align": "left"},
         annotations=list(annotations or []),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ def md_plain(text) -> str:
 def _table(frame: pd.DataFrame, key: str, extra: dict | None = None) -> None:
     """Notes as a table; clicking a row opens that note in the reader."""
     shown = frame.drop(columns=[c for c in MAP_COLUMNS if c in frame]).head(TABLE_ROWS)
+    # Streamlit keeps a keyed table's ticked row when its rows change: a table of other notes gets a
+    # key of its own, so no tick is left on a note that was never opened
+    key = f"{key}:{zlib.crc32(shown['ord'].to_numpy(np.int64).tobytes()):08x}"
     for col in shown.columns:  # dates without a time of day read better as dates
         dates = shown[col].dropna()
         if pd.api.types.is_datetime64_any_dtype(dates) and (dates.dt.normalize() == dates).all():

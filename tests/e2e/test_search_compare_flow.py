@@ -1,0 +1,164 @@
+"""In a real browser: find notes like a typed phrase, read one, then compare two encoders side by side.
+
+The second encoder is the tiny BERT initialised with another seed, so its map and neighbourhoods
+differ from the first's. Both encoders embed and draw (PCA) the corpus before the page opens, so the
+page only loads a model for the query and computes no UMAP. What the page draws is checked against
+core, computed here: the ringed notes, the second map aligned onto the first, the overlap colours.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from core.corpus import ingest_frame
+from core.embed import embed_query, load_embeddings
+from core.maps import load_projection, neighbourhood_overlap, project_corpus
+from core.neighbours import nearest
+from core.options import EmbedOptions, ProjectOptions
+from core.projection import align_to
+from core.store import Store
+from pages.components.compare import OVERLAP, OVERLAP_K
+from sample_data.synthetic import synthetic_notes
+from tests.conftest import build_tiny_encoder
+from tests.e2e.conftest import open_page, screenshot, wait_idle
+
+N = 200
+QUERY = "troponin chest pain on exertion"
+K = 20  # the page's default number of search results
+RINGS = "search results"  # the name of the trace that rings them (pages/components/map.py)
+
+# Every Scattergl map on the page, as its traces: name, ords (customdata), coordinates, marker.
+# plotly's _fullData holds the traces as drawn, with the typed arrays Streamlit ships decoded.
+MAPS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+  .filter(gd => (gd._fullData || []).some(t => t.type === 'scattergl'))
+  .map(gd => gd._fullData.map(t => ({
+    name: t.name, ords: Array.from(t.customdata || []), x: Array.from(t.x), y: Array.from(t.y),
+    symbol: t.marker.symbol, cmin: t.marker.cmin, cmax: t.marker.cmax,
+    colours: ArrayBuffer.isView(t.marker.color) || Array.isArray(t.marker.color) ? Array.from(t.marker.color) : null,
+  })))"""
+
+
+@pytest.fixture(scope="module")
+def clinic(app_env, tmp_path_factory) -> dict:
+    """The corpus embedded and drawn with 'tiny' and 'tiny-b' in the served app's store, and what
+    core says the page should show."""
+    models = Path(app_env["NOTESPACE_MODELS"])
+    built = build_tiny_encoder(tmp_path_factory.mktemp("tiny-b") / "tiny-b", seed=1)
+    shutil.copytree(built, models / "tiny-b")
+    (models / "tiny-b" / "notespace_card.json").write_text(json.dumps({"objective": "test", "base": "random"}))
+    notes = synthetic_notes(N, seed=5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NOTESPACE_MODELS", str(models))
+        store = Store(app_env["NOTESPACE_DB"])
+        ingest_frame(store, notes, "clinic", "text", "note_id", ["specialty", "site", "age"])
+        xy = {}
+        for encoder in ("tiny", "tiny-b"):
+            projection = project_corpus(store, "clinic", ProjectOptions(encoder=encoder, method="pca"))["projection"]
+            xy[encoder] = load_projection(store, projection)[["x", "y"]].to_numpy()
+        X = load_embeddings(store, "clinic", EmbedOptions(encoder="tiny"), compute_missing=False)
+        found, _ = nearest(X, embed_query(store, QUERY, EmbedOptions(encoder="tiny")), K)
+        like_top, _ = nearest(X, X[found[0]], K, exclude=[found[0]])
+        overlap = neighbourhood_overlap(store, "clinic", "tiny", "tiny-b", OVERLAP_K)
+    ids = notes["note_id"]
+    return {"found": sorted(found.tolist()), "top": ids.iloc[found[0]], "like_top": sorted(like_top.tolist()),
+            "like_top_first": ids.iloc[like_top[0]], "xy_a": xy["tiny"], "xy_b": align_to(xy["tiny"], xy["tiny-b"]),
+            "overlap": overlap}
+
+
+def maps_when(page, ready, what: str, timeout: float = 60) -> list[list[dict]]:
+    """The maps' traces once `ready(maps)` holds: plotly draws a new figure a moment after
+    Streamlit's run ends, and later still on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while not ready(drawn := page.evaluate(MAPS_JS)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page never showed {what}; its maps: {[[t['name'] for t in m] for m in drawn]}")
+        page.wait_for_timeout(200)
+    return drawn
+
+
+def ringed(traces: list[dict]) -> list[int]:
+    return sorted(o for t in traces if t["name"] == RINGS for o in t["ords"])
+
+
+def per_ord(traces: list[dict], field: str) -> dict[int, float]:
+    """A value of every note drawn (not its ring), by ord."""
+    return {o: v for t in traces if t["name"] != RINGS for o, v in zip(t["ords"], t[field])}
+
+
+def pick(page, label: str, option: str) -> None:
+    page.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def test_search_read_then_compare_two_encoders(clinic, page, app_url):
+    open_page(page, app_url, "Explore")
+    page.get_by_test_id("stRadio").filter(has_text="UMAP").get_by_text("PCA", exact=True).click()  # no UMAP job
+    wait_idle(page)
+    pick(page, "Encoder", "tiny (adapted, 32-d)")
+    page.get_by_text(f"{N} of {N} notes drawn · PCA of tiny (from the store)").wait_for()
+
+    # a typed phrase: its nearest notes listed with their similarity, and ringed on the map
+    page.get_by_label("Find notes like…").fill(QUERY)
+    page.get_by_label("Find notes like…").press("Enter")
+    wait_idle(page)
+    # the first query loads the encoder in the server: seconds when idle, a minute or more when loaded
+    page.get_by_text(f"Notes like “{QUERY}”: {K} nearest notes, ringed on the map").wait_for(timeout=180_000)
+    page.get_by_text("Cosine similarity in the full 32-d tiny embedding space").wait_for()
+    (traces,) = maps_when(page, lambda maps: len(maps) == 1 and ringed(maps[0]), "the search rings")
+    assert ringed(traces) == clinic["found"]
+    assert next(t["symbol"] for t in traces if t["name"] == RINGS) == "circle-open"
+    page.locator(".js-plotly-plot .legendtext", has_text=RINGS).wait_for()
+    # the grid draws on a canvas; its accessible table (hidden) holds the same rows, best first
+    results = page.get_by_test_id("stDataFrame").filter(visible=True).first
+    results.get_by_role("columnheader", name="similarity", include_hidden=True).wait_for(state="attached")
+    first_row = results.get_by_role("row", include_hidden=True).nth(1)
+    expect(first_row).to_contain_text(clinic["top"])
+
+    # the best result opens in the reader; its neighbours replace the phrase's, in a table with no row ticked
+    results.click(position={"x": 16, "y": 35 + 17})  # the row marker of the first row, under the header
+    wait_idle(page)
+    page.get_by_text(f"Note {clinic['top']}", exact=True).wait_for()
+    expect(first_row).to_have_attribute("aria-selected", "true")
+    page.get_by_role("button", name="Find similar notes").click()
+    wait_idle(page)
+    page.get_by_text(f"Notes like {clinic['top']}: {K} nearest notes, ringed on the map").wait_for()
+    (traces,) = maps_when(page, lambda maps: len(maps) == 1 and ringed(maps[0]) == clinic["like_top"],
+                          f"the neighbours of {clinic['top']} ringed")
+    expect(first_row).to_contain_text(clinic["like_top_first"])
+    expect(results.locator('tr[aria-selected="true"]')).to_have_count(0)
+    screenshot(page, "explore-search")
+
+    # two encoders side by side: the second map aligned onto the first, the same notes ringed in both
+    page.get_by_test_id("stRadio").filter(has_text="Compare").get_by_text("Compare", exact=True).click()
+    wait_idle(page)
+    pick(page, "Compare with", "tiny-b")
+    page.get_by_text("PCA of tiny-b", exact=True).wait_for()
+    a, b = maps_when(page, lambda maps: len(maps) == 2, "two maps")
+    assert ringed(a) == ringed(b) == clinic["like_top"]
+    for traces, expected in ((a, clinic["xy_a"]), (b, clinic["xy_b"])):
+        x, y = per_ord(traces, "x"), per_ord(traces, "y")
+        assert sorted(x) == list(range(N))
+        drawn = np.array([[x[o], y[o]] for o in range(N)])
+        np.testing.assert_allclose(drawn, expected, atol=1e-4 * np.abs(expected).max())
+
+    # colour both maps by how far each note keeps its neighbours across the two encoders
+    pick(page, "Colour by", OVERLAP)
+    page.get_by_text(f"Jaccard overlap of each note's {OVERLAP_K} nearest neighbours under tiny and tiny-b").wait_for()
+    maps = maps_when(page, lambda maps: len(maps) == 2 and all(t[0]["cmax"] == 1 for t in maps), "overlap colours")
+    for traces in maps:
+        assert traces[0]["cmin"] == 0
+        colours = per_ord(traces, "colours")
+        np.testing.assert_allclose([colours[o] for o in range(N)], clinic["overlap"], atol=1e-6)
+    scaled = page.locator(".js-plotly-plot", has=page.locator("g.colorbar"))
+    expect(scaled).to_have_count(2)
+    for chart in scaled.all():  # the legend (search results) clear of the colorbar
+        legend, colorbar = chart.locator("g.legend").bounding_box(), chart.locator("g.colorbar").bounding_box()
+        assert legend["y"] + legend["height"] <= colorbar["y"] or colorbar["x"] + colorbar["width"] <= legend["x"]
+    page.get_by_text("PCA of tiny-b", exact=True).scroll_into_view_if_needed()
+    screenshot(page, "explore-compare-overlap")
