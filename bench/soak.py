@@ -245,7 +245,7 @@ class User:
         page.mouse.move(area["x"] + area["width"] * y1[0], area["y"] + area["height"] * y1[1], steps=8)
         page.mouse.up()
         page.get_by_text("notes selected").wait_for()
-        page.get_by_test_id("stDataFrame").last.wait_for()
+        page.get_by_test_id("stDataFrame").filter(visible=True).last.wait_for()  # the Clusters tab holds a hidden one
 
 
 # ---- the run ----------------------------------------------------------------------------------------------

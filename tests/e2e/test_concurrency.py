@@ -132,9 +132,9 @@ async def _session(browser, url: str, n: int, timings: list[dict]) -> dict:
             await page.mouse.up()
 
         await step("box-select notes", box_select, lambda: page.get_by_text("notes selected").wait_for())
-        await page.get_by_test_id("stDataFrame").last.wait_for()
+        await page.get_by_test_id("stDataFrame").filter(visible=True).last.wait_for()  # other tabs hold hidden tables
         seen["selected"] = await page.get_by_text("notes selected").inner_text()
-        seen["tables"] = await page.get_by_test_id("stDataFrame").count()
+        seen["tables"] = await page.get_by_test_id("stDataFrame").filter(visible=True).count()
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / f"concurrency-session-{n}.png"), full_page=True)
