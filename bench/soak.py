@@ -69,14 +69,9 @@ def machine() -> str:
 
 
 def tiny_encoder() -> str:
-    folder = Path(os.environ["NOTESPACE_MODELS"]) / "tiny"
-    if not (folder / "notespace_card.json").exists():
-        from tests.conftest import build_tiny_encoder
+    from tests.conftest import registered_tiny_encoder
 
-        shutil.rmtree(folder, ignore_errors=True)
-        build_tiny_encoder(folder)
-        (folder / "notespace_card.json").write_text(json.dumps({"objective": "benchmark", "base": "random"}))
-    return "tiny"
+    return registered_tiny_encoder(Path(os.environ["NOTESPACE_MODELS"]))
 
 
 def prepare(real: bool) -> tuple[str, str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,26 @@ def build_tiny_encoder(out_dir: Path, hidden: int = 32, layers: int = 2, seed: i
     model = SentenceTransformer(modules=[Transformer(str(hf_dir), max_seq_length=128), Pooling(hidden, "mean")])
     model.save(str(out_dir))
     return out_dir
+
+
+def registered_tiny_encoder(models: Path, name: str = "tiny") -> str:
+    """The tiny encoder as an adapted model folder under `models` (built once), for scripts that serve it."""
+    folder = models / name
+    if not (folder / "notespace_card.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        build_tiny_encoder(folder)
+        (folder / "notespace_card.json").write_text(json.dumps({"objective": "benchmark", "base": "random"}))
+    return name
+
+
+def wait_for(check, timeout: float = 90.0, every: float = 0.1):
+    """Poll `check()` until it returns something truthy (returned); fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s")
 
 
 @pytest.fixture(scope="session")

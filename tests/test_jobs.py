@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from core.encoders import list_encoders
 from core.options import EmbedOptions, PretrainOptions
 from core.store import Store, StoreError
 from core.training.settings import suggested_options
+from tests.conftest import wait_for
 
 RESULT_KEYS = {"encoder", "path", "objective", "steps", "seconds", "final_loss", "usable_docs"}
 
@@ -55,15 +55,6 @@ def store(db_path, models_dir, synthetic_df, monkeypatch):
 def tiny(name: str = "new", **kw) -> PretrainOptions:
     return PretrainOptions(**{"objective": "mlm", "name": name, "base": "tiny", "steps": 10, "batch_size": 8,
                               "max_length": 64, "lr": 3e-3, **kw})
-
-
-def wait_for(check, timeout: float = 90.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s")
 
 
 def state(store: Store, job_id: int) -> str:

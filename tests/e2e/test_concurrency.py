@@ -31,6 +31,7 @@ from core.maps import embedded, project_corpus
 from core.options import ClusterOptions, PretrainOptions, ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
+from tests.conftest import wait_for
 from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT
 
 SESSIONS = 3
@@ -175,15 +176,6 @@ async def _browse(url: str, start_background, timings: list[dict]) -> list:
 # ---- the test ------------------------------------------------------------------------------------------
 
 
-def _wait_for(check, timeout: float, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s")
-
-
 class Background:
     """The training job and the CLI embed, and when each of them ended (seconds from the start)."""
 
@@ -201,7 +193,7 @@ class Background:
                                      "tiny"], cwd=ROOT, env=os.environ | self.env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
         # the browsers start once the worker trains (it writes its progress into the store every ~2 s)
-        _wait_for(lambda: jobs.job(self.store, self.job_id)["state"] != "queued", timeout=90)
+        wait_for(lambda: jobs.job(self.store, self.job_id)["state"] != "queued", timeout=90, every=0.2)
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:  # this test process is one more reader of the store while all that runs
@@ -220,8 +212,8 @@ class Background:
 
     def finish(self, timeout: float) -> tuple[str, str, dict]:
         out, err = self.cli.communicate(timeout=timeout)
-        final = _wait_for(lambda: (j := jobs.job(self.store, self.job_id))["state"] in ("done", "failed", "cancelled")
-                          and j, timeout=timeout)
+        final = wait_for(lambda: (j := jobs.job(self.store, self.job_id))["state"] in ("done", "failed", "cancelled")
+                         and j, timeout=timeout, every=0.2)
         self._stop.set()
         return out, err, final
 
