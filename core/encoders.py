@@ -157,12 +157,15 @@ _models_lock = threading.Lock()
 
 
 def load_model(enc: Encoder, device: str = "cpu", dtype=None):
-    """The loaded SentenceTransformer, once per process and precision (pages rerun often; loading takes seconds)."""
+    """The loaded SentenceTransformer for inference, once per process and precision (pages rerun often;
+    loading takes seconds)."""
     key = (enc.path, enc.fingerprint, device, str(dtype))
     with _models_lock:
         if key not in _models:
             import transformers
             from sentence_transformers import SentenceTransformer
+
+            from core.fused_linear import fuse_linear_layers
 
             transformers.logging.set_verbosity_error()  # expected load messages would drown the CLI's stderr
             transformers.logging.disable_progress_bar()
@@ -172,4 +175,6 @@ def load_model(enc: Encoder, device: str = "cpu", dtype=None):
             ).eval()
             if dtype is not None:
                 _models[key].to(dtype)
+            if device == "cpu":  # this loader serves embedding only, so the inference-only rewrite is safe
+                fuse_linear_layers(_models[key])
         return _models[key]
