@@ -165,7 +165,7 @@ def load_model(enc: Encoder, device: str = "cpu", dtype=None):
             import transformers
             from sentence_transformers import SentenceTransformer
 
-            from core.fused_linear import fuse_linear_layers
+            from core.cpu_inference import prepare_for_cpu
 
             transformers.logging.set_verbosity_error()  # expected load messages would drown the CLI's stderr
             transformers.logging.disable_progress_bar()
@@ -175,6 +175,6 @@ def load_model(enc: Encoder, device: str = "cpu", dtype=None):
             ).eval()
             if dtype is not None:
                 _models[key].to(dtype)
-            if device == "cpu":  # this loader serves embedding only, so the inference-only rewrite is safe
-                fuse_linear_layers(_models[key])
+            if device == "cpu":  # this loader serves embedding only, so inference-only rewrites are safe
+                prepare_for_cpu(_models[key])
         return _models[key]
