@@ -4,8 +4,9 @@ Vectors are cached per (encoder fingerprint, max length, long-note mode, precisi
 so only texts never embedded with those settings are computed; identical texts are embedded once.
 The corpus streams through in chunks (memory stays flat): each chunk is tokenised in a background
 thread while the previous one computes, split into batches of similar token length under a token
-budget (little padding), run in bf16 where the hardware supports it, and written to DuckDB in its
-own transaction, so a killed run keeps every finished chunk and resumes where it stopped.
+budget (little padding), run in bf16 where the hardware supports it (on CPUs, through the rewrites
+of core/cpu_inference.py), and written to DuckDB in its own transaction, so a killed run keeps every
+finished chunk and resumes where it stopped.
 """
 
 from __future__ import annotations
