@@ -26,7 +26,7 @@ def prepare_for_cpu(model: nn.Module) -> nn.Module:
     fuse_linear_layers(model)
     for module in model.modules():
         config = getattr(module, "config", None)
-        if hasattr(module, "set_attn_implementation") and config is not None and _head_dim(config) <= CHUNKED_ATTENTION_MAX_HEAD_DIM:
+        if hasattr(module, "set_attn_implementation") and _head_dim(config) <= CHUNKED_ATTENTION_MAX_HEAD_DIM:
             _register_attention()
             module.set_attn_implementation(ATTENTION)  # a model without the attention interface keeps its own
     return model
@@ -87,7 +87,9 @@ def fuse_linear_layers(model: nn.Module) -> nn.Module:
 
 def _head_dim(config) -> int:
     heads = getattr(config, "num_attention_heads", None)
-    return getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else 1 << 30)
+    if not heads:
+        return 1 << 30  # unknown: keep the model's own attention
+    return getattr(config, "head_dim", None) or config.hidden_size // heads
 
 
 def padding_bias(batch_size: int, q_length: int, kv_length: int, attention_mask: torch.Tensor | None = None,
@@ -112,7 +114,7 @@ def chunked_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
         if attention_mask is not None:
             # Sequences of similar length share a batch, so only the last few key columns need the bias.
             bias = attention_mask[i:i + step]
-            padded = torch.nonzero(bias.isinf().flatten(0, 2).any(0))
+            padded = torch.nonzero(bias.ne(0).flatten(0, 2).any(0))
             if len(padded):
                 first = int(padded[0])
                 scores[..., first:] += bias[..., first:]
