@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -71,6 +71,20 @@ def resolve_precision(precision: str, device: str) -> str:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def length_batches(lengths, token_budget: int, max_count: int | None = None) -> list[np.ndarray]:
+    """Indices, longest first, cut into batches of similar length whose padded size (count x longest)
+    fits the token budget, and of at most `max_count` texts. Training pools its sequences this way too."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        size = max(1, token_budget // max(int(lengths[order[start]]), 1))
+        size = min(size, max_count) if max_count else size
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
 # ---- the encoder in a given precision --------------------------------------------------------
 
 
@@ -122,15 +136,8 @@ class Embedder:
         keep = np.flatnonzero(first)
         return [enc["input_ids"][i] for i in keep], owner[keep], truncated
 
-    def batches(self, lengths: np.ndarray) -> Iterator[np.ndarray]:
-        """Indices grouped by similar length, longest first, under the token budget."""
-        order = np.argsort(-lengths, kind="stable")
-        start = 0
-        while start < len(order):
-            longest = int(lengths[order[start]])
-            size = max(1, min(self.max_batch, self.token_budget // max(longest, 1)))
-            yield order[start:start + size]
-            start += size
+    def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        return length_batches(lengths, self.token_budget, self.max_batch)
 
     @torch.inference_mode()
     def encode_windows(self, windows: list[list[int]]) -> np.ndarray:

@@ -49,13 +49,15 @@ def detect_device(requested: str = "auto") -> str:
 # ---- submitting ----------------------------------------------------------------------------------
 
 
+ACTIVE = ("queued", "running", "interrupted")  # states of a job that has not ended
+
 def _taken(store: Store, name: str) -> str | None:
     """Why `name` cannot be a new encoder's name, or None."""
     if any(e.id == name for e in list_encoders(store)):
         return f"an encoder named '{name}' exists already"
     if (models_dir() / name).exists():
         return f"{models_dir() / name} exists already"
-    busy = [j["id"] for j in _rows(store, "kind = 'pretrain' AND state IN ('queued', 'running', 'interrupted')")
+    busy = [j["id"] for j in _rows(store, f"kind = 'pretrain' AND state IN {ACTIVE}")
             if j["params"]["options"]["name"] == name]
     return f"job {busy[0]} is already making an encoder named '{name}'" if busy else None
 

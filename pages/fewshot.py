@@ -22,7 +22,6 @@ CLASSIFIERS = {"logreg": "Logistic regression", "knn": "k nearest neighbours"}
 METRIC_NAMES = {"macro_f1": "Macro-F1", "accuracy": "Accuracy"}
 MAX_CLASSES_SHOWN = 25  # a confusion matrix of 100 classes is unreadable
 OTHER = "(other classes)"
-ACTIVE = ("queued", "running", "interrupted")
 SETFIT = " + SetFit"  # a SetFit curve's name: its encoder's, then this
 
 
@@ -128,7 +127,7 @@ def launch_setfit(corpus: str, encoders: list[str], opts: EvaluateOptions, finet
 @st.fragment(run_every=2)
 def setfit_progress(corpus: str, encoders: list[str], opts: EvaluateOptions, finetune: PretrainOptions) -> None:
     j = jobs.setfit_job(store(), corpus, encoders, opts, finetune)
-    if j is None or j["state"] not in ACTIVE:
+    if j is None or j["state"] not in jobs.ACTIVE:
         st.rerun()  # done, failed or cancelled: redraw the page with its curves or why it stopped
     stopping = j["cancel_requested"] and j["state"] == "running"
     with st.container(border=True):
@@ -148,7 +147,7 @@ def setfit_panel(corpus: str, encoders: list[str], opts: EvaluateOptions, finetu
     if found:
         return found
     j = jobs.setfit_job(store(), corpus, encoders, opts, finetune)
-    if j and j["state"] in ACTIVE:
+    if j and j["state"] in jobs.ACTIVE:
         setfit_progress(corpus, encoders, opts, finetune)
         return None
     if j and j["state"] in ("failed", "cancelled"):

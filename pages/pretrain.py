@@ -11,7 +11,6 @@ from core.training.progress import duration
 from core.training.settings import OBJECTIVE_HELP, OBJECTIVE_NAMES, suggested_options
 from pages.common import corpus_picker, store
 
-ACTIVE = ("queued", "running", "interrupted")
 
 st.title("Pretrain")
 st.caption("Continue pre-training an encoder on your notes so that it organises them better. Training runs in "
@@ -71,7 +70,7 @@ with st.container(border=True):
         try:
             with st.spinner("Timing a few training steps on a sample of the notes…"):
                 estimate = jobs.estimate_seconds(store(), corpus, chosen_options(corpus))
-            ahead = [j for j in jobs.list_jobs(store()) if j["state"] in ACTIVE and j["device"] == device]
+            ahead = [j for j in jobs.list_jobs(store()) if j["state"] in jobs.ACTIVE and j["device"] == device]
             st.info(f"Estimated run time on **{device}**: about **{duration(estimate['seconds'])}** "
                     f"({estimate['step_s']:.2f} s per step, measured on a sample of these notes)"
                     + (f"; it starts once the {len(ahead)} job(s) ahead of it are done." if ahead else "."),
@@ -138,7 +137,7 @@ def finished_card(j: dict) -> None:
 
 
 def signature(all_jobs: list[dict]) -> list:
-    return [(j["id"], j["state"]) for j in all_jobs if j["state"] in ACTIVE]
+    return [(j["id"], j["state"]) for j in all_jobs if j["state"] in jobs.ACTIVE]
 
 
 all_jobs = jobs.list_jobs(store(), "pretrain")  # SetFit jobs show on the Few-shot page
@@ -150,7 +149,7 @@ def active_jobs() -> None:
     current = jobs.list_jobs(store(), "pretrain")
     if signature(current) != st.session_state["pt_signature"]:
         st.rerun()  # a job started, ended, or was launched from another tab: redraw the whole page
-    active = [j for j in current if j["state"] in ACTIVE]
+    active = [j for j in current if j["state"] in jobs.ACTIVE]
     if not active:
         st.caption("No job is queued or running.")
     for j in active:
@@ -159,7 +158,7 @@ def active_jobs() -> None:
 
 st.subheader("Training jobs")
 active_jobs()
-finished = [j for j in all_jobs if j["state"] not in ACTIVE]
+finished = [j for j in all_jobs if j["state"] not in jobs.ACTIVE]
 for j in finished[:10]:
     finished_card(j)
 if len(finished) > 10:

@@ -352,14 +352,15 @@ def test_job_progress_thins_its_curve_outlasts_a_busy_store_and_sees_a_cancel():
 def test_pooled_groups_by_length_without_changing_the_embeddings(tiny_encoder_path):
     from core.training.encoder import TrainableEncoder, load_sentence_transformer
     from core.training.objective import mean_pool, pad_batch
-    from core.training.pooling import length_groups, pooled
+    from core.embed import length_batches
+    from core.training.pooling import pooled
 
     model = TrainableEncoder(load_sentence_transformer(tiny_encoder_path, torch.device("cpu")), with_mlm_head=True)
     model.eval()  # no dropout: the two ways must agree exactly
     tok = model.tokenizer
     rng = np.random.default_rng(0)
     seqs = [[tok.cls_token_id, *rng.integers(1000, 2000, n).tolist(), tok.sep_token_id] for n in (3, 60, 7, 30, 1, 45)]
-    groups = length_groups([len(s) for s in seqs], budget=70)
+    groups = length_batches([len(s) for s in seqs], 70)
     assert sorted(np.concatenate(groups).tolist()) == list(range(len(seqs)))
     assert all(len(g) * max(len(seqs[i]) for i in g) <= 70 or len(g) == 1 for g in groups)
     assert len(groups) > 1  # the budget forces several groups

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.embed import length_batches
 from core.training.mlm import IGNORE, mask_tokens, mlm_loss
 from core.training.objective import mean_pool, pad_batch
 
@@ -29,17 +30,6 @@ class Pooled:
     tokens: int  # real (non-padding) tokens fed through the encoder
 
 
-def length_groups(lengths: list[int], budget: int) -> list[np.ndarray]:
-    """Indices, longest first, cut into groups whose padded size (count x longest) fits the budget."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    groups, start = [], 0
-    while start < len(order):
-        size = max(1, budget // max(1, lengths[order[start]]))
-        groups.append(order[start:start + size])
-        start += size
-    return groups
-
-
 def pooled(model, seqs: list[list[int]], tokenizer, rng: np.random.Generator | None = None,
            budget: int | None = None) -> Pooled:
     """Embed `seqs` (token ids with special tokens) in length groups; with `rng`, mask them for MLM
@@ -47,7 +37,7 @@ def pooled(model, seqs: list[list[int]], tokenizer, rng: np.random.Generator | N
     budget = budget or GROUP_TOKENS.get(model.device.type, 2048)
     parts, order, tokens = [], [], 0
     mlm_sum, masked = None, 0
-    for idx in length_groups([len(s) for s in seqs], budget):
+    for idx in length_batches([len(s) for s in seqs], budget):
         ids, mask = pad_batch([seqs[i] for i in idx], tokenizer.pad_token_id, model.device, model.pad_multiple)
         labels = None
         if rng is not None:
