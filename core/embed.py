@@ -24,12 +24,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from core.cpu_inference import lanes
 from core.encoders import Encoder, get_encoder, load_model
 from core.options import EmbedOptions
-from core.store import Corpus, Store, StoreError, arrow, vector_table
+from core.store import Corpus, Store, StoreError, vector_table
 
 CHUNK_DOCS = 2048
-TOKENS_PER_BATCH = {"cpu": 8192, "mps": 16384, "cuda": 131072}
+LOAD_BATCH_ROWS = 16384
+# On CPUs each core runs its own batch (cpu_inference.lanes); 4,096 tokens beat 2,048 and 8,192-16,384 there.
+TOKENS_PER_BATCH = {"cpu": 4096, "mps": 16384, "cuda": 131072}
 Progress = Callable[[float, str], None]
 
 
@@ -122,7 +125,7 @@ class Embedder:
         self.chunk_long_notes = settings.long_notes == "chunk"
         self.normalises = any(type(m).__name__ == "Normalize" for m in self.model)
         self.max_batch = batch_size
-        self.token_budget = TOKENS_PER_BATCH.get(self.device, 8192)
+        self.token_budget = TOKENS_PER_BATCH.get(self.device, TOKENS_PER_BATCH["cpu"])
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray, int]:
         """Token ids per window, the document of each window, and how many texts were too long."""
@@ -139,14 +142,14 @@ class Embedder:
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         return length_batches(lengths, self.token_budget, self.max_batch)
 
-    @torch.inference_mode()
     def encode_windows(self, windows: list[list[int]]) -> np.ndarray:
         lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
         out = np.empty((len(windows), self.dimension), dtype=np.float32)
-        pad = self.tokenizer.pad_token_id or 0
-        for idx in self.batches(lengths):
+        batches = self.batches(lengths)
+
+        def encode_batch(idx: np.ndarray) -> None:
             width = int(lengths[idx].max())
-            ids = np.full((len(idx), width), pad, dtype=np.int64)
+            ids = np.full((len(idx), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
                 ids[row, : lengths[i]] = windows[i]
@@ -155,7 +158,14 @@ class Embedder:
                         "token_type_ids": torch.zeros_like(torch.from_numpy(ids))}
             if self.device != "cpu":
                 features = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in features.items()}
-            out[idx] = self.model(features)["sentence_embedding"].float().cpu().numpy()
+            with torch.inference_mode():  # per thread: the lanes need it too
+                out[idx] = self.model(features)["sentence_embedding"].float().cpu().numpy()
+
+        if self.device == "cpu" and len(batches) > 1:
+            list(lanes().map(encode_batch, batches))
+        else:
+            for idx in batches:
+                encode_batch(idx)
         return out
 
     @property
@@ -311,14 +321,20 @@ def load_embeddings(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOp
         if not compute_missing:
             raise StoreError(f"corpus '{corpus.name}' is not fully embedded with '{enc.id}'; run embed first")
         embed_corpus(store, corpus_name, opts, progress)
-    with store.connect() as con:
-        table = arrow(con,
-            f"SELECT v.vector FROM documents d JOIN {vector_table(enc.dim)} v "
-            f"ON v.set_id = ? AND v.text_hash = d.text_hash WHERE d.corpus_id = ? ORDER BY d.ord",
-            [set_id, corpus.id],
-        )
-    flat = table.column("vector").combine_chunks().flatten().to_numpy()
-    return flat.reshape(-1, enc.dim)
+    vectors = np.empty((corpus.n_docs, enc.dim), dtype=np.float32)
+    with store.connect() as con:  # streamed into place by ord: no sort, no second copy of the result
+        batches = con.sql(
+            f"SELECT d.ord, v.vector FROM documents d JOIN {vector_table(enc.dim)} v "
+            f"ON v.set_id = ? AND v.text_hash = d.text_hash WHERE d.corpus_id = ?",
+            params=[set_id, corpus.id],
+        ).to_arrow_reader(LOAD_BATCH_ROWS)
+        filled = 0
+        for batch in batches:
+            vectors[batch.column(0).to_numpy()] = batch.column(1).flatten().to_numpy().reshape(-1, enc.dim)
+            filled += batch.num_rows
+    if filled != corpus.n_docs:
+        raise StoreError(f"corpus '{corpus.name}' changed while its vectors were read; try again")
+    return vectors
 
 
 def embed_query(store: Store, text: str, opts: EmbedOptions = EmbedOptions()) -> np.ndarray:

@@ -1,13 +1,16 @@
 import copy
+import threading
 
+import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from torch import nn
 
 import core.cpu_inference as cpu_inference
+import core.embed as embed
 from core.cpu_inference import (ATTENTION, FusedFeedForward, FusedLinear, chunked_attention, fuse_linear_layers,
-                                fused_linear_available, padding_bias, prepare_for_cpu)
+                                fused_linear_available, lanes, padding_bias, prepare_for_cpu)
 from core.embed import Embedder, Settings
 from core.encoders import get_encoder
 from core.options import EmbedOptions
@@ -82,3 +85,29 @@ def test_the_cpu_embedder_runs_the_prepared_model(db_path, models_dir):
     enc = get_encoder(Store(db_path), "tiny")
     embedder = Embedder(enc, Settings.resolve(enc, EmbedOptions(encoder="tiny", device="cpu")), 8)
     assert embedder.model[0].auto_model.config._attn_implementation == ATTENTION
+
+
+
+def test_lanes_run_one_thread_each_and_leave_the_process_setting_alone():
+    count = torch.get_num_threads()
+    pool = lanes()
+    assert set(pool.map(lambda _: torch.get_num_threads(), range(4 * count))) == {1}
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert torch.get_num_threads() == count and seen == [count]
+
+
+def test_batches_side_by_side_give_the_vectors_of_one_at_a_time(db_path, models_dir, monkeypatch):
+    enc = get_encoder(Store(db_path), "tiny")
+    embedder = Embedder(enc, Settings.resolve(enc, EmbedOptions(encoder="tiny", device="cpu")), 2)
+    texts = [f"note {i}: " + "chest pain " * (i % 7) for i in range(23)]
+    assert len(embedder.batches(np.array([len(w) for w in embedder.tokenize(texts)[0]]))) > 1
+    side_by_side = embedder.encode(texts)
+
+    class OneAtATime:
+        map = staticmethod(map)
+
+    monkeypatch.setattr(embed, "lanes", OneAtATime)
+    np.testing.assert_allclose(side_by_side, embedder.encode(texts), rtol=0, atol=1e-6)

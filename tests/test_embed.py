@@ -29,7 +29,8 @@ def test_second_embed_is_all_cached_and_identical(store):
     np.testing.assert_array_equal(X1, load_embeddings(store, "notes", TINY, compute_missing=False))
 
 
-def test_vectors_match_plain_sentence_transformers(store, models_dir, synthetic_df):
+def test_vectors_match_plain_sentence_transformers(store, models_dir, synthetic_df, monkeypatch):
+    monkeypatch.setattr(embed_mod, "LOAD_BATCH_ROWS", 7)  # read back in many batches, each put in place by ord
     X = load_embeddings(store, "notes", TINY)
     reference = SentenceTransformer(str(models_dir / "tiny"), device="cpu").encode(synthetic_df["text"].tolist())
     np.testing.assert_allclose(X, reference, atol=2e-5)

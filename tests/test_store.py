@@ -59,3 +59,26 @@ def test_safe_name_rejects(bad):
 def test_unknown_corpus_names_the_known_ones(db_path):
     with pytest.raises(StoreError, match="no corpus named 'x'"):
         Store(db_path).corpus("x")
+
+
+def test_a_fresh_store_object_can_start_with_an_arrow_query(db_path, synthetic_df):
+    from core.corpus import ingest_frame
+
+    ingest_frame(Store(db_path), synthetic_df, "notes", "text")
+    reopened = Store(db_path)  # its first connection runs the migration check, then the caller's query
+    corpus = Store(db_path).corpus("notes")
+    assert len(reopened.documents(corpus)) == len(synthetic_df)
+
+
+def test_small_vector_commits_are_not_merged_into_whole_row_groups(db_path):
+    """Merging them made every checkpoint rewrite up to 122,880 vectors in memory (see store.DUCKDB_CONFIG)."""
+    store = Store(db_path)
+    with store.connect() as con:
+        con.execute("CREATE TABLE v (i INTEGER, x FLOAT[2])")
+    for start in range(0, 5 * 1000, 1000):
+        with store.transaction() as con:
+            con.execute(f"INSERT INTO v SELECT i, [i::FLOAT, -i::FLOAT] FROM range({start}, {start + 1000}) r(i)")
+    with store.connect() as con:
+        row_groups = con.execute("SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('v')").fetchall()[0][0]
+        assert con.execute("SELECT count(*), sum(i) FROM v").fetchall()[0] == (5000, sum(range(5000)))
+    assert row_groups == 5
