@@ -51,6 +51,7 @@ def detect_device(requested: str = "auto") -> str:
 
 ACTIVE = ("queued", "running", "interrupted")  # states of a job that has not ended
 
+
 def _taken(store: Store, name: str) -> str | None:
     """Why `name` cannot be a new encoder's name, or None."""
     if any(e.id == name for e in list_encoders(store)):

@@ -87,7 +87,6 @@ def test_the_cpu_embedder_runs_the_prepared_model(db_path, models_dir):
     assert embedder.model[0].auto_model.config._attn_implementation == ATTENTION
 
 
-
 def test_lanes_run_one_thread_each_and_leave_the_process_setting_alone():
     count = torch.get_num_threads()
     pool = lanes()

@@ -5,6 +5,7 @@ import time
 import duckdb
 import pytest
 
+from core.corpus import ingest_frame
 from core.store import SCHEMA_VERSION, Store, StoreError, safe_name
 
 
@@ -62,8 +63,6 @@ def test_unknown_corpus_names_the_known_ones(db_path):
 
 
 def test_a_fresh_store_object_can_start_with_an_arrow_query(db_path, synthetic_df):
-    from core.corpus import ingest_frame
-
     ingest_frame(Store(db_path), synthetic_df, "notes", "text")
     reopened = Store(db_path)  # its first connection runs the migration check, then the caller's query
     corpus = Store(db_path).corpus("notes")
