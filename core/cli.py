@@ -49,7 +49,17 @@ def _emit(result) -> None:
 def cmd_ingest(store: Store, args) -> dict:
     from core.corpus import ingest_file
 
-    return ingest_file(store, args.path, args.name, args.text, args.id, args.meta, progress=StderrProgress())
+    result = ingest_file(store, args.path, args.name, args.text, args.id, args.meta, progress=StderrProgress(),
+                         header=not args.no_header, force=args.force, replace=args.replace)
+    for warning in result["warnings"]:
+        print(f"notespace ingest: warning: {warning}", file=sys.stderr)
+    return result
+
+
+def cmd_delete(store: Store, args) -> dict:
+    from core.corpus import delete_corpus
+
+    return delete_corpus(store, args.name)
 
 
 def cmd_demo(store: Store, args) -> dict:
@@ -148,7 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="name of the new corpus")
     p.add_argument("--text", required=True, help="column holding the note text")
     p.add_argument("--id", help="column holding a unique id per note (default: row number)")
-    p.add_argument("--meta", nargs="+", help="metadata columns (default: every other column)")
+    p.add_argument("--meta", nargs="+", action="extend",
+                   help="metadata columns, repeatable: --meta A B or --meta A --meta B (default: every other column)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the corpus of this name, all or nothing (a rejected file leaves it untouched)")
+    p.add_argument("--no-header", action="store_true",
+                   help="the first line is a note, not column names: columns are named column_1, column_2, ...")
+    p.add_argument("--force", action="store_true",
+                   help="store despite refusals (a numeric or identifier-like text column, a header that reads "
+                        "like a note)")
+
+    p = verb("delete", cmd_delete, "delete a corpus with its notes, metadata, maps, clusters, labels, runs and the "
+                                   "vectors no other corpus uses (adapted encoders stay)")
+    p.add_argument("name")
 
     p = verb("demo", cmd_demo, "load a demo corpus built from an installed package")
     p.add_argument("demo", choices=["drug-reviews", "hpo", "icd10"])

@@ -58,7 +58,7 @@ CASES = {
     "missing text column": Case("nocol.csv", _csv("body,ward\na,A\n"), error="no column 'text'"),
     "all texts empty": Case("blank.csv", _csv("text,ward\n  ,A\n,B\n"), error="texts in column 'text' are empty"),
     "one 5 MB note": Case("big.csv", _csv("text,ward\n" + "word " * 1_000_000 + ",A\nsmall,B\n"), rows=2),
-    "duplicate ids": Case("dups.csv", _csv("id,text\n7,a\n8,b\n7,c\n"), error="row 3: id '7'", id_col="id"),
+    "duplicate ids": Case("dups.csv", _csv("id,text\n7,a\n8,b\n7,c\n"), rows=3, id_col="id"),
     "mixed types and NaN": Case("mixed.csv", _csv("text,score,when\na,1,2024-01-01\nb,two,NaN\nc,,2024-02-01\n"), rows=3),
     "broken JSONL line": Case("broken.jsonl", _jsonl([{"text": "a"}]) + b'{"text": "b"\n', error="line 2"),
     "JSONL not objects": Case("list.jsonl", b"[1, 2]\n", error="line 1"),

@@ -35,7 +35,8 @@ def test_ingest_each_format_detects_types(store, synthetic_df, tmp_path, fmt):
     path = write_all_formats(synthetic_df, tmp_path)[fmt]
     result = ingest_file(store, path, f"notes-{fmt}", "text", "note_id", ["specialty", "site", "age", "visit_date"])
     assert result == {"corpus": f"notes-{fmt}", "rows": 120, "skipped": 0,
-                      "meta": {"specialty": "categorical", "site": "categorical", "age": "numeric", "visit_date": "date"}}
+                      "meta": {"specialty": "categorical", "site": "categorical", "age": "numeric", "visit_date": "date"},
+                      "duplicates": 0, "conflicts": 0, "warnings": []}
     docs = store.documents(store.corpus(f"notes-{fmt}"))
     assert docs["doc_id"].tolist() == synthetic_df["note_id"].tolist()
     assert docs["text"].tolist() == synthetic_df["text"].tolist()
@@ -84,7 +85,6 @@ BAD_INPUTS = {
     "latin-1": (lambda p: p.write_bytes("text\ncaf\xe9\n".encode("latin-1")), "notes.csv", "not UTF-8"),
     "ragged": (lambda p: p.write_text("text,ward\na,A\nb,B,extra\n"), "notes.csv", "line 3"),
     "all empty": (lambda p: p.write_text("text,ward\n ,A\n,B\n"), "notes.csv", "all 2 texts"),
-    "duplicate ids": (lambda p: p.write_text("id,text\n1,a\n2,b\n1,c\n"), "notes.csv", "row 3: id '1'"),
     "broken jsonl": (lambda p: p.write_text('{"text": "a"}\n{"text": \n'), "notes.jsonl", "line 2"),
     "not parquet": (lambda p: p.write_text("text\na\n"), "notes.parquet", "not a Parquet file"),
     "nested parquet": (lambda p: pd.DataFrame({"text": ["a"], "tags": [[1, 2]]}).to_parquet(p), "notes.parquet",
@@ -98,10 +98,9 @@ def test_bad_input_is_named_and_leaves_the_store_unchanged(store, tmp_path, case
     path = tmp_path / filename
     make(path)
     before = digest(store.path)
-    id_col = "id" if case == "duplicate ids" else None
     meta = ["tags"] if case == "nested parquet" else None
     with pytest.raises(IngestError, match=expected) as info:
-        ingest_file(store, path, "bad", "text", id_col, meta)
+        ingest_file(store, path, "bad", "text", None, meta)
     assert filename in str(info.value) or case == "empty"
     assert digest(store.path) == before
     assert store.corpora() == []
@@ -109,7 +108,7 @@ def test_bad_input_is_named_and_leaves_the_store_unchanged(store, tmp_path, case
 
 def test_a_failure_while_writing_rolls_back(store, synthetic_df):
     ingest_frame(store, synthetic_df, "taken", "text", "note_id")
-    with pytest.raises(IngestError, match="exists already"):
+    with pytest.raises(IngestError, match="exists already; choose another name, or replace it"):
         ingest_frame(store, synthetic_df, "taken", "text", "note_id")
     assert [c.name for c in store.corpora()] == ["taken"]
     assert store.summary()["documents"] == 120
