@@ -20,24 +20,52 @@ def store() -> Store:
     return _store(os.environ.get("NOTESPACE_DB"))
 
 
+# The corpus and encoder chosen on any page are what every page opens on, for this browser session. A
+# widget's own state does not outlive the pages that draw it, so the choice is kept under keys no widget owns.
+CHOSEN_CORPUS, CHOSEN_ENCODER = "chosen_corpus", "chosen_encoder"
+
+
+def choose(corpus: str | None = None, encoder: str | None = None) -> None:
+    """Make these the session's corpus and encoder (e.g. before switching to a page that should show them)."""
+    for shared, value in ((CHOSEN_CORPUS, corpus), (CHOSEN_ENCODER, encoder)):
+        if value is not None:
+            st.session_state[shared] = value
+
+
+def _remember(key: str, shared: str) -> None:
+    st.session_state[shared] = st.session_state[key]
+
+
+def _shared_picker(label: str, options: list[str], key: str, shared: str, **kwargs) -> str | None:
+    """A selectbox that opens on the session's choice and, when changed, changes it."""
+    if st.session_state.get(shared) in options:
+        st.session_state[key] = st.session_state[shared]
+    elif options and st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+    value = st.selectbox(label, options, key=key, on_change=_remember, args=(key, shared), **kwargs)
+    if value is not None:
+        st.session_state[shared] = value
+    return value
+
+
 def corpus_picker(label: str = "Corpus", key: str = "corpus") -> str | None:
     names = [c.name for c in store().corpora()]
     if not names:
         st.info("No corpus yet: load a demo corpus or upload a file on the **Data** page.")
         st.page_link("pages/data.py", label="Go to Data", icon=":material/upload_file:")
         return None
-    if st.session_state.get(key) not in names:
-        st.session_state[key] = names[0]
-    return st.selectbox(label, names, key=key)
+    return _shared_picker(label, names, key, CHOSEN_CORPUS)
 
 
 def encoder_picker(label: str = "Encoder", key: str = "encoder", multiple: bool = False):
     encoders = list_encoders(store())
     ids = [e.id for e in encoders]
     names = {e.id: f"{e.id} ({e.kind}, {e.dim}-d)" for e in encoders}
-    if multiple:
-        return st.multiselect(label, ids, default=ids[:2], format_func=names.get, key=key)
-    return st.selectbox(label, ids, format_func=names.get, key=key)
+    if multiple:  # opens on the session's encoder first
+        chosen = st.session_state.get(CHOSEN_ENCODER)
+        default = ([chosen] if chosen in ids else []) + [i for i in ids if i != chosen]
+        return st.multiselect(label, ids, default=default[:2], format_func=names.get, key=key)
+    return _shared_picker(label, ids, key, CHOSEN_ENCODER, format_func=names.get)
 
 
 def label_picker(container, corpus: Corpus, encoders: list[str], key: str, verb: str) -> tuple[str, tuple]:

@@ -1,17 +1,108 @@
 """Data: add a corpus (demo or upload), embed it, see what each corpus holds."""
 
-import hashlib
-import tempfile
 from pathlib import Path
 
 import streamlit as st
 
-from core.corpus import IngestError, corpus_info, ingest_file, ingest_frame, preview
+from core.corpus import (IngestError, InMemoryFile, check, corpus_info, default_text_column, delete_corpus,
+                         deletion_summary, ingest_file, ingest_frame, preview, stored_preview)
 from core.embed import embed_corpus
 from core.options import EmbedOptions
 from core.store import StoreError
-from pages.common import corpus_picker, encoder_picker, progress_bar, store
+from pages.common import choose, corpus_picker, encoder_picker, progress_bar, store
 from sample_data.demo import DEMOS
+
+ROW_NUMBER = "(row number)"
+CHOICES = ("ingest_text", "ingest_id", "ingest_meta", "ingest_name", "ingest_force", "ingest_replace")
+
+
+def upload_section(upload) -> None:
+    """Choose columns, see exactly what will be stored and what is odd about the file, then ingest. No form:
+    every widget keeps its own value whatever order they are touched in, and Enter never ingests."""
+    file = InMemoryFile(upload.name, upload.getvalue())  # parsed from memory: no copy of the notes on disk
+    no_header = st.checkbox("No header row (the first line is a note)", key="ingest_no_header",
+                            help="Columns are then named column_1, column_2, ...")
+    if st.session_state.get("ingest_file") != (upload.file_id, no_header):  # a new file: fresh choices
+        for key in CHOICES:
+            st.session_state.pop(key, None)
+        st.session_state["ingest_file"] = (upload.file_id, no_header)
+    try:
+        head = preview(file, header=not no_header)
+    except IngestError as exc:
+        st.error(str(exc))
+        return
+    st.caption("The file as read:")
+    st.dataframe(head.head(20), hide_index=True, width="stretch")
+    columns = [str(c) for c in head.columns]
+    guess = default_text_column(head)
+    left, middle = st.columns(2)
+    text_col = left.selectbox("Text column", columns, index=columns.index(guess), key="ingest_text",
+                              help="Suggested: the column with the longest texts that is neither numbers nor ids")
+    id_choice = middle.selectbox("Id column (optional)", [ROW_NUMBER] + columns, key="ingest_id")
+    id_col = None if id_choice == ROW_NUMBER else id_choice
+    meta = st.multiselect("Metadata columns", columns, default=[c for c in columns if c != guess], key="ingest_meta")
+    name = st.text_input("Corpus name", value=Path(upload.name).stem.replace(" ", "-")[:64], key="ingest_name")
+    try:
+        plan = check(file, text_col, id_col, meta, header=not no_header)
+    except IngestError as exc:
+        st.error(str(exc))
+        return
+    st.markdown("**What will be stored**")
+    st.caption(f"{plan.rows:,} notes from column '{text_col}' ({plan.skipped:,} empty skipped), ids from "
+               f"{repr(id_col) if id_col else 'the row number'}, metadata: "
+               f"{', '.join(f'{k} ({v})' for k, v in plan.meta.items()) or 'none'}; {plan.duplicates:,} duplicate "
+               f"texts, {plan.conflicts:,} groups of identical texts with different metadata.")
+    st.dataframe(stored_preview(file, plan), hide_index=True, width="stretch")
+    for warning in plan.warnings:
+        st.warning(warning)
+    for refusal in plan.refusals:
+        st.error(refusal)
+    force = bool(plan.refusals) and st.checkbox("Store it anyway", key="ingest_force")
+    exists = name in [c.name for c in store().corpora()]
+    replace = exists and st.checkbox(f"Replace the corpus '{name}' that exists already", key="ingest_replace")
+    if st.button("Ingest", type="primary", key="ingest_submit", disabled=bool(plan.refusals) and not force):
+        bar, update = progress_bar("Storing the notes…")
+        try:
+            info = ingest_file(store(), file, name, text_col, id_col, meta, progress=update, header=not no_header,
+                               force=force, replace=replace)
+        except (IngestError, StoreError) as exc:
+            bar.empty()
+            st.error(str(exc))
+        else:
+            st.success(f"Ingested '{info['corpus']}': {info['rows']:,} notes, {info['skipped']} empty skipped; "
+                       f"metadata: {', '.join(f'{k} ({v})' for k, v in info['meta'].items()) or 'none'}.")
+            choose(corpus=info["corpus"])
+
+
+def delete_section() -> None:
+    names = [c.name for c in store().corpora()]
+    if outcome := st.session_state.pop("delete_outcome", None):
+        (st.success if outcome[0] == "success" else st.error)(outcome[1])
+    if not names:
+        return
+    name = st.selectbox("Corpus to delete", names, index=None, key="delete_name", placeholder="Choose a corpus")
+    if name is None:
+        return
+    d = deletion_summary(store(), name)["deleted"]
+    st.warning(f"Deleting '{name}' removes its {d['documents']:,} notes and their metadata, {d['vectors']:,} vectors "
+               f"no other corpus uses, {d['maps']} maps, {d['clusters']} clusterings, {d['labels']:,} labels made on "
+               f"its maps and {d['runs']} recorded runs. Adapted encoders stay.")
+    confirm = st.checkbox(f"Yes, delete '{name}'", key="delete_confirm")
+    st.button("Delete corpus", key="delete_button", disabled=not confirm, on_click=_delete, args=(name,))
+
+
+def _delete(name: str) -> None:
+    try:
+        d = delete_corpus(store(), name)["deleted"]
+    except StoreError as exc:
+        st.session_state["delete_outcome"] = ("error", str(exc))
+        return
+    st.session_state["delete_outcome"] = ("success", f"Deleted '{name}': {d['documents']:,} notes, {d['vectors']:,} "
+                                                     f"vectors, {d['maps']} maps, {d['clusters']} clusterings, "
+                                                     f"{d['labels']:,} labels, {d['runs']} runs.")
+    for key in ("delete_name", "delete_confirm"):
+        st.session_state.pop(key, None)
+
 
 st.title("Data")
 add_demo, add_file = st.tabs(["Demo corpus", "Upload a file"])
@@ -29,43 +120,13 @@ with add_demo:
             bar, update = progress_bar(f"Building '{demo}'…")
             info = ingest_frame(store(), loader(), demo, text, id_col, meta, source=f"demo:{demo}", progress=update)
             st.success(f"Loaded '{demo}': {info['rows']:,} notes, {info['skipped']} skipped.")
-            st.session_state["corpus"] = demo
+            choose(corpus=demo)
 
 with add_file:
     upload = st.file_uploader("Notes file", type=["csv", "tsv", "parquet", "jsonl"],
                               help="One note per row. Larger-than-memory files: use `notespace ingest`.")
     if upload is not None:
-        # One folder per content, so two sessions uploading the same file name never collide.
-        folder = Path(tempfile.gettempdir()) / "notespace-uploads" / hashlib.sha256(upload.getbuffer()).hexdigest()[:16]
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / Path(upload.name).name
-        path.write_bytes(upload.getbuffer())
-        try:
-            head = preview(path)
-        except IngestError as exc:
-            st.error(str(exc))
-        else:
-            st.dataframe(head, hide_index=True, width="stretch")
-            columns = [str(c) for c in head.columns]
-            guess = next((c for c in columns if c.lower() in ("text", "note", "notes", "review", "body")), columns[0])
-            with st.form("ingest_form"):
-                name = st.text_input("Corpus name", value=Path(upload.name).stem.replace(" ", "-")[:64])
-                text_col = st.selectbox("Text column", columns, index=columns.index(guess))
-                id_col = st.selectbox("Id column (optional)", ["(row number)"] + columns, key="ingest_id")
-                meta = st.multiselect("Metadata columns", columns, default=[c for c in columns if c not in (text_col, id_col)])
-                submitted = st.form_submit_button("Ingest", type="primary", key="ingest_submit")
-            if submitted:
-                bar, update = progress_bar("Checking the file…")
-                try:
-                    info = ingest_file(store(), path, name, text_col, None if id_col == "(row number)" else id_col,
-                                       [m for m in meta if m not in (text_col, id_col)], progress=update)
-                except (IngestError, StoreError) as exc:
-                    bar.empty()
-                    st.error(str(exc))
-                else:
-                    st.success(f"Ingested '{info['corpus']}': {info['rows']:,} notes, {info['skipped']} empty skipped; "
-                               f"metadata: {', '.join(f'{k} ({v})' for k, v in info['meta'].items()) or 'none'}.")
-                    st.session_state["corpus"] = info["corpus"]
+        upload_section(upload)
 
 st.divider()
 st.subheader("Embed")
@@ -92,3 +153,7 @@ if corpus:
     st.caption(f"**{c.name}**: {c.n_docs:,} notes ({c.skipped} empty skipped) from `{c.source}`; "
                f"metadata: {', '.join(f'{k} ({v})' for k, v in c.meta.items()) or 'none'}")
     st.dataframe(store().documents(c, limit=50), hide_index=True, width="stretch")
+
+st.divider()
+with st.expander("Delete a corpus"):
+    delete_section()

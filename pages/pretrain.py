@@ -9,7 +9,7 @@ from core.options import PretrainOptions
 from core.store import StoreError
 from core.training.progress import duration
 from core.training.settings import OBJECTIVE_HELP, OBJECTIVE_NAMES, suggested_options
-from pages.common import corpus_picker, store
+from pages.common import choose, corpus_picker, store
 
 
 st.title("Pretrain")
@@ -127,10 +127,10 @@ def finished_card(j: dict) -> None:
                     f"in {duration(r['seconds'])}, final loss {r['final_loss']:.3f}, {r['usable_docs']:,} notes used")
         explore, data, curve = st.columns([1, 1, 3])
         if explore.button("Explore with it", key=f"pt_explore_{j['id']}", icon=":material/scatter_plot:"):
-            st.session_state["encoder"] = r["encoder"]
+            choose(corpus=j["params"].get("corpus"), encoder=r["encoder"])
             st.switch_page("pages/explore.py")
         if data.button("Embed on Data", key=f"pt_data_{j['id']}", icon=":material/upload_file:"):
-            st.session_state["encoder"] = r["encoder"]
+            choose(corpus=j["params"].get("corpus"), encoder=r["encoder"])
             st.switch_page("pages/data.py")
         with curve.expander("Loss curve"):
             st.plotly_chart(loss_figure(j["progress"].get("curve", []), r["steps"]), key=f"pt_done_curve_{j['id']}")
