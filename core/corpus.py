@@ -520,7 +520,8 @@ def stored_preview(source: Source, plan: Plan, n: int = 20) -> pd.DataFrame:
     head = next(read_chunks(source, _wanted(plan.text_col, plan.id_col, list(plan.meta)), chunk_rows=n,
                             header=plan.header))
     docs, meta = _stored(head, plan, 0, 0)
-    return pd.concat([docs[["doc_id", "text"]], meta.drop(columns="ord")], axis=1)
+    # "(id)" and "(text)": a metadata column may well be called "id" or "text"
+    return pd.concat([docs[["doc_id", "text"]].set_axis(["(id)", "(text)"], axis=1), meta.drop(columns="ord")], axis=1)
 
 
 def write(store: Store, chunks: Iterator[pd.DataFrame], plan: Plan, name: str, source: str,
