@@ -137,3 +137,145 @@ def test_ingest_records_a_run_with_its_inputs(store, synthetic_df):
     assert run["params"]["meta"] == {"specialty": "categorical"}
     assert run["result"]["data_hash"] == store.corpus("prov").data_hash
     assert json.dumps(run)  # provenance is plain JSON
+
+
+# ---- delete and replace, table by table, on a store holding vectors, maps, clusters, labels and runs ---
+
+
+def _rows(store) -> dict[str, list[tuple]]:
+    with store.connect() as con:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+        return {t: con.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
+
+
+def _columns(store, table: str) -> list[str]:
+    with store.connect() as con:
+        return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def _sorted(rows) -> list[str]:
+    return sorted(map(repr, rows))
+
+
+@pytest.fixture()
+def full_store(store, models_dir):
+    """Two corpora sharing 5 texts, each embedded, mapped, clustered and labelled with the tiny encoder."""
+    from core.clusters import cluster_corpus
+    from core.embed import embed_corpus
+    from core.labels import add_labels
+    from core.maps import project_corpus
+    from core.options import ClusterOptions, EmbedOptions, ProjectOptions
+    from sample_data.synthetic import synthetic_notes
+
+    keep = synthetic_notes(80, seed=1)
+    gone = pd.concat([synthetic_notes(40, seed=2), keep.iloc[:5]], ignore_index=True)
+    gone["note_id"] = [f"g{i}" for i in range(len(gone))]
+    for name, frame in (("keep", keep), ("gone", gone)):
+        ingest_frame(store, frame, name, "text", "note_id", ["specialty"])
+        embed_corpus(store, name, EmbedOptions(encoder="tiny"))
+        project_corpus(store, name, ProjectOptions(encoder="tiny", method="pca"))
+        cluster_corpus(store, name, ClusterOptions(encoder="tiny", method="kmeans", k=3))
+        add_labels(store, name, "triage", [0, 1, 2], "urgent")
+    return store
+
+
+def _expected_after_deleting(store, before: dict, corpus_id: int, keep_hashes: set) -> dict:
+    """Every table as it was, less the rows keyed by the corpus (and its runs), and less the vectors of
+    texts that only that corpus held."""
+    runs = {r[0] for r in before["runs"] if r[2] == corpus_id}
+    own = {r[4] for r in before["documents"] if r[0] == corpus_id} - keep_hashes
+    expected = {}
+    for table, rows in before.items():
+        if table == f"meta_c{corpus_id}":
+            continue
+        cols = _columns(store, table)
+        if table == "corpora":
+            rows = [r for r in rows if r[0] != corpus_id]
+        elif "corpus_id" in cols:
+            rows = [r for r in rows if r[cols.index("corpus_id")] != corpus_id]
+        elif "run_id" in cols:
+            rows = [r for r in rows if r[cols.index("run_id")] not in runs]
+        elif table.startswith("vectors_d"):
+            rows = [r for r in rows if r[cols.index("text_hash")] not in own]
+        expected[table] = _sorted(rows)
+    return expected
+
+
+def test_delete_removes_exactly_what_is_keyed_by_the_corpus(full_store, capsys):
+    from core.cli import main as cli_main
+
+    gone, keep = full_store.corpus("gone"), full_store.corpus("keep")
+    before = _rows(full_store)
+    keep_hashes = {r[4] for r in before["documents"] if r[0] == keep.id}
+    expected = _expected_after_deleting(full_store, before, gone.id, keep_hashes)
+    assert cli_main(["--db", str(full_store.path), "delete", "gone"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    after = _rows(full_store)
+    assert {t: _sorted(rows) for t, rows in after.items()} == expected
+    gone_runs = [r for r in before["runs"] if r[2] == gone.id]
+    assert result == {"corpus": "gone", "deleted": {
+        "documents": 45, "vectors": len(before["vectors_d32"]) - len(after["vectors_d32"]),
+        "maps": sum(r[1] == "projection" for r in gone_runs), "clusters": sum(r[1] == "cluster" for r in gone_runs),
+        "labels": 3, "runs": len(gone_runs)}}
+    assert result["deleted"]["vectors"] == 40  # the 5 texts "keep" also holds keep their vectors
+    assert (result["deleted"]["maps"], result["deleted"]["clusters"]) == (1, 1)
+    assert after["encoders"] == before["encoders"]  # adapted encoders are never deleted with a corpus
+
+
+def test_delete_of_an_unknown_corpus_is_one_line_and_changes_nothing(store, capsys):
+    from core.cli import main as cli_main
+
+    ingest_frame(store, pd.DataFrame({"text": ["a note", "another"]}), "there", "text")
+    before = _rows(store)
+    assert cli_main(["--db", str(store.path), "delete", "nowhere"]) != 0
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "no corpus named 'nowhere'" in err
+    assert _rows(store) == before
+
+
+def test_delete_waits_for_a_job_on_the_corpus(store):
+    from core.corpus import delete_corpus
+    from core.store import StoreError
+
+    ingest_frame(store, pd.DataFrame({"text": ["a note", "another"]}), "busy", "text")
+    with store.transaction() as con:
+        con.execute("INSERT INTO jobs (kind, params, state) VALUES ('pretrain', ?, 'running')",
+                    [json.dumps({"corpus": "busy"})])
+    before = _rows(store)
+    with pytest.raises(StoreError, match="corpus 'busy' is in use by pretrain job 1"):
+        delete_corpus(store, "busy")
+    assert _rows(store) == before
+
+
+def test_replace_is_all_or_nothing(full_store, tmp_path, capsys):
+    from core.cli import main as cli_main
+
+    gone, keep = full_store.corpus("gone"), full_store.corpus("keep")
+    old_texts = full_store.texts(gone)["text"]
+    path = tmp_path / "new.csv"
+    pd.DataFrame({"text": [str(i) for i in range(30)]}).to_csv(path, index=False)  # numbers: refused
+    before = _rows(full_store)
+    args = ["--db", str(full_store.path), "ingest", str(path), "--name", "gone", "--text", "text", "--replace"]
+    assert cli_main(args) != 0
+    assert "holds only numbers" in capsys.readouterr().err
+    assert _rows(full_store) == before  # the old corpus untouched
+
+    new_texts = list(old_texts[:10]) + [f"a brand new note number {i}" for i in range(7)]
+    pd.DataFrame({"text": new_texts}).to_csv(path, index=False)
+    assert cli_main(args) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 17
+    after = _rows(full_store)
+    new = full_store.corpus("gone")
+    keep_hashes = {r[4] for r in before["documents"] if r[0] == keep.id} | {r[4] for r in after["documents"]
+                                                                             if r[0] == new.id}
+    expected = _expected_after_deleting(full_store, before, gone.id, keep_hashes)
+    for table, rows in expected.items():
+        if table in ("corpora", "documents", "runs"):  # the new corpus's rows are added
+            rows = sorted(rows + _sorted(r for r in after[table] if (r[0] if table == "corpora" else r[0 if
+                          table == "documents" else 2]) == new.id))
+        assert _sorted(after[table]) == rows, table
+    assert full_store.texts(new)["text"].tolist() == new_texts
+    from core.embed import embed_corpus
+    from core.options import EmbedOptions
+
+    assert embed_corpus(full_store, "gone", EmbedOptions(encoder="tiny"))["computed"] == 7  # shared vectors kept
