@@ -46,16 +46,21 @@ def _widget(widgets, label: str):
     return next(w for w in widgets if w.label == label)
 
 
-def test_exactly_the_chosen_columns_are_stored_whatever_the_order(data_page, db_path):
+@pytest.mark.parametrize("rerun_each_time", [False, True], ids=["sent together", "one rerun per widget"])
+def test_exactly_the_chosen_columns_are_stored_whatever_the_order(data_page, db_path, rerun_each_time):
     """The reported bug: tick two metadata columns, then change the text column; all columns got stored."""
     from core.store import Store
     from tests.test_bad_inputs import export_csv
 
     at = _upload(data_page, "export.csv", export_csv())
-    _widget(at.multiselect, "Metadata columns").set_value(["medical_specialty", "keywords"]).run()
-    _widget(at.selectbox, "Text column").select("description").run()
-    _widget(at.selectbox, "Text column").select("transcription").run()
-    _widget(at.text_input, "Corpus name").set_value("export").run()
+    touches = [lambda: _widget(at.multiselect, "Metadata columns").set_value(["medical_specialty", "keywords"]),
+               lambda: _widget(at.selectbox, "Text column").select("description"),
+               lambda: _widget(at.selectbox, "Text column").select("transcription"),
+               lambda: _widget(at.text_input, "Corpus name").set_value("export")]
+    for touch in touches:
+        widget = touch()
+        if rerun_each_time:
+            widget.run()
     at.button(key="ingest_submit").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     corpus = Store(db_path).corpus("export")
@@ -103,7 +108,8 @@ def test_upload_leaves_no_file(data_page, db_path, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # gettempdir() caches its answer
     beside = set(db_path.parent.iterdir())
     at = _upload(data_page, "export.csv", export_csv())
-    at.text_input(key="ingest_name").set_value("export").run()
+    _widget(at.selectbox, "Text column").select("transcription").run()
+    _widget(at.text_input, "Corpus name").set_value("export").run()
     at.button(key="ingest_submit").click().run()
     assert any("Ingested 'export'" in s.value for s in at.success)
     assert list(temp.rglob("*")) == []
