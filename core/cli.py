@@ -73,8 +73,8 @@ def cmd_demo(store: Store, args) -> dict:
         pass
     loader, text, id_col, meta = DEMOS[args.demo]
     print(f"building the '{args.demo}' demo corpus from its installed package", file=sys.stderr)
-    return ingest_frame(store, loader(), args.demo, text, id_col, meta, source=f"demo:{args.demo}",
-                        progress=StderrProgress())
+    ingest_frame(store, loader(), args.demo, text, id_col, meta, source=f"demo:{args.demo}", progress=StderrProgress())
+    return corpus_info(store, args.demo)  # the same keys whether built now or before
 
 
 def cmd_corpora(store: Store, args) -> list:

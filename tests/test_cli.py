@@ -27,7 +27,8 @@ def test_ingest_embed_and_list(db_path, models_dir, notes_csv):
                     "--meta", "specialty", "age", db=db_path, env_extra=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"corpus": "clinic", "rows": 40, "skipped": 0,
-                                      "meta": {"specialty": "categorical", "age": "numeric"}}
+                                      "meta": {"specialty": "categorical", "age": "numeric"},
+                                      "duplicates": 0, "conflicts": 0, "warnings": []}
     corpora = json.loads(notespace("corpora", db=db_path).stdout)
     assert [c["corpus"] for c in corpora] == ["clinic"]
     encoders = json.loads(notespace("encoders", db=db_path, env_extra=env).stdout)
