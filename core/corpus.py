@@ -575,10 +575,13 @@ def write(store: Store, chunks: Iterator[pd.DataFrame], plan: Plan, name: str, s
 
 
 def _confirmed(plan: Plan, force: bool) -> Plan:
-    if plan.refusals and not force:
-        raise IngestError(plan.refusals[0] + (f" ({len(plan.refusals) - 1} more check(s) also failed)"
-                                              if len(plan.refusals) > 1 else ""))
-    plan.warnings[:0] = plan.refusals if force else []  # confirmed refusals stay on the record as warnings
+    """The plan to write: refused unless confirmed; a confirmed refusal is still reported, as a warning."""
+    if not plan.refusals:
+        return plan
+    if not force:
+        more = len(plan.refusals) - 1
+        raise IngestError(plan.refusals[0] + (f" ({more} more check(s) also failed)" if more else ""))
+    plan.warnings = plan.refusals + plan.warnings
     return plan
 
 
