@@ -350,7 +350,7 @@ def check(source: Source, text_col: str, id_col: str | None = None, meta_cols: l
         chunks = read_chunks(source, _wanted(text_col, id_col, meta_cols), header=header)
     profiles: dict[str, ColumnProfile] | None = None
     text = TextProfile()
-    kept_rows, text_hashes, ids = [], [], []
+    kept_rows, ids = [], []
     first_empty = first_short = None
     n_short = 0
     trim_example: dict[str, str] = {}
@@ -374,8 +374,7 @@ def check(source: Source, text_col: str, id_col: str | None = None, meta_cols: l
         plan.skipped += int(empty.sum())
         kept = chunk[~empty]
         kept_rows.append(numbers[~empty])
-        text.update(texts)
-        text_hashes.append(_hashes(kept[text_col].astype(str)))
+        text.update(texts)  # hashes the non-empty texts, i.e. those of the rows kept
         if id_col is not None:
             ids.append(kept[id_col].astype(str).to_numpy())
         for col, profile in profiles.items():
@@ -397,7 +396,7 @@ def check(source: Source, text_col: str, id_col: str | None = None, meta_cols: l
     plan.meta = {c: p.kind for c, p in profiles.items()}
     kept = np.concatenate(kept_rows)
     _text_checks(plan, text, first_empty, n_short, first_short)
-    _duplicate_checks(plan, np.concatenate(text_hashes), kept, profiles)
+    _duplicate_checks(plan, np.concatenate(text.hashes), kept, profiles)
     if id_col is not None:
         _id_checks(plan, np.concatenate(ids), kept)
     for col, n in plan.trimmed.items():

@@ -42,11 +42,14 @@ def upload_section(upload) -> None:
     id_col = None if id_choice == ROW_NUMBER else id_choice
     meta = st.multiselect("Metadata columns", columns, default=[c for c in columns if c != guess], key="ingest_meta")
     name = st.text_input("Corpus name", value=Path(upload.name).stem.replace(" ", "-")[:64], key="ingest_name")
-    try:
-        plan = check(file, text_col, id_col, meta, header=not no_header)
-    except IngestError as exc:
-        st.error(str(exc))
-        return
+    choice = (upload.file_id, no_header, text_col, id_col, tuple(meta))
+    if st.session_state.get("ingest_checked", (None,))[0] != choice:  # one pass over the file per choice, not per rerun
+        try:
+            st.session_state["ingest_checked"] = (choice, check(file, text_col, id_col, meta, header=not no_header))
+        except IngestError as exc:
+            st.error(str(exc))
+            return
+    plan = st.session_state["ingest_checked"][1]
     st.markdown("**What will be stored**")
     st.caption(f"{plan.rows:,} notes from column '{text_col}' ({plan.skipped:,} empty skipped), ids from "
                f"{repr(id_col) if id_col else 'the row number'}, metadata: "

@@ -195,6 +195,7 @@ class Export:
 
 
 TEXT = ["--text", "transcription"]
+MRNS = export_frame().assign(transcription=[f"MRN{i:06d}" for i in range(30)])
 EXPORTS = {
     "index column as text": Export(export_csv(), ["--text", "Unnamed: 0"],
                                    error="text column 'Unnamed: 0' holds only numbers"),
@@ -218,18 +219,20 @@ EXPORTS = {
         warnings=("reads like a note",), expect={"rows": 1}, filename="prose.csv"),
     "numeric text column": Export(export_csv(export_frame().assign(transcription=[str(i * 7) for i in range(30)])),
                                   TEXT, error="text column 'transcription' holds only numbers"),
-    "identifier text column": Export(export_csv(export_frame().assign(transcription=[f"MRN{i:06d}" for i in range(30)])),
-                                     TEXT, error="text column 'transcription' looks like identifiers"),
+    "identifier text column": Export(export_csv(MRNS), TEXT,
+                                     error="text column 'transcription' looks like identifiers"),
     "identifier text column with --force": Export(
-        export_csv(export_frame().assign(transcription=[f"MRN{i:06d}" for i in range(30)])), TEXT + ["--force"],
+        export_csv(MRNS), TEXT + ["--force"],
         warnings=("looks like identifiers", "shorter than 10 characters"), expect={"rows": 30}),
     "duplicate ids across chunks": Export(export_csv(_with_ids((2, 25))), TEXT + ["--id", "note_id"],
-                                          warnings=("column 'note_id': 1 ids appear again (e.g. 'N0002' at rows 3 and 26)",),
+                                          warnings=("column 'note_id': 1 ids appear again (e.g. 'N0002' at rows 3 "
+                                                    "and 26)",),
                                           expect={"rows": 30}),
     "duplicate texts with conflicting labels": Export(
         export_csv(_with_duplicates()), TEXT + ["--meta", "medical_specialty"],
         warnings=("3 notes repeat an earlier note's text exactly (e.g. row 28 repeats row 1)",
-                  "2 groups of identical texts carry different values of column 'medical_specialty' (e.g. rows 2 and 29)",
+                  "2 groups of identical texts carry different values of column 'medical_specialty' (e.g. rows 2 "
+                  "and 29)",
                   "column 'medical_specialty': 1 values had leading or trailing spaces (e.g. ' Urology')"),
         expect={"duplicates": 3, "conflicts": 2, "meta": {"medical_specialty": "categorical"}}),
     "one-value and all-unique metadata": Export(
@@ -238,7 +241,8 @@ EXPORTS = {
                   "metadata column 'sample_name' has a different value in every row"),
         expect={"meta": {"hospital": "categorical", "sample_name": "categorical"}}),
     "a column chosen twice": Export(
-        export_csv(), TEXT + ["--meta", "medical_specialty", "--meta", "medical_specialty", "keywords", "transcription"],
+        export_csv(), TEXT + ["--meta", "medical_specialty", "--meta", "medical_specialty", "keywords",
+                              "transcription"],
         warnings=("column 'medical_specialty' was chosen twice as metadata; it is stored once",
                   "column 'transcription' is the text column; it is not stored again as metadata"),
         expect={"meta": {"medical_specialty": "categorical", "keywords": "categorical"}}),

@@ -35,7 +35,8 @@ def test_ingest_each_format_detects_types(store, synthetic_df, tmp_path, fmt):
     path = write_all_formats(synthetic_df, tmp_path)[fmt]
     result = ingest_file(store, path, f"notes-{fmt}", "text", "note_id", ["specialty", "site", "age", "visit_date"])
     assert result == {"corpus": f"notes-{fmt}", "rows": 120, "skipped": 0,
-                      "meta": {"specialty": "categorical", "site": "categorical", "age": "numeric", "visit_date": "date"},
+                      "meta": {"specialty": "categorical", "site": "categorical", "age": "numeric",
+                               "visit_date": "date"},
                       "duplicates": 0, "conflicts": 0, "warnings": []}
     docs = store.documents(store.corpus(f"notes-{fmt}"))
     assert docs["doc_id"].tolist() == synthetic_df["note_id"].tolist()
