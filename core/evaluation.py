@@ -434,3 +434,40 @@ def per_class_frame(result: dict) -> pd.DataFrame:
     rows = [{"encoder": e, "class": c} | v for e, m in result["encoders"].items()
             for c, v in m.get("per_class", {}).items()]
     return pd.DataFrame(rows, columns=["encoder", "class", "n", "silhouette", "knn_accuracy", "alignment"])
+
+
+FEWSHOT_WORDS = {"macro_f1": "Macro-F1", "accuracy": "Accuracy"}
+
+
+def exhausted_shots(summaries: dict[str, dict]) -> set[int]:
+    """Shot counts at which some class's whole training pool is in every draw (no verdict there)."""
+    return {int(k) for s in summaries.values() for k, point in s.items() if point.get("exhausted_classes")}
+
+
+def fewshot_table(summaries: dict[str, dict], metric: str) -> pd.DataFrame:
+    """One row per shot count: each encoder's score with its 95% interval, the baselines beside it,
+    and how many classes have every training note in every draw (such counts get no verdict)."""
+    rows = []
+    for k in sorted({int(k) for s in summaries.values() for k in s}):
+        points = {e: s.get(str(k)) for e, s in summaries.items()}
+        any_point = next(p for p in points.values() if p)
+        exhausted = any_point.get("exhausted_classes") or []
+        rows.append({"Notes per class": k}
+                    | {e: fmt(p[metric], p.get(f"{metric}_ci")) if p else "n/a" for e, p in points.items()}
+                    | {"Always the largest class": fmt(any_point.get("majority_baseline")) if metric == "accuracy"
+                       else "n/a", "Guessing": fmt(any_point.get("chance")) if metric == "accuracy" else "n/a",
+                       "Classes with all training notes used": f"{len(exhausted)}: no verdict" if exhausted else "none"})
+    return pd.DataFrame(rows)
+
+
+def comparisons_table(comps: list[dict], skipped: set[int] = frozenset()) -> pd.DataFrame:
+    """The paired comparisons in words: what was compared, the difference with its interval, the verdict."""
+    labels = {key: name for key, name, *_ in METRICS} | FEWSHOT_WORDS
+    rows = []
+    for c in comps:
+        words = comparison_words(c, DIRECTION[c["metric"]])
+        if c["shots"] is not None and c["shots"] in skipped:
+            words = words.split(": ")[0] + ": no verdict (all training notes of some class used)"
+        rows.append({"Compared": f"{c['b']} minus {c['a']}", "Measure": labels[c["metric"]],
+                     "Notes per class": c["shots"], "Difference [95% interval]: verdict": words})
+    return pd.DataFrame(rows, columns=["Compared", "Measure", "Notes per class", "Difference [95% interval]: verdict"])

@@ -6,7 +6,9 @@ import re
 
 import pandas as pd
 
-from core.evaluation import DIRECTION, METRICS, comparison_words, fmt, separation_words, struggling_classes
+from core.evaluation import (
+    DIRECTION, METRICS, comparison_words, exhausted_shots, fmt, separation_words, struggling_classes,
+)
 
 # A cell starting with one of these is run as a formula by Excel, LibreOffice and Google Sheets
 # (CSV injection): a note saying "=HYPERLINK(...)" must stay text when a clinician opens the file.
@@ -112,18 +114,13 @@ def _fewshot_section(result: dict, names: list[str], shots: list[str], first: di
                      rows))
 
 
-def _exhausted_shots(result: dict) -> set[int]:
-    return {int(k) for e in result["encoders"].values() for k, f in e.get("fewshot", {}).items()
-            if f.get("exhausted_classes")}
-
-
 def _verdicts(result: dict, names: list[str]) -> list[str]:
     """Each encoder against the first from the paired comparisons only; exhausted shot counts left out."""
     lines = ["## Each encoder against the first", ""]
     if len(names) < 2:
         return lines + ["Only one encoder was evaluated: compare it with its base model to see what changed.", ""]
     labels = {key: name for key, name, *_ in METRICS} | {"macro_f1": "Few-shot macro-F1", "accuracy": "Few-shot accuracy"}
-    skipped = _exhausted_shots(result)
+    skipped = exhausted_shots({n: e.get("fewshot", {}) for n, e in result["encoders"].items()})
     for c in result.get("comparisons", []):
         if c["shots"] is not None and c["shots"] in skipped:
             continue

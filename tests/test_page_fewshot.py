@@ -41,14 +41,20 @@ def test_learning_curve_table_confusion_and_download(clinic):
     lines = [t for t in curve["data"] if t.get("name") == "tiny"]
     assert len(lines) == 1 and len(curve["data"]) == 2  # the mean line and its interval band
     table = at.dataframe[0].value
-    assert list(table["notes per class"]) == [1, 2, 4] and table["tiny"].str.match(r"\d\.\d{3} \[").all()
+    assert list(table["Notes per class"]) == [1, 2, 4] and table["tiny"].str.match(r"\d\.\d{3} \[").all()
+    assert "Classes with all training notes used" in table.columns
+    assert any("Macro-F1 (higher is better)" in c.value for c in at.caption)
     confusion = json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]
     assert confusion["type"] == "heatmap" and sorted(confusion["x"]) == ["cardiology", "orthopaedics", "psychiatry",
                                                                          "urology"]
     assert at.get("download_button")[0].proto.label.startswith("Download predictions")
 
     at.radio(key="fs_metric").set_value("accuracy").run()
-    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["title"]["text"] == "Accuracy"
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["layout"]["yaxis"]["title"]["text"] == "Accuracy"
+    assert {a["text"].split(":")[0] for a in chart["layout"]["annotations"]} == {"always the largest class", "guessing"}
+    table = at.dataframe[0].value
+    assert table["Always the largest class"].str.match(r"0\.\d{3}").all() and (table["Guessing"] == "0.250").all()
 
     runs = len(clinic.runs("fewshot"))
     again = open_page()  # a new session finds the stored curve without running it
