@@ -270,12 +270,9 @@ class _Task:
         return _curve(vectors, self.labels, self.opts, 0, _part(report, 0.7, 1.0), self.text_hashes)
 
     @cached_property
-    def text_hashes(self) -> np.ndarray:
+    def text_hashes(self) -> list[str]:
         """A hash per note, in corpus order: identical texts are kept on one side of every split."""
-        with self.store.connect() as con:
-            rows = con.execute("SELECT text_hash FROM documents WHERE corpus_id = ? ORDER BY ord",
-                               [self.corpus.id]).fetchall()
-        return np.array([r[0] for r in rows], dtype=object)
+        return self.store.text_hashes(self.corpus)
 
     def _setfit(self, encoder_id: str, vectors: np.ndarray, report: Progress) -> dict:
         from core.encoders import get_encoder

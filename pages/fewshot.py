@@ -97,7 +97,7 @@ def show_result(result: dict, corpus_name: str, colours: dict) -> None:
     baselines = ({"always the largest class": point["majority_baseline"], "guessing": point["chance"]}
                  if metric == "accuracy" else {})
     st.plotly_chart(curve_chart(frame, metric, colours, baselines), key="fs_curve_chart")
-    st.dataframe(fewshot_table(summaries, metric), hide_index=True, width="stretch")
+    st.table(fewshot_table(summaries, metric).set_index("Notes per class"))
     skipped = exhausted_shots(summaries)
     if skipped:
         st.caption(f"At {', '.join(map(str, sorted(skipped)))} per class some classes have every training note in "
@@ -107,7 +107,7 @@ def show_result(result: dict, corpus_name: str, colours: dict) -> None:
         st.caption("Paired: both encoders scored on the same test notes and draws, resampled alike; better or worse "
                    "only when the 95% interval of the difference excludes 0.")
         comps = comparisons({e: {"fewshot": d} for e, d in result["encoders"].items()})
-        st.dataframe(comparisons_table(comps, skipped), hide_index=True, width="stretch")
+        st.table(comparisons_table(comps, skipped).set_index("Compared"))
 
     st.subheader("Classes learnt much worse than average")
     left, right = st.columns(2)

@@ -26,14 +26,13 @@ def plain(text) -> str:
 
 def headline(name: str, entry: dict) -> None:
     """In words: how well the label separates, the kNN accuracy beside its baselines and beyond chance."""
-    score = entry.get("knn_chance_corrected")
+    score, (low, high) = entry.get("knn_chance_corrected"), entry["knn_accuracy_ci"]
     st.markdown(f"**{plain(name)}**: the label separates **{separation_words(score)}**. "
-                f"For {fmt(entry['knn_accuracy'])} of notes [95% interval {fmt(entry['knn_accuracy_ci'][0])} to "
-                f"{fmt(entry['knn_accuracy_ci'][1])}] most of the {entry['knn_k']} nearest notes share its label, "
-                f"against {fmt(entry['majority_baseline'])} by always answering the largest class and "
-                f"{fmt(entry['chance'])} by guessing. Beyond chance: "
-                f"{fmt(entry['knn_chance_corrected'], entry['knn_chance_corrected_ci'])} "
-                "(0 = no better than guessing, 1 = every class always right).")
+                f"For {entry['knn_accuracy']:.0%} of notes (95% interval {low:.0%} to {high:.0%}) most of the "
+                f"{entry['knn_k']} nearest notes share its label, against {entry['majority_baseline']:.0%} by always "
+                f"answering the largest class and {entry['chance']:.0%} by guessing. Beyond chance: "
+                f"{fmt(score, entry['knn_chance_corrected_ci'])} (0 = no better than guessing, 1 = every class "
+                "always right).")
 
 
 def show_result(result: dict, colours: dict) -> None:
@@ -47,8 +46,7 @@ def show_result(result: dict, colours: dict) -> None:
                  "excludes 0.")
     for name, entry in result["encoders"].items():
         headline(name, entry)
-    st.dataframe(metrics_table(result), hide_index=True, width="stretch",
-                 column_config={"What this means": st.column_config.TextColumn(width="large")})
+    st.table(metrics_table(result).set_index("Measure"))  # a plain table: long explanations wrap, nothing hides
 
     st.subheader("Classes that separate much worse than average")
     for name, entry in result["encoders"].items():

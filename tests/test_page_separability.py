@@ -38,7 +38,7 @@ def test_measure_audit_and_reopen_without_recomputing(clinic):
     assert any("Measure separability" in i.value for i in at.info)
     at.button(key="sep_run").click().run()
     assert not at.exception and not at.error
-    table = at.dataframe[0].value
+    table = at.table[0].value.reset_index()
     assert list(table["Measure"]) == [m[1] for m in METRICS] and {"tiny", "tiny-b"} <= set(table.columns)
     assert set(table["Better"]) == {"higher is better", "lower is better"} and table["What this means"].all()
     assert table["tiny"].str.match(r"-?\d+\.\d{3} \[").all()  # every metric carries a 95% interval
