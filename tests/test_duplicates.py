@@ -88,3 +88,19 @@ def test_study_split_keeps_each_text_on_one_side():
     assert not set(adapt["text"]) & set(held["text"]) and len(adapt) + len(held) == len(frame)
     adapt, held = split(frame, Study("x", "label", "x", own_split=("part", "train", "test")), "text")
     assert not set(adapt["text"]) & set(held["text"]) and len(adapt) == 32
+
+
+def test_map_predictions_give_stored_copies_of_a_labelled_note_its_label(db_path, models_dir, synthetic_df):
+    from core.corpus import ingest_frame
+    from core.labels import add_labels, predict_from_labels
+    from core.store import Store
+
+    frame = synthetic_df.head(40).copy()
+    copy = frame.iloc[[0]].assign(note_id="copy-of-0")
+    store = Store(db_path)
+    ingest_frame(store, pd.concat([frame, copy], ignore_index=True), "notes", "text", "note_id")
+    add_labels(store, "notes", "spec", [0, 1, 2], "a")
+    add_labels(store, "notes", "spec", [3, 4, 5], "b")
+    preds = predict_from_labels(store, "notes", "tiny", "spec", n_suggest=5)
+    assert preds.predicted.iloc[40] == "a" and 40 in preds.model.labelled_idx  # the copy, by its text hash
+    assert 40 not in preds.suggestions
