@@ -9,6 +9,7 @@ import pandas as pd
 from core.evaluation import (
     DIRECTION, METRICS, comparison_words, exhausted_shots, fmt, separation_words, struggling_classes,
 )
+from core.intervals import N_BOOT
 
 # A cell starting with one of these is run as a formula by Excel, LibreOffice and Google Sheets
 # (CSV injection): a note saying "=HYPERLINK(...)" must stay text when a clinician opens the file.
@@ -46,9 +47,9 @@ READING = [
     "## Reading the metrics", "",
     *[f"- {name}, {better} is better: {meaning}" for _, name, better, _, meaning in METRICS],
     "- Few-shot macro-F1: the F1 score averaged over classes, so a small class counts as much as a large one.",
-    "", "Intervals are 95% percentile bootstrap intervals: separability over 1,000 resamples of the notes "
+    "", f"Intervals are 95% percentile bootstrap intervals: separability over {N_BOOT:,} resamples of the notes "
     "(silhouette, kNN and probe results per note averaged; the other metrics recomputed on each resample); "
-    "few-shot over 1,000 resamples of the test notes and of the draws together. A comparison resamples both "
+    f"few-shot over {N_BOOT:,} resamples of the test notes and of the draws together. A comparison resamples both "
     "encoders identically (a paired bootstrap) and counts as a difference only when its interval excludes 0.", "",
 ]
 

@@ -9,6 +9,7 @@ from plotly.colors import qualitative
 from core.evaluation import (
     audit_corpus, evaluate_corpus, fmt, metrics_table, per_class_frame, separation_words, struggling_classes,
 )
+from core.intervals import N_BOOT
 from core.options import EvaluateOptions
 from core.store import StoreError
 from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
@@ -41,7 +42,7 @@ def show_result(result: dict, colours: dict) -> None:
     st.caption(f"{first['n']:,} labelled notes in {first['n_classes']} classes"
                + (f"; {dropped} classes with a single note left out" if dropped else "")
                + (f"; {first['n_unlabelled']:,} notes without a label left out" if first.get("n_unlabelled") else "")
-               + ". Intervals are 95% bootstrap intervals over 1,000 resamples of the notes; a difference between "
+               + f". Intervals are 95% bootstrap intervals over {N_BOOT:,} resamples of the notes; a difference between "
                  "encoders is paired (both resampled alike) and called better or worse only when its interval "
                  "excludes 0.")
     for name, entry in result["encoders"].items():
