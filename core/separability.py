@@ -157,33 +157,29 @@ def uniformity_weighted(K: np.ndarray, W: np.ndarray) -> np.ndarray:
         return np.log(num / den)
 
 
-def _weighted_class_stats(Xn: np.ndarray, codes: np.ndarray, n_classes: int, W: np.ndarray):
-    """Per replicate (row of counts W) and class: total count, vector sum, sum of squared norms, sum of squared counts."""
-    onehot = np.zeros((len(codes), n_classes))
-    onehot[np.arange(len(codes)), codes] = 1.0
-    counts = W @ onehot  # b x C
-    sums = np.stack([W[:, codes == c] @ Xn[codes == c].astype(np.float64) for c in range(n_classes)], axis=1)
-    sq = W @ (onehot * np.einsum("ij,ij->i", Xn, Xn)[:, None].astype(np.float64))
-    return counts, sums, sq, (W ** 2) @ onehot
-
-
 def geometry_replicates(Xn: np.ndarray, codes: np.ndarray, n_classes: int, W: np.ndarray) -> dict[str, np.ndarray]:
     """Davies-Bouldin, Calinski-Harabasz and mean per-class alignment recomputed on each resample
     (row of counts W): with all counts 1 they equal sklearn's scores and `alignment_per_class`."""
-    counts, sums, sq, sq_counts = _weighted_class_stats(Xn, codes, n_classes, W)
+    order = np.argsort(codes, kind="stable")  # classes as contiguous slices: views, not masked copies
+    X64, W = Xn[order].astype(np.float64), W[:, order]
+    norms = np.einsum("ij,ij->i", X64, X64)
+    edges = np.searchsorted(codes[order], np.arange(n_classes + 1))
+    parts = [slice(edges[c], edges[c + 1]) for c in range(n_classes)]
+    counts = np.stack([W[:, p].sum(axis=1) for p in parts], axis=1)  # b x C
+    sums = np.stack([W[:, p] @ X64[p] for p in parts], axis=1)  # b x C x d
+    sq = np.stack([W[:, p] @ norms[p] for p in parts], axis=1)
+    sq_counts = np.stack([(W[:, p] ** 2).sum(axis=1) for p in parts], axis=1)
     present = counts > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         means = sums / counts[:, :, None]  # b x C x d (NaN for a class absent from a resample)
         # Davies-Bouldin: mean distance to the class centroid, then the worst ratio per class
         spread = np.zeros_like(counts)
-        X64 = Xn.astype(np.float64)
-        for c in range(n_classes):
-            rows = codes == c
-            d2 = (np.einsum("ij,ij->i", X64[rows], X64[rows])[:, None] - 2 * X64[rows] @ np.nan_to_num(means[:, c]).T
-                  + np.nansum(means[:, c] ** 2, axis=1)[None, :])
-            spread[:, c] = np.einsum("bi,ib->b", W[:, rows], np.sqrt(np.maximum(d2, 0))) / counts[:, c]
-        norms = (means ** 2).sum(-1)
-        gaps = np.sqrt(np.maximum(norms[:, :, None] + norms[:, None, :] - 2 * np.einsum("bcd,bed->bce", means, means), 0))
+        for c, p in enumerate(parts):
+            d2 = norms[p][:, None] - 2 * X64[p] @ np.nan_to_num(means[:, c]).T + np.nansum(means[:, c] ** 2, axis=1)
+            spread[:, c] = np.einsum("bi,ib->b", W[:, p], np.sqrt(np.maximum(d2, 0))) / counts[:, c]
+        centre_sq = (means ** 2).sum(-1)
+        gaps = np.sqrt(np.maximum(centre_sq[:, :, None] + centre_sq[:, None, :]
+                                  - 2 * np.einsum("bcd,bed->bce", means, means), 0))
         gaps[gaps == 0] = np.inf  # sklearn's convention: coinciding centroids add nothing
         ratio = (spread[:, :, None] + spread[:, None, :]) / gaps
         idx = np.arange(n_classes)
