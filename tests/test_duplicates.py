@@ -104,3 +104,27 @@ def test_map_predictions_give_stored_copies_of_a_labelled_note_its_label(db_path
     preds = predict_from_labels(store, "notes", "tiny", "spec", n_suggest=5)
     assert preds.predicted.iloc[40] == "a" and 40 in preds.model.labelled_idx  # the copy, by its text hash
     assert 40 not in preds.suggestions
+
+
+def test_evaluating_a_stored_corpus_splits_by_text_hash(db_path, models_dir, synthetic_df):
+    from core.corpus import ingest_frame
+    from core.evaluation import evaluate_corpus, fewshot_corpus
+    from core.fewshot import LearningCurve
+    from core.options import EvaluateOptions
+    from core.store import Store
+
+    frame = synthetic_df.head(40).copy()
+    frame["sample"] = [f"s{i}" for i in range(40)]
+    copies = frame.head(20).assign(note_id=lambda f: f["note_id"].astype(str) + "-copy")  # same text, same sample
+    store = Store(db_path)
+    ingest_frame(store, pd.concat([frame, copies], ignore_index=True), "notes", "text", "note_id",
+                 ["specialty", "sample"])
+    with pytest.raises(ValueError, match="at least two classes with >= 2 different notes"):
+        fewshot_corpus(store, "notes", ["tiny"], EvaluateOptions(label="sample", shots="1", seeds=2))
+    curves = fewshot_corpus(store, "notes", ["tiny"], EvaluateOptions(label="specialty", shots="1,4", seeds=3))
+    curve = LearningCurve.from_dict(curves["encoders"]["tiny"])
+    hashes = np.array(store.text_hashes(store.corpus("notes")), dtype=object)
+    for run in curve.runs:
+        assert not set(hashes[run.train_idx]) & set(hashes[curve.test_idx])
+    sep = evaluate_corpus(store, "notes", ["tiny"], EvaluateOptions(label="sample", shots="", knn_k=1))
+    assert sep["encoders"]["tiny"]["knn_accuracy"] == 0.0  # a copy is never its own twin's neighbour
