@@ -411,7 +411,8 @@ def metrics_table(result: dict) -> pd.DataFrame:
 
 
 def separation_words(score: float | None) -> str:
-    """The chance-corrected kNN score in words (0 = chance, 1 = perfect), for a reader new to the metrics."""
+    """The chance-corrected kNN score in words (0 = chance, 1 = perfect), for a reader new to the metrics;
+    the thresholds are a rule of thumb, and the pages say so."""
     if score is None:
         return "cannot be told"
     return ("strongly" if score >= 0.6 else "moderately" if score >= 0.3 else "weakly" if score >= 0.1

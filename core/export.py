@@ -92,6 +92,7 @@ def _separability_section(result: dict, names: list[str]) -> list[str]:
         lines.append(f"- {_esc(n)}: the label separates {separation_words(score)} "
                      f"(nearest notes share the label {fmt(score, encs[n].get('knn_chance_corrected_ci'))} "
                      f"beyond chance, on a scale from 0 = chance to 1 = always).")
+    lines.append("- Words for that score are a rule of thumb: strongly from 0.6, moderately from 0.3, weakly from 0.1.")
     return lines + [""]
 
 

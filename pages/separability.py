@@ -47,6 +47,8 @@ def show_result(result: dict, colours: dict) -> None:
                  "excludes 0.")
     for name, entry in result["encoders"].items():
         headline(name, entry)
+    st.caption("Words for the score beyond chance (a rule of thumb of NoteSpace, not a standard): strongly from 0.6, "
+               "moderately from 0.3, weakly from 0.1, hardly at all below.")
     st.table(metrics_table(result).set_index("Measure"))  # a plain table: long explanations wrap, nothing hides
 
     st.subheader("Classes that separate much worse than average")
