@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.cli import StderrProgress  # noqa: E402
-from core.corpus import ingest_frame  # noqa: E402
+from core.corpus import ingest_frame, text_hash  # noqa: E402
 from core.encoders import Encoder, get_encoder, list_encoders  # noqa: E402
 from core.evaluation import evaluate_corpus  # noqa: E402
 from core.export import READING, render_report_md  # noqa: E402
@@ -86,17 +86,23 @@ def prefix(study: Study, limit: int | None) -> str:
 def how_split(study: Study) -> str:
     if study.own_split:
         column, adapt_value, heldout_value = study.own_split
-        return f"the corpus's own `{column}` column ({adapt_value} / {heldout_value})"
-    return f"stratified by `{study.label}`, {study.heldout:.0%} of each class held out (seed {SPLIT_SEED})"
+        return (f"the corpus's own `{column}` column ({adapt_value} / {heldout_value}), held-out copies of "
+                "adaptation texts dropped")
+    return (f"stratified by `{study.label}`, {study.heldout:.0%} of each class held out (seed {SPLIT_SEED}), "
+            "identical texts on one side")
 
 
-def split(frame: pd.DataFrame, study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(adaptation part, held-out part), as `how_split` says."""
+def split(frame: pd.DataFrame, study: Study, text: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(adaptation part, held-out part), as `how_split` says, split by text hash: a text repeated in the
+    corpus sits on one side only (an own split's held-out copies of adaptation texts are dropped)."""
+    hashes = frame[text].astype(str).map(text_hash)
     if study.own_split:
         column, adapt_value, heldout_value = study.own_split
-        return frame[frame[column] == adapt_value], frame[frame[column] == heldout_value]
+        adapt = frame[column] == adapt_value
+        return frame[adapt], frame[(frame[column] == heldout_value) & ~hashes.isin(set(hashes[adapt]))]
     codes = pd.factorize(frame[study.label].astype(str))[0]
-    adapt_idx, heldout_idx = split_train_test(codes, study.heldout, SPLIT_SEED)  # one-note classes stay in adaptation
+    # one-note classes stay in adaptation
+    adapt_idx, heldout_idx = split_train_test(codes, study.heldout, SPLIT_SEED, hashes.to_numpy())
     return frame.iloc[adapt_idx], frame.iloc[heldout_idx]
 
 
@@ -111,7 +117,7 @@ def corpora(store: Store, study: Study, limit: int | None) -> tuple[str, str]:
     if limit:
         frame = frame.sample(n=min(limit, len(frame)), random_state=SPLIT_SEED).sort_index()
     sample = f", seeded sample of {len(frame)} notes (seed {SPLIT_SEED})" if limit else ""
-    for name, part, which in zip(names, split(frame, study), ("adaptation", "held-out")):
+    for name, part, which in zip(names, split(frame, study, text), ("adaptation", "held-out")):
         if name not in known:
             print(f"loading '{name}' ({len(part):,} notes)", file=sys.stderr)
             ingest_frame(store, part, name, text, id_col, meta,

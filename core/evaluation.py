@@ -18,32 +18,44 @@ import json
 import math
 import time
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache, cached_property, partial
 
 import numpy as np
 import pandas as pd
 
-from core.fewshot import learning_curve
+from core.fewshot import LearningCurve, compare_curves, learning_curve
+from core.intervals import paired_difference
 from core.options import EmbedOptions, EvaluateOptions, PretrainOptions
 from core.separability import as_labels, confound_audit, separability
 from core.store import Corpus, Store, StoreError
 
 Progress = Callable[[float, str], None]
-# Part of every cache key: bump it when a metric or classifier changes, so results stored by the
-# old code are computed again instead of being shown as if the new code had produced them.
-RESULTS_VERSION = 2
+# Part of every cache key: bump it when a metric, classifier or the shape of a result changes, so
+# results stored by the old code are computed again instead of being shown as if the new code had
+# produced them. 3: intervals for every metric, bootstrap replicates, baselines, duplicate-aware splits.
+RESULTS_VERSION = 3
 
-# (key, name, direction, CI key): the headline metrics, in report order
+# (key, plain name, direction, CI key, what it means): the headline metrics, in report order
 METRICS = [
-    ("silhouette", "Silhouette (cosine)", "higher", "silhouette_ci"),
-    ("knn_accuracy", "kNN label accuracy", "higher", "knn_accuracy_ci"),
-    ("linear_probe_accuracy", "Linear-probe accuracy (CV)", "higher", "linear_probe_ci"),
-    ("davies_bouldin", "Davies-Bouldin", "lower", None),
-    ("calinski_harabasz", "Calinski-Harabasz", "higher", None),
-    ("alignment", "Alignment (same-label sq. distance)", "lower", None),
-    ("uniformity", "Uniformity (log mean exp)", "lower", None),
+    ("knn_accuracy", "Nearest notes share the label (kNN accuracy)", "higher", "knn_accuracy_ci",
+     "Share of notes whose most similar notes mostly carry the same label; compare it with the baselines."),
+    ("knn_chance_corrected", "Nearest notes share the label, beyond chance", "higher", "knn_chance_corrected_ci",
+     "The kNN result corrected for class sizes: 0 = no better than guessing, 1 = always right, for every class."),
+    ("linear_probe_accuracy", "A simple classifier finds the label (linear probe)", "higher",
+     "linear_probe_accuracy_ci", "Cross-validated accuracy of logistic regression trained on the vectors."),
+    ("silhouette", "Notes sit nearer their own label (silhouette)", "higher", "silhouette_ci",
+     "How much closer a note is to its own label's notes than to the nearest other label: -1 to 1, 0 = no gap."),
+    ("davies_bouldin", "Overlap between labels (Davies-Bouldin)", "lower", "davies_bouldin_ci",
+     "Each label's spread relative to its distance from the most similar label; 0 = no overlap at all."),
+    ("calinski_harabasz", "Spread between vs within labels (Calinski-Harabasz)", "higher", "calinski_harabasz_ci",
+     "Spread between the label groups divided by the spread inside them; no fixed scale, so compare encoders."),
+    ("alignment", "Spread inside a label (alignment)", "lower", "alignment_ci",
+     "Mean squared distance between two notes of the same label (0 to 4): lower = tighter groups."),
+    ("uniformity", "Spread of all notes (uniformity)", "lower", "uniformity_ci",
+     "How evenly the notes fill the space, whatever their label (log scale): lower = more evenly spread."),
 ]
 REQUIRED = [m[0] for m in METRICS]
+FEWSHOT_COMPARED = ("macro_f1", "accuracy")
 
 
 def _clean(obj):
@@ -68,43 +80,71 @@ def _part(progress: Progress, start: float, end: float, prefix: str = "") -> Pro
     return lambda f, m: progress(start + (end - start) * min(max(f, 0.0), 1.0), prefix + m)
 
 
-def _separability(X, labels, opts: EvaluateOptions, seed: int) -> dict:
-    return _clean(separability(X, labels, knn_k=opts.knn_k, seed=seed).to_dict())
+def _separability(X, labels, opts: EvaluateOptions, seed: int, groups=None) -> dict:
+    return _clean(separability(X, labels, knn_k=opts.knn_k, seed=seed, groups=groups).to_dict())
 
 
-def _curve(X, labels, opts: EvaluateOptions, seed: int, progress: Progress) -> dict:
+def _curve(X, labels, opts: EvaluateOptions, seed: int, progress: Progress, groups=None) -> dict:
     return _clean(learning_curve(X, labels, shots=opts.shot_list(), seeds=opts.seeds, test_size=opts.test_size,
                                  classifier=opts.classifier, knn_k=opts.knn_k, seed=seed,
-                                 progress=progress).to_dict())
+                                 progress=progress, groups=groups).to_dict())
 
 
 def _entry(sep: dict, curve: dict | None, opts: EvaluateOptions) -> dict:
-    """One encoder's CLI entry: the required keys first, details after (no per-note predictions)."""
-    rest = {k: v for k, v in sep.items() if k not in REQUIRED}
+    """One encoder's CLI entry: the required keys first, details after (no per-note predictions,
+    no bootstrap replicates)."""
+    rest = {k: v for k, v in sep.items() if k not in REQUIRED and k != "bootstrap"}
     return ({k: sep[k] for k in REQUIRED} | {"fewshot": curve["summary"] if curve else {}} | rest
             | {"fewshot_classifier": opts.classifier, "fewshot_test_n": len(curve["test_idx"]) if curve else 0})
 
 
+def comparisons(pieces: dict[str, dict]) -> list[dict]:
+    """Every encoder against the first one named: for each headline metric and each few-shot point,
+    {"a", "b", "metric", "shots" (None for separability), "diff" (b - a), "ci", "excludes_zero"}
+    from a paired bootstrap (the same notes, the same resamples and draws, for both encoders)."""
+    names = list(pieces)
+    out: list[dict] = []
+    if not names:
+        return out
+    a = pieces[names[0]]
+    for b_name in names[1:]:
+        b = pieces[b_name]
+        sa, sb = a.get("separability", {}), b.get("separability", {})
+        for key in REQUIRED:
+            if key in sa.get("bootstrap", {}) and key in sb.get("bootstrap", {}):
+                out.append({"a": names[0], "b": b_name, "metric": key, "shots": None}
+                           | paired_difference(sa[key], sb[key], sa["bootstrap"][key], sb["bootstrap"][key]))
+        if a.get("fewshot") and b.get("fewshot"):
+            out += [{"a": names[0], "b": b_name} | c
+                    for c in compare_curves(LearningCurve.from_dict(a["fewshot"]), LearningCurve.from_dict(b["fewshot"]),
+                                            FEWSHOT_COMPARED)]
+    return _clean(out)
+
+
 def evaluate_encoders(embeddings: dict[str, np.ndarray], labels, opts: EvaluateOptions,
-                      progress: Progress | None = None, *, seed: int = 0) -> dict:
-    """Separability + few-shot curve per encoder, on the same notes, split and shot samples."""
+                      progress: Progress | None = None, *, seed: int = 0, groups=None) -> dict:
+    """Separability + few-shot curve per encoder, on the same notes, split and shot samples, and the
+    paired comparisons of every encoder with the first. `groups`: a text hash per note (duplicates)."""
     labels = as_labels(labels)
     report = progress or _quiet
     names = list(embeddings)
-    out: dict[str, dict] = {}
+    pieces: dict[str, dict] = {}
     for i, name in enumerate(names):
         X = np.asarray(embeddings[name], dtype=np.float32)
         if X.ndim != 2 or len(X) != len(labels):
             raise ValueError(f"{name}: embeddings shape {X.shape} does not match {len(labels)} labels")
         report(i / len(names), f"{name}: separability")
-        sep = _separability(X, labels, opts, seed)
-        curve = None
+        pieces[name] = {"separability": _separability(X, labels, opts, seed, groups)}
         if opts.shot_list():
-            curve = _curve(X, labels, opts, seed, _part(report, (i + 0.5) / len(names), (i + 1) / len(names),
-                                                        f"{name}: "))
-        out[name] = _entry(sep, curve, opts)
+            pieces[name]["fewshot"] = _curve(X, labels, opts, seed, _part(report, (i + 0.5) / len(names),
+                                                                           (i + 1) / len(names), f"{name}: "), groups)
     report(1.0, "done")
-    return {"encoders": out}
+    return _result(pieces, opts)
+
+
+def _result(pieces: dict[str, dict], opts: EvaluateOptions) -> dict:
+    return {"encoders": {e: _entry(p["separability"], p.get("fewshot"), opts) for e, p in pieces.items()},
+            "comparisons": comparisons(pieces)}
 
 
 # ---------------------------------------------------------------- on a corpus in the store
@@ -223,11 +263,16 @@ class _Task:
         vectors = X()  # loaded (embedding what is missing, reported from 0 to 0.3) before the step starts
         if kind == "separability":
             report(0.3, "separability")
-            return _separability(vectors, self.labels, self.opts, 0)
+            return _separability(vectors, self.labels, self.opts, 0, self.text_hashes)
         if kind == "setfit":
             return self._setfit(encoder_id, vectors, _part(report, 0.3, 1.0))
         report(0.7, "few-shot curve")
-        return _curve(vectors, self.labels, self.opts, 0, _part(report, 0.7, 1.0))
+        return _curve(vectors, self.labels, self.opts, 0, _part(report, 0.7, 1.0), self.text_hashes)
+
+    @cached_property
+    def text_hashes(self) -> list[str]:
+        """A hash per note, in corpus order: identical texts are kept on one side of every split."""
+        return self.store.text_hashes(self.corpus)
 
     def _setfit(self, encoder_id: str, vectors: np.ndarray, report: Progress) -> dict:
         from core.encoders import get_encoder
@@ -271,8 +316,7 @@ def evaluate_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateO
 
     def run() -> dict:
         pieces = task.pieces(kinds, report, compute=True)
-        return {"corpus": task.corpus.name, "label": opts.label,
-                "encoders": {e: _entry(p["separability"], p.get("fewshot"), opts) for e, p in pieces.items()}}
+        return {"corpus": task.corpus.name, "label": opts.label} | _result(pieces, opts)
 
     key = _digest(["evaluate", task.ids, task.params["fewshot"], kinds, inputs])  # ids: the order shown
     result = _stored(store, "evaluate", key, run if compute else None, corpus=task.corpus, encoder_id=None,
@@ -325,16 +369,62 @@ def audit_corpus(store: Store, corpus_name: str, encoder_id: str, k: int = 10, n
     return result
 
 
-# ---------------------------------------------------------------- tables for the pages
-def metrics_frame(result: dict) -> pd.DataFrame:
-    """One row per (encoder, headline metric): value, 95% interval where there is one, and direction."""
+# ---------------------------------------------------------------- words and tables for people
+def fmt(value, ci=None, digits: int = 3, sign: bool = False) -> str:
+    """A number with its 95% interval in brackets; "n/a" for none."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    spec = f"{'+' if sign else ''}.{digits}f"
+    text = format(value, spec) if abs(value) < 1e4 else f"{value:.4g}"
+    if ci and ci[0] is not None and ci[1] is not None:
+        text += f" [{format(ci[0], spec)}, {format(ci[1], spec)}]"
+    return text
+
+
+def comparison_words(c: dict, direction: str) -> str:
+    """"+0.031 [+0.010, +0.052]: better" for one comparison, in the metric's own direction."""
+    if c["diff"] is None:
+        return "n/a"
+    if not c["excludes_zero"]:
+        verdict = "no clear difference"
+    else:
+        verdict = "better" if (c["diff"] > 0) == (direction == "higher") else "worse"
+    return f"{fmt(c['diff'], c['ci'], sign=True)}: {verdict}"
+
+
+DIRECTION = {key: better for key, _, better, _, _ in METRICS} | {m: "higher" for m in FEWSHOT_COMPARED}
+
+
+def metrics_table(result: dict) -> pd.DataFrame:
+    """One row per headline metric: plain name, what it means, which way is better, each encoder's value
+    with its 95% interval, and each later encoder's paired difference from the first."""
+    names = list(result["encoders"])
     rows = []
-    for e, m in result["encoders"].items():
-        for key, name, better, ci_key in METRICS:
-            low, high = (m.get(ci_key) if ci_key else None) or (None, None)
-            rows.append({"encoder": e, "key": key, "metric": name, "better": better, "value": m.get(key),
-                         "low": low, "high": high})
+    for key, name, better, ci_key, meaning in METRICS:
+        row = {"Measure": name, "What this means": meaning, "Better": f"{better} is better"}
+        row |= {e: fmt(result["encoders"][e].get(key), result["encoders"][e].get(ci_key)) for e in names}
+        for c in result.get("comparisons", []):
+            if c["metric"] == key and c["shots"] is None:
+                row[f"{c['b']} minus {c['a']}"] = comparison_words(c, better)
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def separation_words(score: float | None) -> str:
+    """The chance-corrected kNN score in words (0 = chance, 1 = perfect), for a reader new to the metrics;
+    the thresholds are a rule of thumb, and the pages say so."""
+    if score is None:
+        return "cannot be told"
+    return ("strongly" if score >= 0.6 else "moderately" if score >= 0.3 else "weakly" if score >= 0.1
+            else "hardly at all")
+
+
+def struggling_classes(per_class: dict[str, dict], key: str, overall: float | None, margin: float = 0.2) -> list[dict]:
+    """Classes scoring at least `margin` below the overall score on `key`, worst first."""
+    if overall is None:
+        return []
+    rows = [{"class": c} | v for c, v in per_class.items() if v.get(key) is not None and v[key] <= overall - margin]
+    return sorted(rows, key=lambda r: r[key])
 
 
 def per_class_frame(result: dict) -> pd.DataFrame:
@@ -342,3 +432,40 @@ def per_class_frame(result: dict) -> pd.DataFrame:
     rows = [{"encoder": e, "class": c} | v for e, m in result["encoders"].items()
             for c, v in m.get("per_class", {}).items()]
     return pd.DataFrame(rows, columns=["encoder", "class", "n", "silhouette", "knn_accuracy", "alignment"])
+
+
+FEWSHOT_WORDS = {"macro_f1": "Macro-F1", "accuracy": "Accuracy"}
+
+
+def exhausted_shots(summaries: dict[str, dict]) -> set[int]:
+    """Shot counts at which some class's whole training pool is in every draw (no verdict there)."""
+    return {int(k) for s in summaries.values() for k, point in s.items() if point.get("exhausted_classes")}
+
+
+def fewshot_table(summaries: dict[str, dict], metric: str) -> pd.DataFrame:
+    """One row per shot count: each encoder's score with its 95% interval, the baselines beside it,
+    and how many classes have every training note in every draw (such counts get no verdict)."""
+    rows = []
+    for k in sorted({int(k) for s in summaries.values() for k in s}):
+        points = {e: s.get(str(k)) for e, s in summaries.items()}
+        any_point = next(p for p in points.values() if p)
+        exhausted = any_point.get("exhausted_classes") or []
+        rows.append({"Notes per class": k}
+                    | {e: fmt(p[metric], p.get(f"{metric}_ci")) if p else "n/a" for e, p in points.items()}
+                    | {"Always the largest class": fmt(any_point.get("majority_baseline")) if metric == "accuracy"
+                       else "n/a", "Guessing": fmt(any_point.get("chance")) if metric == "accuracy" else "n/a",
+                       "Classes with all training notes used": f"{len(exhausted)}: no verdict" if exhausted else "none"})
+    return pd.DataFrame(rows)
+
+
+def comparisons_table(comps: list[dict], skipped: set[int] = frozenset()) -> pd.DataFrame:
+    """The paired comparisons in words: what was compared, the difference with its interval, the verdict."""
+    labels = {key: name for key, name, *_ in METRICS} | FEWSHOT_WORDS
+    rows = []
+    for c in comps:
+        words = comparison_words(c, DIRECTION[c["metric"]])
+        if c["shots"] is not None and c["shots"] in skipped:
+            words = words.split(": ")[0] + ": no verdict (all training notes of some class used)"
+        rows.append({"Compared": f"{c['b']} minus {c['a']}", "Measure": labels[c["metric"]],
+                     "Notes per class": c["shots"], "Difference [95% interval]: verdict": words})
+    return pd.DataFrame(rows, columns=["Compared", "Measure", "Notes per class", "Difference [95% interval]: verdict"])

@@ -6,7 +6,10 @@ import re
 
 import pandas as pd
 
-from core.evaluation import METRICS
+from core.evaluation import (
+    DIRECTION, METRICS, comparison_words, exhausted_shots, fmt, separation_words, struggling_classes,
+)
+from core.intervals import N_BOOT
 
 # A cell starting with one of these is run as a formula by Excel, LibreOffice and Google Sheets
 # (CSV injection): a note saying "=HYPERLINK(...)" must stay text when a clinician opens the file.
@@ -40,43 +43,14 @@ def _esc(text) -> str:
     return re.sub(r"([\\`*_\[\]<>|#!])", r"\\\1", str(text))
 
 
-def _fmt(v, ci=None, digits: int = 3) -> str:
-    if v is None:
-        return "n/a"
-    text = f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.4g}"
-    if ci and ci[0] is not None and ci[1] is not None:
-        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-    return text
-
-
-def _ranked(result: dict, key: str, direction: str, ci_key: str | None = None, shot: str | None = None):
-    """Encoders with a value for the metric, best first: [(name, value, ci)]."""
-    rows = []
-    for name, e in result["encoders"].items():
-        src = e.get("fewshot", {}).get(shot, {}) if shot else e
-        if src.get(key) is not None:
-            rows.append((name, src[key], src.get(ci_key) if ci_key else None))
-    return sorted(rows, key=lambda r: -r[1] if direction == "higher" else r[1])
-
-
-def _verdict(rows, direction: str) -> str:
-    """"best", and whether its 95% interval clears the runner-up's."""
-    (best, v, ci), (second, v2, ci2) = rows[0], rows[1]
-    text = f"**{best}** ({_fmt(v)} vs {second} {_fmt(v2)})"
-    if ci and ci2 and None not in ci and None not in ci2:
-        clear = ci[0] > ci2[1] if direction == "higher" else ci[1] < ci2[0]
-        text += "; 95% intervals do not overlap" if clear else "; 95% intervals overlap, so not clearly better"
-    return text
-
-
 READING = [
     "## Reading the metrics", "",
-    "- Silhouette: how much closer a note is to its own label than to the nearest other label (-1..1).",
-    "- kNN accuracy: share of notes whose nearest neighbours (leave-one-out) carry their label.",
-    "- Linear probe: cross-validated logistic-regression accuracy on the frozen embeddings.",
-    "- Davies-Bouldin (lower is better), Calinski-Harabasz (higher is better): compactness vs separation.",
-    "- Alignment (lower: same-label notes closer) and uniformity (lower: space used more evenly),",
-    "  after Wang & Isola (2020).", "",
+    *[f"- {name}, {better} is better: {meaning}" for _, name, better, _, meaning in METRICS],
+    "- Few-shot macro-F1: the F1 score averaged over classes, so a small class counts as much as a large one.",
+    "", f"Intervals are 95% percentile bootstrap intervals: separability over {N_BOOT:,} resamples of the notes "
+    "(silhouette, kNN and probe results per note averaged; the other metrics recomputed on each resample); "
+    f"few-shot over {N_BOOT:,} resamples of the test notes and of the draws together. A comparison resamples both "
+    "encoders identically (a paired bootstrap) and counts as a difference only when its interval excludes 0.", "",
 ]
 
 
@@ -102,58 +76,87 @@ def _overview(result: dict, first: dict) -> list[str]:
 
 
 def _separability_section(result: dict, names: list[str]) -> list[str]:
-    encs, rows = result["encoders"], []
-    for key, label, direction, ci_key in METRICS:
-        cells = [_fmt(encs[n].get(key), encs[n].get(ci_key) if ci_key else None) for n in names]
-        ranked = _ranked(result, key, direction)
-        if len(ranked) > 1:  # bold the best
-            cells = [f"**{c}**" if n == ranked[0][0] else c for n, c in zip(names, cells)]
-        rows.append([label, direction] + cells)
-    return (["## Separability in the full embedding space", "",
+    encs = result["encoders"]
+    rows = [[name, better] + [fmt(encs[n].get(key), encs[n].get(ci_key)) for n in names]
+            for key, name, better, ci_key, _ in METRICS]
+    first = encs[names[0]] if names else {}
+    lines = ["## Separability in the full embedding space", "",
              "Cosine geometry on L2-normalised vectors; 95% bootstrap intervals in brackets.", ""]
-            + _table(["Metric", "Better"] + [_esc(n) for n in names], rows))
+    lines += _table(["Metric", "Better"] + [_esc(n) for n in names], rows)
+    if first.get("majority_baseline") is not None:
+        lines += [f"Baselines for the accuracies: always answering the largest class scores "
+                  f"{fmt(first['majority_baseline'])}; guessing among the {first['n_classes']} classes "
+                  f"{fmt(first['chance'])}.", ""]
+    for n in names:
+        score = encs[n].get("knn_chance_corrected")
+        lines.append(f"- {_esc(n)}: the label separates {separation_words(score)} "
+                     f"(nearest notes share the label {fmt(score, encs[n].get('knn_chance_corrected_ci'))} "
+                     f"beyond chance, on a scale from 0 = chance to 1 = always).")
+    lines.append("- Words for that score are a rule of thumb: strongly from 0.6, moderately from 0.3, weakly from 0.1.")
+    return lines + [""]
 
 
 def _fewshot_section(result: dict, names: list[str], shots: list[str], first: dict) -> list[str]:
     rows = []
     for s in shots:
         fs = [result["encoders"][n].get("fewshot", {}).get(s) for n in names]
-        rows.append([s] + [f"{_fmt(f['macro_f1'], f.get('macro_f1_ci'))} / {_fmt(f['accuracy'])}" if f else "n/a"
-                           for f in fs])
+        base = next((f for f in fs if f), {})
+        exhausted = base.get("exhausted_classes") or []
+        rows.append([s] + [f"{fmt(f['macro_f1'], f.get('macro_f1_ci'))} / {fmt(f['accuracy'], f.get('accuracy_ci'))}"
+                           if f else "n/a" for f in fs]
+                    + [fmt(base.get("majority_baseline")), fmt(base.get("chance")),
+                       f"{len(exhausted)}" + (" (no verdict)" if exhausted else "")])
     return ([f"## Few-shot learning curve ({first.get('fewshot_classifier', 'logreg')} on frozen embeddings)", "",
-             "Macro-F1, mean over seeds with 95% t-interval; accuracy after the slash. The same held-out "
-             f"test notes ({first.get('fewshot_test_n', '?')}) and training samples serve every encoder.", ""]
-            + _table(["Notes per class"] + [_esc(n) for n in names], rows))
+             "Macro-F1 / accuracy, mean over draws with 95% bootstrap intervals over test notes and draws. The same "
+             f"held-out test notes ({first.get('fewshot_test_n', '?')}) and training draws serve every encoder; "
+             "identical texts never sit on both sides. Majority: accuracy of always answering the most frequent "
+             "class; chance: of guessing. Exhausted: classes whose every training note is in every draw at that "
+             "count, so the draws do not vary for them; such counts get no verdict.", ""]
+            + _table(["Notes per class"] + [_esc(n) for n in names] + ["Majority", "Chance", "Exhausted classes"],
+                     rows))
 
 
-def _verdicts(result: dict, names: list[str], shots: list[str]) -> list[str]:
-    lines = ["## Which encoder is best at what", ""]
+def _verdicts(result: dict, names: list[str]) -> list[str]:
+    """Each encoder against the first from the paired comparisons only; exhausted shot counts left out."""
+    lines = ["## Each encoder against the first", ""]
     if len(names) < 2:
         return lines + ["Only one encoder was evaluated: compare it with its base model to see what changed.", ""]
-    for key, label, direction, ci_key in METRICS:
-        ranked = _ranked(result, key, direction, ci_key)
-        if len(ranked) > 1:
-            lines.append(f"- {label}: {_verdict(ranked, direction)}.")
-    wins: dict[str, int] = {}
-    for s in shots:
-        ranked = _ranked(result, "macro_f1", "higher", "macro_f1_ci", shot=s)
-        if len(ranked) > 1:
-            lines.append(f"- Few-shot macro-F1 at {s} per class: {_verdict(ranked, 'higher')}.")
-            wins[ranked[0][0]] = wins.get(ranked[0][0], 0) + 1
-    if wins:
-        top = max(wins, key=wins.get)
-        lines.append(f"- Overall on the few-shot curve: **{top}** is best at {wins[top]} of {len(shots)} shot counts.")
+    labels = {key: name for key, name, *_ in METRICS} | {"macro_f1": "Few-shot macro-F1", "accuracy": "Few-shot accuracy"}
+    skipped = exhausted_shots({n: e.get("fewshot", {}) for n, e in result["encoders"].items()})
+    for c in result.get("comparisons", []):
+        if c["shots"] is not None and c["shots"] in skipped:
+            continue
+        where = f" at {c['shots']} per class" if c["shots"] is not None else ""
+        lines.append(f"- {labels[c['metric']]}{where}: {_esc(c['b'])} minus {_esc(c['a'])} = "
+                     f"{comparison_words(c, DIRECTION[c['metric']])}.")
+    for b in names[1:]:
+        tally = {"better": 0, "worse": 0, "no clear difference": 0}
+        for c in result.get("comparisons", []):
+            if c["b"] == b and c["metric"] == "macro_f1" and c["shots"] not in skipped:
+                tally[comparison_words(c, "higher").split(": ")[-1]] += 1
+        if sum(tally.values()):
+            lines.append(f"- Few-shot macro-F1 overall: {_esc(b)} is clearly better than {_esc(names[0])} at "
+                         f"{tally['better']}, clearly worse at {tally['worse']}, and not clearly different at "
+                         f"{tally['no clear difference']} of {sum(tally.values())} shot counts with a verdict.")
+    if skipped:
+        lines.append(f"- No verdict at {', '.join(map(str, sorted(skipped)))} per class: some class's training "
+                     "notes are all used in every draw there.")
     return lines + [""]
 
 
-def _per_class_section(name: str, per: dict, limit: int = 30) -> list[str]:
+def _per_class_section(name: str, entry: dict, limit: int = 30) -> list[str]:
+    per = entry["per_class"]
     shown = sorted(per.items(), key=lambda kv: -kv[1]["n"])[:limit]  # largest classes first
-    rows = [[_esc(c), str(v["n"]), _fmt(v.get("silhouette")), _fmt(v.get("knn_accuracy")), _fmt(v.get("alignment"))]
+    rows = [[_esc(c), str(v["n"]), fmt(v.get("silhouette")), fmt(v.get("knn_accuracy")), fmt(v.get("alignment"))]
             for c, v in shown]
     lines = [f"## Per class: {_esc(name)}", ""]
     lines += _table(["Class", "Notes", "Silhouette", "kNN accuracy", "Alignment"], rows)
     if len(per) > len(shown):
         lines += [f"({len(per) - len(shown)} smaller classes not shown.)", ""]
+    weak = struggling_classes(per, "knn_accuracy", entry.get("knn_accuracy"))
+    if weak:
+        lines += ["Classes at least 0.2 below the overall kNN accuracy: "
+                  + ", ".join(f"{_esc(w['class'])} ({fmt(w['knn_accuracy'])}, {w['n']} notes)" for w in weak) + ".", ""]
     return lines
 
 
@@ -170,10 +173,10 @@ def render_report_md(result: dict, title: str = "NoteSpace evaluation", level: i
     lines = [f"# {title}", ""] + _overview(result, first) + _separability_section(result, names)
     if shots:
         lines += _fewshot_section(result, names, shots, first)
-    lines += _verdicts(result, names, shots)
+    lines += _verdicts(result, names)
     if details:
         for n in names:
             if encs[n].get("per_class"):
-                lines += _per_class_section(n, encs[n]["per_class"])
+                lines += _per_class_section(n, encs[n])
         lines += READING
     return "\n".join("#" * (level - 1) + line if line.startswith("#") else line for line in lines)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core.separability import as_labels, keep_classes, normalise, single_blas, t_interval
+from core.intervals import N_BOOT, paired_difference, percentile_interval, resample_counts
+from core.separability import as_labels, keep_classes, normalise, single_blas
 
 CLASSIFIERS = ("logreg", "knn")
 
@@ -44,22 +45,39 @@ def make_classifier(name: str = "logreg", n_train: int = 0, knn_k: int = 10, see
     raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
 
 
-def split_train_test(codes: np.ndarray, test_size: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split keeping at least one note of every class on each side."""
+def text_groups(groups, n: int) -> np.ndarray:
+    """Group number per note: notes with the same text hash share one; every note its own without hashes."""
+    return np.arange(n) if groups is None else pd.factorize(np.asarray(groups, dtype=object))[0]
+
+
+def split_train_test(codes: np.ndarray, test_size: float = 0.3, seed: int = 0,
+                     groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split keeping at least one note of every class on each side. With `groups` (a text
+    hash per note) identical texts go to the same side, so a duplicate is never tested on its twin:
+    texts are split per class (a text filed under several classes counts for the first)."""
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    g = text_groups(groups, len(codes))
+    first = np.unique(g, return_index=True)[1]  # first note of each text, in text order
+    text_class = codes[first]
+    test_texts = []
     for c in np.unique(codes):
-        idx = rng.permutation(np.flatnonzero(codes == c))
-        n_test = int(min(len(idx) - 1, max(1, round(test_size * len(idx)))))
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+        texts = rng.permutation(np.flatnonzero(text_class == c))
+        n_test = int(min(len(texts) - 1, max(1, round(test_size * len(texts)))))
+        test_texts.append(texts[:n_test])
+    in_test = np.isin(g, np.concatenate(test_texts))
+    return np.flatnonzero(~in_test), np.flatnonzero(in_test)
 
 
-def shot_orders(codes: np.ndarray, pool: np.ndarray, seed) -> list[np.ndarray]:
-    """Per class, a seeded random order of its pool notes; the first k are the k-shot sample."""
+def shot_orders(codes: np.ndarray, pool: np.ndarray, seed, groups=None) -> list[np.ndarray]:
+    """Per class, a seeded random order of its distinct pool texts (one note each); the first k are the
+    k-shot sample, so k shots are k different texts."""
     rng = np.random.default_rng(seed)
-    return [rng.permutation(pool[codes[pool] == c]) for c in np.unique(codes[pool])]
+    g = text_groups(groups, len(codes))
+    out = []
+    for c in np.unique(codes[pool]):
+        rows = pool[codes[pool] == c]
+        out.append(rng.permutation(rows[np.unique(g[rows], return_index=True)[1]]))
+    return out
 
 
 def full_proba(clf, X: np.ndarray, n_classes: int) -> np.ndarray:
@@ -93,6 +111,28 @@ class FewShotRun:
     metrics: dict[str, float | None]
 
 
+def weighted_scores(true: np.ndarray, pred: np.ndarray, n_classes: int, W: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, macro-F1 and balanced accuracy of one set of predictions per row of note counts W
+    (a bootstrap resample; a row of ones gives the plain scores). Classes absent from a resample are
+    left out of its macro averages, as sklearn leaves out classes absent from `true`."""
+    onehot_true = np.zeros((len(true), n_classes))
+    onehot_true[np.arange(len(true)), true] = 1.0
+    onehot_pred = np.zeros_like(onehot_true)
+    onehot_pred[np.arange(len(pred)), pred] = 1.0
+    correct = (true == pred).astype(np.float64)
+    hits, actual, predicted = W @ (onehot_true * correct[:, None]), W @ onehot_true, W @ onehot_pred
+    present = actual > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(actual + predicted > 0, 2 * hits / (actual + predicted), 0.0)
+        recall = np.where(present, hits / actual, np.nan)
+        return {"accuracy": W @ correct / W.sum(axis=1),
+                "macro_f1": np.where(present, f1, 0.0).sum(axis=1) / present.sum(axis=1),
+                "balanced_accuracy": np.nanmean(recall, axis=1)}
+
+
+INTERVAL_METRICS = ("macro_f1", "accuracy", "balanced_accuracy")
+
+
 @dataclass
 class LearningCurve:
     classes: list[str]
@@ -101,20 +141,60 @@ class LearningCurve:
     classifier: str
     runs: list[FewShotRun] = field(default_factory=list)
     dropped_classes: dict[str, int] = field(default_factory=dict)
+    pool_sizes: dict[str, int] = field(default_factory=dict)  # distinct training texts per class
+
+    def exhausted(self, shot: int) -> list[str]:
+        """Classes whose whole training pool is in every draw at this shot count: their draws never differ."""
+        return [c for c in self.classes if self.pool_sizes.get(c, 0) <= shot]
+
+    def replicates(self, shot: int, n_boot: int = N_BOOT) -> dict[str, np.ndarray]:
+        """Bootstrap replicates of the mean over draws: test notes and draws both resampled, seeded by
+        their numbers only, so curves scored on the same notes and draws pair up replicate by replicate."""
+        rs = sorted((r for r in self.runs if r.shot == shot), key=lambda r: r.seed)
+        n, C = len(self.test_codes), len(self.classes)
+        draws = next(resample_counts(len(rs), n_boot, [1, len(rs)], max_cells=n_boot * len(rs)))
+        out: dict[str, list[np.ndarray]] = {m: [] for m in INTERVAL_METRICS}
+        start = 0
+        for W in resample_counts(n, n_boot, [2, n]):
+            V = draws[start:start + len(W)]
+            start += len(W)
+            per_draw = [weighted_scores(self.test_codes, r.pred, C, W) for r in rs]
+            for m in INTERVAL_METRICS:
+                out[m].append((V * np.stack([d[m] for d in per_draw], axis=1)).sum(axis=1) / len(rs))
+        return {m: np.concatenate(v) for m, v in out.items()}
+
+    def per_class(self, shot: int) -> dict[str, dict]:
+        """Per class: test notes, and F1 and recall (share of its test notes found) averaged over draws."""
+        from sklearn.metrics import f1_score, recall_score
+
+        rs = [r for r in self.runs if r.shot == shot]
+        labels = np.arange(len(self.classes))
+        f1 = np.mean([f1_score(self.test_codes, r.pred, labels=labels, average=None, zero_division=0) for r in rs], 0)
+        recall = np.mean([recall_score(self.test_codes, r.pred, labels=labels, average=None, zero_division=0)
+                          for r in rs], axis=0)
+        n_test = np.bincount(self.test_codes, minlength=len(labels))
+        return {c: {"test_notes": int(n_test[i]), "f1": float(f1[i]), "recall": float(recall[i])}
+                for i, c in enumerate(self.classes) if n_test[i]}
 
     def summary(self) -> dict[str, dict]:
-        """Per shot (string key): mean and 95% t-interval over seeds."""
+        """Per shot (string key): mean over draws, 95% bootstrap interval over test notes and draws,
+        the classes whose pool every draw exhausts, baselines and per-class scores."""
         out = {}
+        counts = np.bincount(self.test_codes, minlength=len(self.classes))
         for k in sorted({r.shot for r in self.runs}):
             rs = [r for r in self.runs if r.shot == k]
             col = {m: [r.metrics[m] for r in rs] for m in rs[0].metrics}
             aucs = [a for a in col["roc_auc"] if a is not None]
-            out[str(k)] = {
-                "macro_f1": float(np.mean(col["macro_f1"])), "macro_f1_ci": t_interval(col["macro_f1"]),
-                "accuracy": float(np.mean(col["accuracy"])), "accuracy_ci": t_interval(col["accuracy"]),
-                "balanced_accuracy": float(np.mean(col["balanced_accuracy"])),
+            reps, entry = self.replicates(k), {}
+            for metric in INTERVAL_METRICS:
+                entry[metric] = float(np.mean(col[metric]))
+                entry[f"{metric}_ci"] = percentile_interval(reps[metric])
+            out[str(k)] = entry | {
                 "roc_auc": float(np.mean(aucs)) if aucs else None,
                 "n_train": float(np.mean([len(r.train_idx) for r in rs])), "seeds": len(rs),
+                "exhausted_classes": self.exhausted(k),
+                "majority_baseline": float(counts.max() / counts.sum()), "chance": 1.0 / int((counts > 0).sum()),
+                "per_class": self.per_class(k),
             }
         return out
 
@@ -147,7 +227,7 @@ class LearningCurve:
     def to_dict(self) -> dict:
         """JSON-ready, predictions included, so a stored curve can be shown again without refitting."""
         return {"classes": self.classes, "classifier": self.classifier, "dropped_classes": self.dropped_classes,
-                "test_idx": self.test_idx.tolist(), "test_codes": self.test_codes.tolist(),
+                "pool_sizes": self.pool_sizes, "test_idx": self.test_idx.tolist(), "test_codes": self.test_codes.tolist(),
                 "summary": self.summary(),
                 "runs": [{"shot": r.shot, "seed": r.seed, "train_idx": r.train_idx.tolist(), "pred": r.pred.tolist(),
                           "confidence": np.round(r.confidence, 4).tolist(), "metrics": r.metrics}
@@ -159,16 +239,18 @@ class LearningCurve:
                            np.asarray(r["pred"], dtype=np.int64), np.asarray(r["confidence"], dtype=np.float64),
                            r["metrics"]) for r in d["runs"]]
         return cls(list(d["classes"]), np.asarray(d["test_idx"], dtype=np.int64),
-                   np.asarray(d["test_codes"], dtype=np.int64), d["classifier"], runs, dict(d["dropped_classes"]))
+                   np.asarray(d["test_codes"], dtype=np.int64), d["classifier"], runs, dict(d["dropped_classes"]),
+                   dict(d["pool_sizes"]))
 
 
 def learning_curve(X, y, shots=(1, 2, 4, 8, 16), seeds: int = 5, test_size: float = 0.3,
                    classifier: str = "logreg", knn_k: int = 10, seed: int = 0,
-                   progress: Callable[[float, str], None] | None = None) -> LearningCurve:
-    """Train on k notes per class (k in shots, `seeds` draws each) and score on a fixed test split."""
+                   progress: Callable[[float, str], None] | None = None, groups=None) -> LearningCurve:
+    """Train on k notes per class (k in shots, `seeds` draws each) and score on a fixed test split;
+    `groups` (a text hash per note) keeps identical texts on one side (see `split_train_test`)."""
     Xn = normalise(X)
     return paired_curve(y, lambda train, test, draw, report: (Xn[train], Xn[test]), shots, seeds, test_size,
-                        classifier, knn_k, seed, progress)
+                        classifier, knn_k, seed, progress, groups)
 
 
 Features = Callable[[np.ndarray, np.ndarray, int, Callable[[float, str], None]], tuple[np.ndarray, np.ndarray]]
@@ -176,22 +258,29 @@ Features = Callable[[np.ndarray, np.ndarray, int, Callable[[float, str], None]],
 
 def paired_curve(y, features: Features, shots=(1, 2, 4, 8, 16), seeds: int = 5, test_size: float = 0.3,
                  classifier: str = "logreg", knn_k: int = 10, seed: int = 0,
-                 progress: Callable[[float, str], None] | None = None) -> LearningCurve:
+                 progress: Callable[[float, str], None] | None = None, groups=None) -> LearningCurve:
     """The learning curve of any vectors: `features(train, test, draw, progress)` returns the L2-normalised
     vectors of the training and test rows (indices into `y`) for seed draw `draw`, so vectors may depend
-    on the training notes (SetFit fine-tunes on them) while the split and shot samples stay label-only."""
+    on the training notes (SetFit fine-tunes on them) while the split and shot samples stay label-only.
+    With `groups` (a text hash per note) a class needs two distinct texts, one per side."""
     y = as_labels(y)
-    mask, dropped = keep_classes(y)  # a class needs a note on each side of the split
+    g = text_groups(groups, len(y))
+    first_of_text = ~pd.DataFrame({"label": y, "text": g}).duplicated().to_numpy()
+    _, dropped = keep_classes(np.where(first_of_text, y, None))  # a class needs a text on each side of the split
+    mask = np.array([v is not None and v not in dropped for v in y], dtype=bool)
     rows = np.flatnonzero(mask)
     classes, codes = np.unique(y[mask].astype(str), return_inverse=True)
     if len(classes) < 2:
-        raise ValueError("few-shot needs at least two classes with >= 2 notes each")
-    train_pool, test = split_train_test(codes, test_size, seed)
-    curve = LearningCurve([str(c) for c in classes], rows[test], codes[test], classifier, dropped_classes=dropped)
+        raise ValueError("few-shot needs at least two classes with >= 2 different notes each")
+    train_pool, test = split_train_test(codes, test_size, seed, g[mask])
+    pool_texts = pd.DataFrame({"code": codes[train_pool], "text": g[mask][train_pool]}).drop_duplicates()
+    pool_sizes = {str(classes[c]): int(n) for c, n in pool_texts["code"].value_counts().items()}
+    curve = LearningCurve([str(c) for c in classes], rows[test], codes[test], classifier, dropped_classes=dropped,
+                          pool_sizes=pool_sizes)
     shot_list = sorted({int(k) for k in shots})
     report, points = progress or (lambda fraction, message: None), seeds * len(shot_list)
     for s in range(seeds):
-        orders = shot_orders(codes, train_pool, seed=[seed, s])
+        orders = shot_orders(codes, train_pool, [seed, s], g[mask])
         for j, k in enumerate(shot_list):
             done = s * len(shot_list) + j
 
@@ -208,6 +297,21 @@ def paired_curve(y, features: Features, shots=(1, 2, 4, 8, 16), seeds: int = 5, 
             curve.runs.append(FewShotRun(k, s, rows[tr], pred, P.max(axis=1),
                                          classification_metrics(codes[test], pred, P)))
     return curve
+
+
+def compare_curves(a: LearningCurve, b: LearningCurve, metrics=("macro_f1", "accuracy")) -> list[dict]:
+    """Per shot and metric, b minus a with its 95% paired-bootstrap interval (same test notes, same
+    draws resampled for both); the curves must share their split and draws (`paired_curve` does)."""
+    if not np.array_equal(a.test_idx, b.test_idx):
+        raise ValueError("these curves were not scored on the same test notes, so they cannot be paired")
+    out = []
+    for k in sorted({r.shot for r in a.runs} & {r.shot for r in b.runs}):
+        ra, rb = a.replicates(k), b.replicates(k)
+        for m in metrics:
+            est_a = float(np.mean([r.metrics[m] for r in a.runs if r.shot == k]))
+            est_b = float(np.mean([r.metrics[m] for r in b.runs if r.shot == k]))
+            out.append({"metric": m, "shots": k} | paired_difference(est_a, est_b, ra[m], rb[m]))
+    return out
 
 
 def summary_frame(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -238,14 +342,21 @@ class LabelModel:
 
 
 def train_from_labels(X, labelled_idx, labels, classifier: str = "logreg", knn_k: int = 10,
-                      seed: int = 0) -> LabelModel:
-    """Fit on the notes a user labelled; predict a label and probabilities for every note."""
+                      seed: int = 0, groups=None) -> LabelModel:
+    """Fit on the notes a user labelled; predict a label and probabilities for every note.
+
+    With `groups` (a text hash per note), a text labelled on several copies trains once, and every
+    copy of a text labelled with one label carries that label (and counts as labelled): the model
+    never "predicts" a note from its own identical twin."""
     idx = np.asarray(labelled_idx, dtype=np.int64)
     lab = as_labels(labels)
     if len(lab) != len(idx):
         raise ValueError("labels and labelled_idx differ in length")
     keep = np.array([v is not None for v in lab], dtype=bool)
     idx, lab = idx[keep], lab[keep].astype(str)
+    g = text_groups(groups, len(X))
+    once = ~pd.DataFrame({"text": g[idx], "label": lab}).duplicated().to_numpy()
+    idx, lab = idx[once], lab[once]
     classes, codes = np.unique(lab, return_inverse=True)
     if len(classes) < 2:
         raise ValueError("label notes of at least two different classes first")
@@ -253,7 +364,14 @@ def train_from_labels(X, labelled_idx, labels, classifier: str = "logreg", knn_k
     with _fitting():
         clf = make_classifier(classifier, len(idx), knn_k, seed).fit(Xn[idx], codes)
         P = full_proba(clf, Xn, len(classes))
-    return LabelModel([str(c) for c in classes], P, classes[P.argmax(axis=1)].astype(object), idx)
+    by_text = pd.DataFrame({"text": g[idx], "code": codes}).groupby("text")["code"]
+    single = by_text.nunique() == 1  # a text labelled two ways keeps the model's prediction
+    hand = by_text.first()[single]
+    copies = np.flatnonzero(np.isin(g, hand.index.to_numpy()))
+    P[copies] = 0.0
+    P[copies, hand.loc[g[copies]].to_numpy()] = 1.0
+    return LabelModel([str(c) for c in classes], P, classes[P.argmax(axis=1)].astype(object),
+                      np.union1d(idx, copies))
 
 
 def uncertainty(proba: np.ndarray) -> np.ndarray:

@@ -132,5 +132,6 @@ def predict_from_labels(store: Store, corpus_name: str, encoder_id: str, label_s
 
     labels = get_labels(store, corpus_name, label_set)
     X = load_embeddings(store, corpus_name, EmbedOptions(encoder=encoder_id))
-    model = train_from_labels(X, labels["ord"].to_numpy(dtype=np.int64), labels["label"], classifier=classifier)
+    model = train_from_labels(X, labels["ord"].to_numpy(dtype=np.int64), labels["label"], classifier=classifier,
+                              groups=store.text_hashes(store.corpus(corpus_name)))
     return MapPredictions(model, suggest_next(X, model.proba, model.labelled_idx, n=n_suggest))

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from core.intervals import N_BOOT, percentile_interval, resample_counts
 
 MISSING = "(missing)"
 
@@ -55,30 +56,6 @@ def keep_classes(y: np.ndarray, min_count: int = 2) -> tuple[np.ndarray, dict[st
     return mask, small
 
 
-def bootstrap_ci(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> list[float]:
-    """Percentile bootstrap interval of the mean of `values` (seeded)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // v.size)  # bound memory of the index matrix
-    for s in range(0, n_boot, chunk):
-        e = min(n_boot, s + chunk)
-        means[s:e] = v[rng.integers(0, v.size, (e - s, v.size))].mean(axis=1)
-    a = (1 - level) / 2
-    return [float(np.quantile(means, a)), float(np.quantile(means, 1 - a))]
-
-
-def t_interval(values, level: float = 0.95) -> list[float | None]:
-    """Student-t interval of the mean (few seeds); [None, None] when fewer than 2 values."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if v.size < 2:
-        return [None, None]
-    half = stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-    return [float(v.mean() - half), float(v.mean() + half)]
-
-
 # ---------------------------------------------------------------- geometry
 def class_sums(Xn: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(codes, kind="stable")
@@ -110,9 +87,11 @@ def silhouette_samples_cosine(Xn: np.ndarray, codes: np.ndarray, block: int = 40
     return out
 
 
-def knn_neighbours(Xn: np.ndarray, k: int, rows: np.ndarray | None = None, block: int = 1024) -> np.ndarray:
+def knn_neighbours(Xn: np.ndarray, k: int, rows: np.ndarray | None = None, block: int = 1024,
+                   groups: np.ndarray | None = None) -> np.ndarray:
     """For each query note (`rows`, default all) the indices of its k most cosine-similar other
-    notes among all notes (blocked torch matmul + topk)."""
+    notes among all notes (blocked torch matmul + topk). With `groups` (a text hash per note), notes
+    of the query's own group are never its neighbours: an exact duplicate would be a free hit."""
     import torch
 
     T = torch.from_numpy(np.ascontiguousarray(Xn, dtype=np.float32))
@@ -124,6 +103,8 @@ def knn_neighbours(Xn: np.ndarray, k: int, rows: np.ndarray | None = None, block
             q = torch.from_numpy(rows[s:s + block])
             sims = T[q] @ T.T
             sims[torch.arange(len(q)), q] = -float("inf")  # leave-one-out: never your own neighbour
+            if groups is not None:
+                sims[torch.from_numpy(groups[rows[s:s + block]][:, None] == groups[None, :])] = -float("inf")
             out[s:s + block] = sims.topk(k, dim=1).indices.numpy()
     return out
 
@@ -154,33 +135,89 @@ def alignment_per_class(Xn: np.ndarray, codes: np.ndarray, n_classes: int) -> np
     return np.where(pairs > 0, total / np.maximum(pairs, 1), np.nan)
 
 
-def uniformity(Xn: np.ndarray, max_points: int = 5000, seed: int = 0, block: int = 2048) -> float:
-    """log mean exp(-2 ||x_i - x_j||^2) over pairs; a seeded subsample of points above max_points."""
-    if len(Xn) > max_points:
-        Xn = Xn[np.sort(np.random.default_rng(seed).choice(len(Xn), max_points, replace=False))]
-    X = np.ascontiguousarray(Xn, dtype=np.float32)
+def uniformity_kernel(Xn: np.ndarray, max_points: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows used, exp(-2 ||x_i - x_j||^2) between them): a seeded subsample of points above max_points."""
+    rows = sample_rows(len(Xn), max_points, seed)
+    X = np.ascontiguousarray(Xn[rows], dtype=np.float64)
     sq = np.einsum("ij,ij->i", X, X)
-    total, n = 0.0, len(X)
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        d2 = sq[s:e, None] + sq[None, s:] - 2 * (X[s:e] @ X[s:].T)  # only columns >= s: i < j pairs
-        k = np.exp(-2 * np.maximum(d2, 0), dtype=np.float64)
-        total += k.sum() - np.tril(k[:, : e - s]).sum()  # drop j <= i inside the diagonal block
-    return float(np.log(total / (n * (n - 1) / 2)))
+    return rows, np.exp(-2 * np.maximum(sq[:, None] + sq[None, :] - 2 * (X @ X.T), 0))
 
 
-def linear_probe(Xn: np.ndarray, codes: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[np.ndarray, list[float]]:
-    """Out-of-fold predictions of a stratified k-fold logistic regression, and the fold accuracies."""
+def uniformity(Xn: np.ndarray, max_points: int = 2000, seed: int = 0) -> float:
+    """log mean exp(-2 ||x_i - x_j||^2) over pairs of distinct notes (Wang & Isola)."""
+    _, K = uniformity_kernel(Xn, max_points, seed)
+    return float(uniformity_weighted(K, np.ones((1, len(K))))[0])
+
+
+def uniformity_weighted(K: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Uniformity per row of counts W: pairs of distinct notes weighted by the product of their counts."""
+    num = np.einsum("bi,bi->b", W @ K, W) - (W ** 2) @ np.diag(K)
+    den = W.sum(axis=1) ** 2 - (W ** 2).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(num / den)
+
+
+def geometry_replicates(Xn: np.ndarray, codes: np.ndarray, n_classes: int, W: np.ndarray) -> dict[str, np.ndarray]:
+    """Davies-Bouldin, Calinski-Harabasz and mean per-class alignment recomputed on each resample
+    (row of counts W): with all counts 1 they equal sklearn's scores and `alignment_per_class`."""
+    order = np.argsort(codes, kind="stable")  # classes as contiguous slices: views, not masked copies
+    X64, W = Xn[order].astype(np.float64), W[:, order]
+    norms = np.einsum("ij,ij->i", X64, X64)
+    edges = np.searchsorted(codes[order], np.arange(n_classes + 1))
+    parts = [slice(edges[c], edges[c + 1]) for c in range(n_classes)]
+    counts = np.stack([W[:, p].sum(axis=1) for p in parts], axis=1)  # b x C
+    sums = np.stack([W[:, p] @ X64[p] for p in parts], axis=1)  # b x C x d
+    sq = np.stack([W[:, p] @ norms[p] for p in parts], axis=1)
+    sq_counts = np.stack([(W[:, p] ** 2).sum(axis=1) for p in parts], axis=1)
+    present = counts > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = sums / counts[:, :, None]  # b x C x d (NaN for a class absent from a resample)
+        # Davies-Bouldin: mean distance to the class centroid, then the worst ratio per class
+        spread = np.zeros_like(counts)
+        for c, p in enumerate(parts):
+            d2 = norms[p][:, None] - 2 * X64[p] @ np.nan_to_num(means[:, c]).T + np.nansum(means[:, c] ** 2, axis=1)
+            spread[:, c] = np.einsum("bi,ib->b", W[:, p], np.sqrt(np.maximum(d2, 0))) / counts[:, c]
+        centre_sq = (means ** 2).sum(-1)
+        gaps = np.sqrt(np.maximum(centre_sq[:, :, None] + centre_sq[:, None, :]
+                                  - 2 * np.einsum("bcd,bed->bce", means, means), 0))
+        gaps[gaps == 0] = np.inf  # sklearn's convention: coinciding centroids add nothing
+        ratio = (spread[:, :, None] + spread[:, None, :]) / gaps
+        idx = np.arange(n_classes)
+        ratio[:, idx, idx] = -np.inf
+        ratio[~(present[:, :, None] & present[:, None, :])] = -np.inf
+        worst = np.where(present, ratio.max(axis=2), np.nan)
+        db = np.nanmean(worst, axis=1)
+        # Calinski-Harabasz: between-class over within-class dispersion
+        total = counts.sum(axis=1)
+        k = present.sum(axis=1)
+        grand = np.nansum(sums, axis=1) / total[:, None]
+        between = np.nansum(counts * ((np.nan_to_num(means) - grand[:, None, :]) ** 2).sum(-1), axis=1)
+        within = (sq - np.nansum(sums ** 2, axis=2) / np.where(present, counts, 1)).sum(axis=1)
+        ch = np.where(within > 0, between * (total - k) / (within * (k - 1)), 1.0)
+        # alignment over pairs of distinct notes of one class (a note paired with itself adds 0 distance)
+        pairs = counts ** 2 - sq_counts
+        align = np.where(pairs > 0, (2 * counts * sq - 2 * (sums ** 2).sum(-1)) / pairs, np.nan)
+        alignment = np.nanmean(align, axis=1)
+    return {"davies_bouldin": db, "calinski_harabasz": ch, "alignment": alignment}
+
+
+def linear_probe(Xn: np.ndarray, codes: np.ndarray, folds: int = 5, seed: int = 0,
+                 groups: np.ndarray | None = None) -> tuple[np.ndarray, list[float]]:
+    """Out-of-fold predictions of a stratified k-fold logistic regression, and the fold accuracies.
+    With `groups` (a text hash per note) identical texts share a fold: a copy is never the test of itself."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     # a rare class must not shrink every fold: it just appears in fewer test folds (sklearn warns)
-    n_splits = int(min(folds, np.bincount(codes).max()))
+    n_splits = int(min(folds, np.bincount(codes).max(), len(np.unique(groups)) if groups is not None else folds))
     oof = np.empty(len(codes), dtype=np.int64)
     scores = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
-        splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(Xn, codes))
+        if groups is None:
+            splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(Xn, codes))
+        else:
+            splits = list(StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(Xn, codes, groups))
     for tr, te in splits:
         with single_blas():
             clf = LogisticRegression(C=1.0, max_iter=1000).fit(Xn[tr], codes[tr])
@@ -189,11 +226,31 @@ def linear_probe(Xn: np.ndarray, codes: np.ndarray, folds: int = 5, seed: int = 
     return oof, scores
 
 
+def chance_corrected(ok: np.ndarray, true: np.ndarray, n_classes: int, W: np.ndarray | None = None) -> np.ndarray:
+    """(balanced accuracy - 1/C) / (1 - 1/C) per row of counts W (one row of ones without W): 0 when
+    the predictions ignore the label, 1 when they are always right, whatever the class sizes."""
+    W = np.ones((1, len(ok))) if W is None else W
+    onehot = np.zeros((len(true), n_classes))
+    onehot[np.arange(len(true)), true] = 1.0
+    per_class, right = W @ onehot, W @ (onehot * ok[:, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        balanced = np.nanmean(np.where(per_class > 0, right / per_class, np.nan), axis=1)
+    chance = 1.0 / n_classes
+    return (balanced - chance) / (1 - chance)
+
+
 def _mean(v: np.ndarray) -> float | None:
     return float(v.mean()) if len(v) else None
 
 
 # ---------------------------------------------------------------- headline report
+# metric -> its 95% interval's key; every headline metric has one
+CI_KEYS = {"silhouette": "silhouette_ci", "knn_accuracy": "knn_accuracy_ci",
+           "knn_chance_corrected": "knn_chance_corrected_ci", "linear_probe_accuracy": "linear_probe_accuracy_ci",
+           "davies_bouldin": "davies_bouldin_ci", "calinski_harabasz": "calinski_harabasz_ci",
+           "alignment": "alignment_ci", "uniformity": "uniformity_ci"}
+
+
 @dataclass
 class Separability:
     n: int
@@ -201,68 +258,110 @@ class Separability:
     silhouette: float
     silhouette_ci: list[float]
     davies_bouldin: float
+    davies_bouldin_ci: list[float]
     calinski_harabasz: float
+    calinski_harabasz_ci: list[float]
     knn_k: int
     knn_accuracy: float
     knn_accuracy_ci: list[float]
+    knn_chance_corrected: float
+    knn_chance_corrected_ci: list[float]
     knn_queries: int  # notes whose neighbours were checked (all, or a sample on big corpora)
+    majority_baseline: float  # accuracy of always answering the largest class
+    chance: float  # accuracy of guessing uniformly among the classes: 1 / classes
     alignment: float  # mean over classes of the per-class alignment (lower = tighter)
+    alignment_ci: list[float]
     uniformity: float  # lower = more uniformly spread
+    uniformity_ci: list[float]
     linear_probe_accuracy: float | None
     linear_probe_ci: list[float] | None
+    linear_probe_accuracy_ci: list[float] | None  # the same interval under the `<metric>_ci` name
     linear_probe_folds: list[float] = field(default_factory=list)
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     dropped_classes: dict[str, int] = field(default_factory=dict)
     n_unlabelled: int = 0
+    interval_method: str = ""
+    bootstrap: dict[str, list[float]] = field(default_factory=dict)  # replicates per metric, for paired comparisons
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_boot: int = 1000,
-                 uniformity_points: int = 5000, max_queries: int = 20000, max_probe: int = 20000,
-                 seed: int = 0) -> Separability:
-    """Every separability metric for embeddings X (n x d) and labels y; small classes dropped.
+def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_boot: int = N_BOOT,
+                 uniformity_points: int = 2000, max_queries: int = 20000, max_probe: int = 20000,
+                 seed: int = 0, groups=None) -> Separability:
+    """Every separability metric for embeddings X (n x d) and labels y, each with a 95% bootstrap
+    interval over notes; small classes dropped. `groups` (a text hash per note) keeps exact duplicates
+    out of each other's neighbours and probe folds.
 
-    Above `max_queries` / `max_probe` notes, kNN accuracy is estimated on a seeded sample of query
-    notes (neighbours still searched among all) and the probe is cross-validated on a seeded sample.
+    Intervals: the same `n_boot` resamples of the notes (with replacement, seeded by the number of
+    notes) serve every metric and every encoder, so replicates of two encoders pair up. Silhouette,
+    kNN and probe results are per note and are averaged over each resample; Davies-Bouldin,
+    Calinski-Harabasz, alignment and uniformity are recomputed on it (uniformity on a seeded sample
+    of `uniformity_points` notes). Above `max_queries` / `max_probe` notes, kNN accuracy is estimated
+    on a seeded sample of query notes (neighbours still searched among all) and the probe is
+    cross-validated on a seeded sample.
     """
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
     y = as_labels(y)
     mask, dropped = keep_classes(y)
     Xn, yk = normalise(np.asarray(X)[mask]), y[mask].astype(str)
+    g = pd.factorize(np.asarray(groups, dtype=object)[mask])[0] if groups is not None else None
     classes, codes = np.unique(yk, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"need at least two classes with >= 2 notes each (got {len(classes)})")
-    C = len(classes)
+    n, C = len(Xn), len(classes)
     sil = silhouette_samples_cosine(Xn, codes)
-    q = sample_rows(len(Xn), max_queries, seed)
-    neigh = knn_neighbours(Xn, knn_k, q)
+    q = sample_rows(n, max_queries, seed)
+    neigh = knn_neighbours(Xn, knn_k, q, groups=g)
     knn_ok = (knn_vote(neigh, codes, C) == codes[q]).astype(np.float64)
     align = alignment_per_class(Xn, codes, C)
-    probe_acc = probe_ci = None
-    folds_acc: list[float] = []
+    u_rows, kernel = uniformity_kernel(Xn, uniformity_points, seed)
+    probe_ok, p, folds_acc = None, None, []
     if probe:
-        p = sample_rows(len(Xn), max_probe, seed + 3)
-        oof, folds_acc = linear_probe(Xn[p], codes[p], folds, seed)
+        p = sample_rows(n, max_probe, seed + 3)
+        oof, folds_acc = linear_probe(Xn[p], codes[p], folds, seed, None if g is None else g[p])
         probe_ok = (oof == codes[p]).astype(np.float64)
-        probe_acc, probe_ci = float(probe_ok.mean()), bootstrap_ci(probe_ok, n_boot, seed=seed + 2)
+
+    reps: dict[str, list[np.ndarray]] = {k: [] for k in CI_KEYS}
+    # chunks small enough that b x classes x dims stays a few million numbers
+    for W in resample_counts(n, n_boot, [seed, n], max_cells=int(min(2e6, 2e6 * n / (C * Xn.shape[1])))):
+        reps["silhouette"].append(W @ sil / n)
+        Wq = W[:, q]
+        reps["knn_accuracy"].append(Wq @ knn_ok / Wq.sum(axis=1))
+        reps["knn_chance_corrected"].append(chance_corrected(knn_ok, codes[q], C, Wq))
+        if probe_ok is not None:
+            Wp = W[:, p]
+            reps["linear_probe_accuracy"].append(Wp @ probe_ok / Wp.sum(axis=1))
+        for key, values in geometry_replicates(Xn, codes, C, W).items():
+            reps[key].append(values)
+        reps["uniformity"].append(uniformity_weighted(kernel, W[:, u_rows]))
+    boot = {k: np.concatenate(v) for k, v in reps.items() if v}
+    ci = {k: percentile_interval(v) for k, v in boot.items()}
+    probe_ci = ci.get("linear_probe_accuracy")
     per_class = {
         str(c): {"n": int((codes == i).sum()), "silhouette": float(sil[codes == i].mean()),
                  "knn_accuracy": _mean(knn_ok[codes[q] == i]), "alignment": float(align[i])}
         for i, c in enumerate(classes)
     }
     return Separability(
-        n=int(len(yk)), n_classes=C,
-        silhouette=float(sil.mean()), silhouette_ci=bootstrap_ci(sil, n_boot, seed=seed),
-        davies_bouldin=float(davies_bouldin_score(Xn, codes)),
-        calinski_harabasz=float(calinski_harabasz_score(Xn, codes)),
+        n=int(n), n_classes=C,
+        silhouette=float(sil.mean()), silhouette_ci=ci["silhouette"],
+        davies_bouldin=float(davies_bouldin_score(Xn, codes)), davies_bouldin_ci=ci["davies_bouldin"],
+        calinski_harabasz=float(calinski_harabasz_score(Xn, codes)), calinski_harabasz_ci=ci["calinski_harabasz"],
         knn_k=int(neigh.shape[1]), knn_accuracy=float(knn_ok.mean()), knn_queries=int(len(q)),
-        knn_accuracy_ci=bootstrap_ci(knn_ok, n_boot, seed=seed + 1),
-        alignment=float(np.nanmean(align)), uniformity=uniformity(Xn, uniformity_points, seed),
-        linear_probe_accuracy=probe_acc, linear_probe_ci=probe_ci, linear_probe_folds=folds_acc,
+        knn_accuracy_ci=ci["knn_accuracy"],
+        knn_chance_corrected=float(chance_corrected(knn_ok, codes[q], C)[0]),
+        knn_chance_corrected_ci=ci["knn_chance_corrected"],
+        majority_baseline=float(np.bincount(codes).max() / n), chance=1.0 / C,
+        alignment=float(np.nanmean(align)), alignment_ci=ci["alignment"],
+        uniformity=float(uniformity_weighted(kernel, np.ones((1, len(kernel))))[0]), uniformity_ci=ci["uniformity"],
+        linear_probe_accuracy=float(probe_ok.mean()) if probe_ok is not None else None,
+        linear_probe_ci=probe_ci, linear_probe_accuracy_ci=probe_ci, linear_probe_folds=folds_acc,
         per_class=per_class, dropped_classes=dropped, n_unlabelled=int(sum(v is None for v in y)),
+        interval_method=f"95% percentile bootstrap, {n_boot} resamples of the notes",
+        bootstrap={k: v.tolist() for k, v in boot.items()},
     )
 
 

@@ -93,4 +93,6 @@ def setfit_curve(texts: Sequence[str], y, base_path: str, base_vectors: np.ndarr
         X = embed(model, [texts[i] for i in rows], max_length, stop, lambda f, m: report(0.5 + 0.5 * f, m))
         return X[:len(train)], X[len(train):]
 
-    return paired_curve(labels, features, shots, seeds, test_size, "logreg", seed=seed, progress=progress)
+    # identical texts share one side of the split and count as one shot (core.fewshot.split_train_test)
+    return paired_curve(labels, features, shots, seeds, test_size, "logreg", seed=seed, progress=progress,
+                        groups=texts)

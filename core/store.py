@@ -216,6 +216,12 @@ class Store:
                 [corpus.id],
             ).to_pandas()
 
+    def text_hashes(self, corpus: Corpus) -> list[str]:
+        """The text hash of every document, in corpus order: identical texts share one."""
+        with self.connect() as con:
+            rows = con.execute("SELECT text_hash FROM documents WHERE corpus_id = ? ORDER BY ord", [corpus.id]).fetchall()
+        return [r[0] for r in rows]
+
     def texts(self, corpus: Corpus, ords: list[int] | None = None) -> pd.DataFrame:
         """ord, doc_id, text, text_hash for all (or some) documents, in corpus order."""
         with self.connect() as con:

@@ -3,13 +3,15 @@ and optionally SetFit curves of the encoder fine-tuned on those notes (a backgro
 
 import html
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import hex_to_rgb, qualitative
 
 from core import jobs
-from core.evaluation import fewshot_corpus
+from core.evaluation import (
+    FEWSHOT_WORDS, comparisons, comparisons_table, exhausted_shots, fewshot_corpus, fewshot_table, fmt,
+    struggling_classes,
+)
 from core.export import safe_csv
 from core.fewshot import LearningCurve, summary_frame
 from core.options import EvaluateOptions, PretrainOptions
@@ -19,7 +21,11 @@ from pages.common import corpus_picker, encoder_picker, label_picker, progress_b
 
 SHOTS = [1, 2, 4, 8, 16, 32, 64, 128]
 CLASSIFIERS = {"logreg": "Logistic regression", "knn": "k nearest neighbours"}
-METRIC_NAMES = {"macro_f1": "Macro-F1", "accuracy": "Accuracy"}
+METRIC_NAMES = FEWSHOT_WORDS
+METRIC_MEANING = {"macro_f1": "Macro-F1 (higher is better): the F1 score of each class averaged over classes, so a "
+                              "small class counts as much as a large one; 1 = every note right.",
+                  "accuracy": "Accuracy (higher is better): share of test notes given their right label; compare it "
+                              "with always answering the largest class and with guessing."}
 MAX_CLASSES_SHOWN = 25  # a confusion matrix of 100 classes is unreadable
 OTHER = "(other classes)"
 SETFIT = " + SetFit"  # a SetFit curve's name: its encoder's, then this
@@ -30,7 +36,7 @@ def plain(text) -> str:
     return html.escape(str(text), quote=False)
 
 
-def curve_chart(frame, metric: str, colours: dict) -> go.Figure:
+def curve_chart(frame, metric: str, colours: dict, baselines: dict[str, float]) -> go.Figure:
     """Mean over seeds per encoder, with its 95% interval as a shaded band; x on a log2 scale."""
     fig = go.Figure()
     for enc, part in frame.groupby("encoder", sort=False):
@@ -44,6 +50,8 @@ def curve_chart(frame, metric: str, colours: dict) -> go.Figure:
                                  line=dict(color=colours[enc], width=2.5), customdata=list(zip(low, high)),
                                  hovertemplate=f"{enc}, %{{x}} per class: %{{y:.3f}} "
                                                "[%{customdata[0]:.3f}, %{customdata[1]:.3f}]<extra></extra>"))
+    for name, value in baselines.items():
+        fig.add_hline(y=value, line_dash="dot", line_color="grey", annotation_text=f"{name}: {value:.3f}")
     shots = sorted(frame["shot"].unique())
     fig.update_layout(height=420, margin=dict(t=10, b=10, l=10, r=10), legend=dict(orientation="h", y=1.08),
                       xaxis=dict(type="log", tickvals=shots, ticktext=[str(s) for s in shots],
@@ -74,27 +82,52 @@ def largest_classes(cm, n: int):
 
 def show_result(result: dict, corpus_name: str, colours: dict) -> None:
     curves = {e: LearningCurve.from_dict(d) for e, d in result["encoders"].items()}
+    summaries = {e: d["summary"] for e, d in result["encoders"].items()}
     first = next(iter(curves.values()))
     dropped = len(first.dropped_classes)
     st.caption(f"{len(first.classes)} classes; the same {len(first.test_idx):,} held-out notes score every encoder "
-               f"and shot count ({CLASSIFIERS[first.classifier].lower()}, "
-               f"{len({r.seed for r in first.runs})} seeds, mean with 95% t-interval)"
-               + (f"; {dropped} classes with a single note left out." if dropped else "."))
-    frame = summary_frame({e: d["summary"] for e, d in result["encoders"].items()})
-    metric = st.radio("Metric", list(METRIC_NAMES), format_func=METRIC_NAMES.get, horizontal=True, key="fs_metric")
-    st.plotly_chart(curve_chart(frame, metric, colours), key="fs_curve_chart")
-    cells = frame.assign(cell=[f"{m:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) and pd.notna(hi) else "")
-                               for m, lo, hi in zip(frame[metric], frame[f"{metric}_low"], frame[f"{metric}_high"])])
-    table = cells.pivot_table(index="shot", columns="encoder", values="cell", aggfunc="first", sort=False)
-    st.dataframe(table[list(curves)].reset_index().rename(columns={"shot": "notes per class"}),
-                 hide_index=True, width="stretch")
+               f"and shot count ({CLASSIFIERS[first.classifier].lower()}, {len({r.seed for r in first.runs})} draws "
+               "of the training notes; mean over draws with a 95% bootstrap interval over test notes and draws). "
+               "Identical texts never sit on both sides."
+               + (f" {dropped} classes with fewer than two different notes left out." if dropped else ""))
+    metric = st.radio("Measure", list(METRIC_NAMES), format_func=METRIC_NAMES.get, horizontal=True, key="fs_metric")
+    st.caption(METRIC_MEANING[metric])
+    frame = summary_frame(summaries)
+    point = next(iter(next(iter(summaries.values())).values()))
+    baselines = ({"always the largest class": point["majority_baseline"], "guessing": point["chance"]}
+                 if metric == "accuracy" else {})
+    st.plotly_chart(curve_chart(frame, metric, colours, baselines), key="fs_curve_chart")
+    st.table(fewshot_table(summaries, metric).set_index("Notes per class"))
+    skipped = exhausted_shots(summaries)
+    if skipped:
+        st.caption(f"At {', '.join(map(str, sorted(skipped)))} per class some classes have every training note in "
+                   "every draw, so their draws do not vary: those counts get no verdict.")
+    if len(curves) > 1:
+        st.subheader(f"Each encoder against {next(iter(curves))}")
+        st.caption("Paired: both encoders scored on the same test notes and draws, resampled alike; better or worse "
+                   "only when the 95% interval of the difference excludes 0.")
+        comps = comparisons({e: {"fewshot": d} for e, d in result["encoders"].items()})
+        st.table(comparisons_table(comps, skipped).set_index("Compared"))
 
-    st.subheader("Confusion matrix and predictions")
+    st.subheader("Classes learnt much worse than average")
     left, right = st.columns(2)
     encoder = left.selectbox("Encoder", list(curves), key="fs_cm_encoder")
     shot = right.selectbox("Labelled notes per class", sorted(frame["shot"].unique()), key="fs_cm_shot",
                            index=len(frame["shot"].unique()) - 1)
-    curve = curves[encoder]
+    curve, summary = curves[encoder], summaries[encoder][str(shot)]
+    weak = struggling_classes(summary["per_class"], "f1", summary["macro_f1"])
+    if weak:
+        st.caption(f"{len(weak)} classes with an F1 at least 0.2 below the macro-F1 ({fmt(summary['macro_f1'])}), "
+                   "worst first; mean over draws.")
+        st.dataframe([{"Class": w["class"], "Test notes": w["test_notes"], "F1": w["f1"],
+                       "Share of its notes found": w["recall"]} for w in weak], hide_index=True, width="stretch",
+                     column_config={"Class": st.column_config.TextColumn("Class"),
+                                    "F1": st.column_config.NumberColumn(format="%.3f"),
+                                    "Share of its notes found": st.column_config.NumberColumn(format="%.3f")})
+    else:
+        st.caption(f"No class is 0.2 or more below the macro-F1 ({fmt(summary['macro_f1'])}).")
+
+    st.subheader("Confusion matrix and predictions")
     cm = curve.confusion_frame(shot, seed=None)
     if len(cm) > MAX_CLASSES_SHOWN:
         st.caption(f"The {MAX_CLASSES_SHOWN} most frequent of {len(cm)} classes, summed over every seed; "
@@ -111,7 +144,11 @@ def show_result(result: dict, corpus_name: str, colours: dict) -> None:
     st.caption(f"{len(wrong):,} of {len(curve.test_idx):,} test notes misclassified with seed 0, "
                "least confident first:")
     st.dataframe(wrong.sort_values("confidence").drop(columns=["seed", "correct"]).head(200), hide_index=True,
-                 width="stretch", column_config={"text": st.column_config.TextColumn("text", width="large")})
+                 width="stretch", column_config={"id": st.column_config.TextColumn("Note"),
+                                                 "true": st.column_config.TextColumn("True label"),
+                                                 "predicted": st.column_config.TextColumn("Predicted label"),
+                                                 "confidence": st.column_config.NumberColumn("Confidence", format="%.3f"),
+                                                 "text": st.column_config.TextColumn("Text", width="large")})
     st.download_button("Download predictions (CSV, every seed)", safe_csv(predictions), key="fs_download",
                        file_name=f"{corpus_name}-{encoder}-{shot}-per-class-predictions.csv", mime="text/csv",
                        on_click="ignore", icon=":material/download:")

@@ -2,22 +2,22 @@
 
 import html
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
-from core.evaluation import METRICS, audit_corpus, evaluate_corpus, metrics_frame, per_class_frame
+from core.evaluation import (
+    audit_corpus, evaluate_corpus, fmt, metrics_table, per_class_frame, separation_words, struggling_classes,
+)
+from core.intervals import N_BOOT
 from core.options import EvaluateOptions
 from core.store import StoreError
 from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
 
-ARROW = {"higher": "↑", "lower": "↓"}
-SHORT = {"silhouette": "Silhouette", "knn_accuracy": "kNN accuracy", "linear_probe_accuracy": "Linear probe",
-         "davies_bouldin": "Davies-Bouldin", "calinski_harabasz": "Calinski-Harabasz", "alignment": "Alignment",
-         "uniformity": "Uniformity"}
+COLOURS = qualitative.Plotly
 MAX_CLASSES_SHOWN = 25  # a bar chart of 100+ classes is unreadable; the table has them all
+PER_CLASS = {"knn_accuracy": "Nearest notes share the label", "silhouette": "Nearer own label (silhouette)",
+             "alignment": "Spread inside the label (lower is tighter)"}
 
 
 def plain(text) -> str:
@@ -25,33 +25,15 @@ def plain(text) -> str:
     return html.escape(str(text), quote=False)
 
 
-def fmt(value, low=None, high=None) -> str:
-    if pd.isna(value):
-        return "n/a"
-    text = f"{value:.3f}" if abs(value) < 1e4 else f"{value:.4g}"
-    return text + (f" [{low:.3f}, {high:.3f}]" if pd.notna(low) and pd.notna(high) else "")
-
-
-def metrics_chart(frame, colours) -> go.Figure:
-    """One small panel per metric (scales differ), one bar per encoder, 95% intervals as error bars."""
-    titles = [f"{SHORT[key]} {ARROW[better]}" for key, _, better, _ in METRICS]
-    fig = make_subplots(rows=2, cols=4, subplot_titles=titles, vertical_spacing=0.18, horizontal_spacing=0.07)
-    for i, (key, *_rest) in enumerate(METRICS):
-        part = frame[frame["key"] == key]
-        for row in part.itertuples():
-            has_ci = pd.notna(row.low) and pd.notna(row.high) and pd.notna(row.value)
-            fig.add_trace(go.Bar(
-                x=[row.encoder], y=[row.value], name=row.encoder, marker_color=colours[row.encoder],
-                legendgroup=row.encoder, showlegend=i == 0,
-                error_y=dict(type="data", symmetric=False, array=[row.high - row.value] if has_ci else [0],
-                             arrayminus=[row.value - row.low] if has_ci else [0], visible=has_ci),
-                hovertemplate=f"{row.encoder}: {fmt(row.value, row.low, row.high)}<extra></extra>",
-            ), row=i // 4 + 1, col=i % 4 + 1)
-    # the eighth panel is empty: the legend goes there
-    fig.update_layout(height=520, margin=dict(t=40, b=10, l=10, r=10), bargap=0.35,
-                      legend=dict(x=0.8, y=0.25, xanchor="left", yanchor="middle", title="encoder"))
-    fig.update_xaxes(showticklabels=False)
-    return fig
+def headline(name: str, entry: dict) -> None:
+    """In words: how well the label separates, the kNN accuracy beside its baselines and beyond chance."""
+    score, (low, high) = entry.get("knn_chance_corrected"), entry["knn_accuracy_ci"]
+    st.markdown(f"**{plain(name)}**: the label separates **{separation_words(score)}**. "
+                f"For {entry['knn_accuracy']:.0%} of notes (95% interval {low:.0%} to {high:.0%}) most of the "
+                f"{entry['knn_k']} nearest notes share its label, against {entry['majority_baseline']:.0%} by always "
+                f"answering the largest class and {entry['chance']:.0%} by guessing. Beyond chance: "
+                f"{fmt(score, entry['knn_chance_corrected_ci'])} (0 = no better than guessing, 1 = every class "
+                "always right).")
 
 
 def show_result(result: dict, colours: dict) -> None:
@@ -60,18 +42,34 @@ def show_result(result: dict, colours: dict) -> None:
     st.caption(f"{first['n']:,} labelled notes in {first['n_classes']} classes"
                + (f"; {dropped} classes with a single note left out" if dropped else "")
                + (f"; {first['n_unlabelled']:,} notes without a label left out" if first.get("n_unlabelled") else "")
-               + f". kNN with k = {first['knn_k']}; intervals are 95% bootstrap intervals.")
-    frame = metrics_frame(result)
-    table = frame.assign(cell=[fmt(v, lo, hi) for v, lo, hi in zip(frame["value"], frame["low"], frame["high"])])
-    table = table.pivot_table(index=["metric", "better"], columns="encoder", values="cell", aggfunc="first", sort=False)
-    st.dataframe(table[list(result["encoders"])].reset_index().assign(better=lambda t: t["better"].map(ARROW)),
-                 hide_index=True, width="stretch")
-    st.plotly_chart(metrics_chart(frame, colours), key="sep_metrics_chart")
+               + f". Intervals are 95% bootstrap intervals over {N_BOOT:,} resamples of the notes; a difference between "
+                 "encoders is paired (both resampled alike) and called better or worse only when its interval "
+                 "excludes 0.")
+    for name, entry in result["encoders"].items():
+        headline(name, entry)
+    st.caption("Words for the score beyond chance (a rule of thumb of NoteSpace, not a standard): strongly from 0.6, "
+               "moderately from 0.3, weakly from 0.1, hardly at all below.")
+    st.table(metrics_table(result).set_index("Measure"))  # a plain table: long explanations wrap, nothing hides
 
-    st.subheader("Per class")
+    st.subheader("Classes that separate much worse than average")
+    for name, entry in result["encoders"].items():
+        weak = struggling_classes(entry["per_class"], "knn_accuracy", entry["knn_accuracy"])
+        if not weak:
+            st.caption(f"{plain(name)}: no class is 0.2 or more below the overall kNN accuracy "
+                       f"({fmt(entry['knn_accuracy'])}).")
+            continue
+        st.caption(f"{plain(name)}: {len(weak)} classes at least 0.2 below the overall kNN accuracy "
+                   f"({fmt(entry['knn_accuracy'])}), worst first.")
+        st.dataframe([{"Class": w["class"], "Notes": w["n"], PER_CLASS["knn_accuracy"]: w["knn_accuracy"],
+                       PER_CLASS["silhouette"]: w["silhouette"]} for w in weak], hide_index=True, width="stretch",
+                     column_config={"Class": st.column_config.TextColumn("Class")}
+                     | {c: st.column_config.NumberColumn(c, format="%.3f")
+                        for c in (PER_CLASS["knn_accuracy"], PER_CLASS["silhouette"])})
+
+    st.subheader("Every class")
     per = per_class_frame(result)
-    names = {"knn_accuracy": "kNN accuracy", "silhouette": "Silhouette", "alignment": "Alignment (lower is tighter)"}
-    metric = st.radio("Per-class metric", list(names), format_func=names.get, horizontal=True, key="sep_class_metric")
+    metric = st.radio("Per-class measure", list(PER_CLASS), format_func=PER_CLASS.get, horizontal=True,
+                      key="sep_class_metric")
     sizes = per.groupby("class")["n"].first().sort_values(ascending=False, kind="stable")
     shown = sizes.index[:MAX_CLASSES_SHOWN][::-1]  # plotly draws horizontal bars bottom-up: largest at the top
     if len(sizes) > len(shown):
@@ -81,13 +79,18 @@ def show_result(result: dict, colours: dict) -> None:
     fig = go.Figure([go.Bar(y=[plain(c) for c in part["class"]], x=part[metric], name=enc, orientation="h",
                             marker_color=colours[enc]) for enc, part in groups[::-1]])
     fig.update_layout(barmode="group", height=80 + len(shown) * (12 + 10 * len(groups)),
-                      xaxis_title=names[metric], margin=dict(t=10, b=10, l=10, r=10),
+                      xaxis_title=PER_CLASS[metric], margin=dict(t=10, b=10, l=10, r=10),
                       legend=dict(orientation="h", y=1.02, yanchor="bottom", traceorder="reversed"))
     st.plotly_chart(fig, key="sep_class_chart")
     wide = per.pivot_table(index=["class", "n"], columns="encoder", values=metric, sort=False).reset_index()
     st.dataframe(wide.sort_values("n", ascending=False), hide_index=True, width="stretch",
-                 column_config={"class": st.column_config.TextColumn("class"), "n": "notes"}
+                 column_config={"class": st.column_config.TextColumn("Class"), "n": "Notes"}
                  | {e: st.column_config.NumberColumn(e, format="%.3f") for e in result["encoders"]})
+
+
+AUDIT_COLUMNS = {"column": "Metadata column", "kind": "Kind", "score": "Beyond chance (0 = none, 1 = always)",
+                 "n_groups": "Values compared", "n_notes": "Notes", "knn_accuracy": "Nearest notes share the value",
+                 "majority_baseline": "Always the largest value", "silhouette": "Nearer own value (silhouette)"}
 
 
 def show_audit(audit: dict, label: str) -> None:
@@ -101,17 +104,19 @@ def show_audit(audit: dict, label: str) -> None:
             marker_color=["#d62728" if r["column"] == label else "#1f77b4" for r in ranked],
             hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
         fig.update_layout(height=max(220, 34 * len(ranked) + 80), margin=dict(t=10, b=10, l=10, r=10),
-                          xaxis=dict(title="chance-corrected balanced kNN accuracy", range=[min(0, *fig.data[0].x), 1]))
+                          xaxis=dict(title="nearest notes share the value, beyond chance (0-1)", range=[min(0, *fig.data[0].x), 1]))
         st.plotly_chart(fig, key="sep_audit_chart")
         st.dataframe(ranking, hide_index=True, width="stretch",
-                     column_order=["column", "kind", "score", "n_groups", "n_notes", "knn_accuracy",
-                                   "majority_baseline", "silhouette"],
-                     column_config={"column": st.column_config.TextColumn("column")}
-                     | {c: st.column_config.NumberColumn(c, format="%.3f")
+                     column_order=list(AUDIT_COLUMNS),
+                     column_config={"column": st.column_config.TextColumn("Metadata column"),
+                                    "kind": st.column_config.TextColumn("Kind"),
+                                    "n_groups": st.column_config.NumberColumn("Values compared"),
+                                    "n_notes": st.column_config.NumberColumn("Notes")}
+                     | {c: st.column_config.NumberColumn(AUDIT_COLUMNS[c], format="%.3f")
                         for c in ("score", "knn_accuracy", "majority_baseline", "silhouette")})
     if audit["skipped"]:
         st.caption("Not scored:")
-        st.dataframe([{"column": c, "why": why} for c, why in audit["skipped"].items()], hide_index=True)
+        st.dataframe([{"Metadata column": c, "Why": why} for c, why in audit["skipped"].items()], hide_index=True)
 
 
 st.title("Separability")
@@ -139,7 +144,7 @@ if corpus:
         found = evaluate_corpus(store(), corpus, encoders, opts, compute=False)
         if found:
             results[key] = found
-    colours = {e: qualitative.Plotly[i % 10] for i, e in enumerate(encoders)}
+    colours = {e: COLOURS[i % len(COLOURS)] for i, e in enumerate(encoders)}
     if results.get(key):
         show_result(results[key], colours)
 

@@ -1,6 +1,7 @@
 """`notespace evaluate` as a user runs it: a real process, the documented JSON, a Markdown report, one-line errors."""
 
 import json
+import shutil
 
 import pytest
 
@@ -18,29 +19,41 @@ def clinic(db_path, models_dir, synthetic_df):
     from core.embed import embed_corpus
     from core.options import EmbedOptions
 
+    shutil.copytree(models_dir / "tiny", models_dir / "tiny-b")  # a second encoder to compare with
     store = Store(db_path)
     ingest_frame(store, synthetic_df.head(60), "clinic", "text", "note_id", ["specialty", "site"])
-    embed_corpus(store, "clinic", EmbedOptions(encoder="tiny"))  # in this process: the CLI only evaluates
+    for encoder in ("tiny", "tiny-b"):  # in this process: the CLI only evaluates
+        embed_corpus(store, "clinic", EmbedOptions(encoder=encoder))
     return {"NOTESPACE_MODELS": str(models_dir)}
 
 
 def test_evaluate_prints_the_documented_json_and_writes_a_report(db_path, clinic, tmp_path):
     report = tmp_path / "report.md"
-    out = notespace("evaluate", "--corpus", "clinic", "--label", "specialty", "--encoders", "tiny",
+    out = notespace("evaluate", "--corpus", "clinic", "--label", "specialty", "--encoders", "tiny-b", "tiny",
                     "--shots", "1,2,4", "--seeds", "2", "--out", report, db=db_path, env_extra=clinic)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) == {"corpus", "label", "encoders"}
-    assert (result["corpus"], result["label"], list(result["encoders"])) == ("clinic", "specialty", ["tiny"])
-    entry = result["encoders"]["tiny"]
-    assert REQUIRED <= set(entry)
-    assert set(entry["fewshot"]) == {"1", "2", "4"}
-    for shot in entry["fewshot"].values():
-        assert {"macro_f1", "macro_f1_ci", "accuracy"} <= set(shot) and len(shot["macro_f1_ci"]) == 2
+    assert {"corpus", "label", "encoders", "comparisons"} <= set(result)
+    assert (result["corpus"], result["label"], list(result["encoders"])) == ("clinic", "specialty", ["tiny-b", "tiny"])
+    for entry in result["encoders"].values():
+        assert REQUIRED <= set(entry) and "bootstrap" not in entry
+        for metric in REQUIRED - {"fewshot"}:
+            assert len(entry[f"{metric}_ci"]) == 2, metric
+        assert set(entry["fewshot"]) == {"1", "2", "4"}
+        for shot in entry["fewshot"].values():
+            assert {"macro_f1", "macro_f1_ci", "accuracy", "exhausted_classes"} <= set(shot)
+            assert len(shot["macro_f1_ci"]) == 2 and isinstance(shot["exhausted_classes"], list)
+    comparisons = result["comparisons"]
+    assert {(c["a"], c["b"]) for c in comparisons} == {("tiny-b", "tiny")}  # each encoder against the first named
+    assert {c["shots"] for c in comparisons} == {None, 1, 2, 4}
+    for c in comparisons:
+        assert set(c) == {"a", "b", "metric", "shots", "diff", "ci", "excludes_zero"}
+        assert c["diff"] == 0 and not c["excludes_zero"]  # the same weights twice: no difference
     assert "done" in out.stderr  # progress lines go to stderr, never into the JSON
     md = report.read_text(encoding="utf-8")
     assert md.startswith("# NoteSpace evaluation") and "Corpus **clinic**, label **specialty**" in md
-    assert "| Metric | Better | tiny |" in md and "## Few-shot learning curve" in md
+    assert "| Metric | Better | tiny-b | tiny |" in md and "## Few-shot learning curve" in md
+    assert "## Each encoder against the first" in md and "no clear difference" in md
 
 
 @pytest.mark.parametrize("args, message", [

@@ -48,15 +48,26 @@ def _walk(obj):
 
 def test_result_has_exactly_the_cli_shape(evaluated):
     result, opts, *_ = evaluated
-    assert set(result) == {"encoders"} and list(result["encoders"]) == ["base", "adapted"]
+    assert set(result) == {"encoders", "comparisons"} and list(result["encoders"]) == ["base", "adapted"]
     for entry in result["encoders"].values():
-        assert REQUIRED <= set(entry)
+        assert REQUIRED <= set(entry) and "bootstrap" not in entry
         assert set(entry["fewshot"]) == {str(k) for k in opts.shot_list()}
         for shot in entry["fewshot"].values():
-            assert {"macro_f1", "macro_f1_ci", "accuracy"} <= set(shot)
+            assert {"macro_f1", "macro_f1_ci", "accuracy", "accuracy_ci", "exhausted_classes", "majority_baseline",
+                    "chance", "per_class"} <= set(shot)
             lo, hi = shot["macro_f1_ci"]
             assert lo <= shot["macro_f1"] <= hi
         assert all(isinstance(entry[k], float) for k in REQUIRED - {"fewshot"})
+        for metric in REQUIRED - {"fewshot"}:  # an interval for every metric
+            lo, hi = entry[f"{metric}_ci"]
+            assert lo <= entry[metric] <= hi, metric
+    pairs = {(c["metric"], c["shots"]) for c in result["comparisons"]}
+    assert pairs == {(m, None) for m in REQUIRED - {"fewshot"} | {"knn_chance_corrected"}} | {
+        (m, k) for m in ("macro_f1", "accuracy") for k in opts.shot_list()}
+    for c in result["comparisons"]:
+        assert set(c) == {"a", "b", "metric", "shots", "diff", "ci", "excludes_zero"}
+        assert (c["a"], c["b"]) == ("base", "adapted") and c["ci"][0] <= c["diff"] <= c["ci"][1]
+        assert c["excludes_zero"] == (c["ci"][0] > 0 or c["ci"][1] < 0)
     # plain JSON types only, and valid strict JSON (no NaN)
     assert all(v is None or type(v) in (str, int, float, bool) for v in _walk(result))
     json.loads(json.dumps(result, allow_nan=False))
@@ -92,23 +103,35 @@ def test_report_renders_tables_and_a_verdict(evaluated):
     assert "| Metric | Better | base | adapted |" in md
     for shot in ("| 1 |", "| 2 |", "| 4 |"):
         assert shot in md
-    assert "- kNN label accuracy: **adapted**" in md
+    assert "- Nearest notes share the label (kNN accuracy): adapted minus base = +" in md
+    assert "always answering the largest class scores 0.251" in md  # 60 of 239 notes
     assert "ward\\|0" in md  # escaped class name in the per-class table
-    rows = [line for line in md.splitlines() if line.startswith("| Silhouette")]
+    rows = [line for line in md.splitlines() if line.startswith("| Notes sit nearer their own label")]
     assert len(rows) == 1 and rows[0].count("|") == 5  # metric, direction, two encoders
     single = render_report_md({"encoders": {"base": result["encoders"]["base"]}})
     assert "Only one encoder" in single
 
 
-def test_verdict_says_when_intervals_overlap(evaluated):
+def test_verdicts_come_from_paired_comparisons_and_skip_exhausted_shot_counts(evaluated):
     result = json.loads(json.dumps(evaluated[0]))
-    base, adapted = result["encoders"]["base"], result["encoders"]["adapted"]
-    line = next(x for x in render_report_md(result).splitlines() if x.startswith("- Silhouette"))
-    assert "do not overlap" in line
-    base["silhouette_ci"] = [base["silhouette"], adapted["silhouette_ci"][0] + 1e-6]  # now they touch
-    line = next(x for x in render_report_md(result).splitlines() if x.startswith("- Silhouette"))
-    assert "not clearly better" in line and "**adapted**" in line
-
+    sil = next(c for c in result["comparisons"] if c["metric"] == "silhouette")
+    line = next(x for x in render_report_md(result).splitlines() if x.startswith("- Notes sit nearer"))
+    assert sil["excludes_zero"] and line.endswith(": better.")
+    sil["excludes_zero"] = False  # a point estimate alone is never a verdict
+    line = next(x for x in render_report_md(result).splitlines() if x.startswith("- Notes sit nearer"))
+    assert line.endswith(": no clear difference.")
+    # a 3-3 split of six shot counts is a tie, not "best at 3 of 6"
+    f1 = [{"a": "base", "b": "adapted", "metric": "macro_f1", "shots": k, "diff": d, "ci": [d - 0.01, d + 0.01],
+           "excludes_zero": True} for k, d in zip((1, 2, 4, 8, 16, 32), (0.1, 0.1, 0.1, -0.1, -0.1, -0.1))]
+    result["comparisons"] = [c for c in result["comparisons"] if c["metric"] != "macro_f1"] + f1
+    md = render_report_md(result)
+    assert "clearly better than base at 3, clearly worse at 3, and not clearly different at 0 of 6" in md
+    assert "best at" not in md
+    result["encoders"]["base"]["fewshot"]["4"]["exhausted_classes"] = ["ward|1"]
+    md = render_report_md(result)
+    assert "at 3, clearly worse at 3, and not clearly different at 0 of 5" not in md  # 4 had a "better"
+    assert "at 2, clearly worse at 3, and not clearly different at 0 of 5" in md
+    assert "No verdict at 4 per class" in md and "macro-F1 at 4 per class" not in md
 
 
 def test_report_nests_in_a_study_and_keeps_names_from_the_data_literal(evaluated):
@@ -155,7 +178,8 @@ def test_evaluate_corpus_computes_stores_and_answers_again_from_the_store(clinic
     opts = EvaluateOptions(label="specialty", shots="2,1", seeds=2, knn_k=5)
     calls: list[tuple[float, str]] = []
     result = evaluate_corpus(clinic, "clinic", ["tiny"], opts, progress=lambda f, m: calls.append((f, m)))
-    assert set(result) == {"corpus", "label", "encoders"} and (result["corpus"], result["label"]) == ("clinic", "specialty")
+    assert set(result) == {"corpus", "label", "encoders", "comparisons"}
+    assert (result["corpus"], result["label"]) == ("clinic", "specialty")
     entry = result["encoders"]["tiny"]
     assert REQUIRED <= set(entry) and set(entry["fewshot"]) == {"1", "2"}
     assert entry["n"] == 120 and entry["n_classes"] == 4
@@ -172,6 +196,18 @@ def test_evaluate_corpus_computes_stores_and_answers_again_from_the_store(clinic
     assert evaluate_corpus(clinic, "clinic", ["tiny"], opts, compute=False) == result
     assert evaluate_corpus(clinic, "clinic", ["tiny"], opts.replace(seeds=3), compute=False) is None
     assert _counts(clinic)["evaluate"] == 1
+
+
+def test_runs_stored_with_an_older_result_shape_are_not_reused(clinic, monkeypatch):
+    import core.evaluation
+    from core.evaluation import evaluate_corpus, fewshot_corpus
+
+    opts = EvaluateOptions(label="specialty", shots="1", seeds=2, knn_k=5)
+    evaluate_corpus(clinic, "clinic", ["tiny"], opts)
+    assert fewshot_corpus(clinic, "clinic", ["tiny"], opts, compute=False) is not None
+    monkeypatch.setattr(core.evaluation, "RESULTS_VERSION", core.evaluation.RESULTS_VERSION + 1)
+    assert evaluate_corpus(clinic, "clinic", ["tiny"], opts, compute=False) is None
+    assert fewshot_corpus(clinic, "clinic", ["tiny"], opts, compute=False) is None
 
 
 def test_pages_share_stored_pieces_and_new_encoders_add_only_theirs(clinic, models_dir):

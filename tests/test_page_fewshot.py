@@ -40,15 +40,21 @@ def test_learning_curve_table_confusion_and_download(clinic):
     assert curve["layout"]["xaxis"]["type"] == "log" and curve["layout"]["xaxis"]["tickvals"] == [1, 2, 4]
     lines = [t for t in curve["data"] if t.get("name") == "tiny"]
     assert len(lines) == 1 and len(curve["data"]) == 2  # the mean line and its interval band
-    table = at.dataframe[0].value
-    assert list(table["notes per class"]) == [1, 2, 4] and table["tiny"].str.match(r"\d\.\d{3} \[").all()
+    table = at.table[0].value.reset_index()
+    assert list(table["Notes per class"]) == [1, 2, 4] and table["tiny"].str.match(r"\d\.\d{3} \[").all()
+    assert "Classes with all training notes used" in table.columns
+    assert any("Macro-F1 (higher is better)" in c.value for c in at.caption)
     confusion = json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]
     assert confusion["type"] == "heatmap" and sorted(confusion["x"]) == ["cardiology", "orthopaedics", "psychiatry",
                                                                          "urology"]
     assert at.get("download_button")[0].proto.label.startswith("Download predictions")
 
     at.radio(key="fs_metric").set_value("accuracy").run()
-    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["title"]["text"] == "Accuracy"
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["layout"]["yaxis"]["title"]["text"] == "Accuracy"
+    assert {a["text"].split(":")[0] for a in chart["layout"]["annotations"]} == {"always the largest class", "guessing"}
+    table = at.table[0].value
+    assert table["Always the largest class"].str.match(r"0\.\d{3}").all() and (table["Guessing"] == "0.250").all()
 
     runs = len(clinic.runs("fewshot"))
     again = open_page()  # a new session finds the stored curve without running it
@@ -101,4 +107,7 @@ def test_setfit_runs_in_the_background_can_be_cancelled_and_draws_its_curve(clin
     at.button(key="fs_run").click().run()
     names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert names == {"tiny", "tiny + SetFit", None}  # side by side
-    assert list(at.dataframe[0].value.columns) == ["notes per class", "tiny", "tiny + SetFit"]
+    table = at.table[0].value
+    assert table.index.name == "Notes per class" and list(table.columns)[:2] == ["tiny", "tiny + SetFit"]
+    compared = at.table[1].value  # SetFit pairs with the frozen curve: same test notes, same draws
+    assert set(compared.index) == {"tiny + SetFit minus tiny"} and set(compared["Notes per class"]) == {1, 2}

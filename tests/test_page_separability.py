@@ -38,21 +38,25 @@ def test_measure_audit_and_reopen_without_recomputing(clinic):
     assert any("Measure separability" in i.value for i in at.info)
     at.button(key="sep_run").click().run()
     assert not at.exception and not at.error
-    table = at.dataframe[0].value
-    assert list(table["metric"]) == [m[1] for m in METRICS] and {"tiny", "tiny-b"} <= set(table.columns)
-    assert table["tiny"].str.match(r"-?\d\.\d{3} \[").sum() == 3  # three metrics carry a 95% interval
-    metrics_chart, class_chart = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
-    assert {t["name"] for t in metrics_chart["data"]} == {"tiny", "tiny-b"}
-    assert any(t.get("error_y", {}).get("visible") for t in metrics_chart["data"])
+    table = at.table[0].value.reset_index()
+    assert list(table["Measure"]) == [m[1] for m in METRICS] and {"tiny", "tiny-b"} <= set(table.columns)
+    assert set(table["Better"]) == {"higher is better", "lower is better"} and table["What this means"].all()
+    assert table["tiny"].str.match(r"-?\d+\.\d{3} \[").all()  # every metric carries a 95% interval
+    # identical weights: every paired difference is 0 with a zero-width interval, never a verdict
+    assert table["tiny-b minus tiny"].str.endswith("no clear difference").all()
+    words = " ".join(m.value for m in at.markdown)
+    assert "the label separates" in words and "by always answering the largest class" in words
+    assert "Beyond chance" in words
+    (class_chart,) = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))  # no one-bar metric charts
     assert "cardiology" in json.dumps(class_chart)
 
     at.button(key="sep_audit_run").click().run()
-    audit_chart = json.loads(at.get("plotly_chart")[2].proto.spec)
+    audit_chart = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert set(audit_chart["data"][0]["y"]) == {"specialty", "site", "age"}
 
     runs = len(clinic.runs())
     again = open_page(["tiny", "tiny-b"])  # a new session: results come from the store at once
-    assert len(again.get("plotly_chart")) == 3 and not again.info
+    assert len(again.get("plotly_chart")) == 2 and not again.info
     assert len(clinic.runs()) == runs
 
 

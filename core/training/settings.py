@@ -12,8 +12,8 @@ from core.options import PretrainOptions
 OBJECTIVE_NAMES: tuple[str, ...] = next(f for f in fields(PretrainOptions) if f.name == "objective").metadata["choices"]
 OBJECTIVE_HELP = {
     "mlm": "Masked-language modelling: learns the vocabulary and phrasing of your notes.",
-    "declutr": "DeCLUTR: passages of the same note are pulled together. In the paper, the best for "
-               "classifying notes from few labels.",
+    "declutr": "DeCLUTR: passages of the same note are pulled together, so the encoder learns what a note "
+               "is about without any labels. Compare it with its base on the Few-shot page before relying on it.",
     "metadata": "Metadata-contrastive: notes sharing a label (e.g. specialty) are pulled together, "
                 "giving clearer clusters of that label.",
 }
