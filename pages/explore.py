@@ -18,7 +18,7 @@ from core.encoders import list_encoders
 from core.labels import label_series, label_sets
 from core.neighbours import nearest
 from core.options import ProjectOptions
-from core.palette import category_colours
+from core.palette import DEFAULT_TOP, MISSING, PALETTE, category_colours, category_order, other_name
 from pages.common import corpus_picker, encoder_picker, store
 from pages.components import loaders, state
 from pages.components.clusters import cluster_annotations, cluster_panel, cluster_table, default_clustering
@@ -28,7 +28,7 @@ from pages.components.filters import filter_mask
 from pages.components.labelling import labelling_panel
 from core.clusters import column_kind
 from pages.components.map import PLOTLY_CONFIG, draw_map
-from pages.components.selection import note_reader, search_results, selection_panel
+from pages.components.selection import md_plain, note_reader, search_results, selection_panel
 
 MAX_POINTS = int(os.environ.get("NOTESPACE_MAP_MAX_POINTS", "100000"))
 state.start()
@@ -64,6 +64,9 @@ with controls[2].popover("Display", icon=":material/tune:", width="stretch"):
                                  help="Above this a random sample is drawn (and said so); selections, search and "
                                       "downloads still cover every note.")
     k_results = st.slider("Search results", 5, 100, 20, 5, key="explore_k")
+    top_colours = st.number_input("Colours", 1, len(PALETTE), DEFAULT_TOP, key="explore_top_colours",
+                                  help="How many of a column's most common values get a colour of their own; the "
+                                       f"rest share grey as 'other'. Beyond {len(PALETTE)}, colours look alike.")
     cluster_labels = st.toggle("Cluster labels", True, key="explore_cluster_labels",
                                help="The names of the largest clusters at their centres, whatever colours the map")
     st.markdown("**UMAP settings**")
@@ -159,8 +162,16 @@ if result["method"] == "umap":
     info += f" · {n_neighbors} neighbours, min. distance {min_dist}, seed {seed}"
 caption_slot.caption(info)
 
-colours = (category_colours(frame[colour].to_numpy(dtype=object), grey=["noise"] if colour == "cluster" else [])
-           if colour in frame and colour != OVERLAP else None)
+colours = None
+if colour in frame and colour != OVERLAP:
+    grey = ["noise"] if colour == "cluster" else []
+    colours = category_colours(frame[colour].to_numpy(dtype=object), grey=grey, top=top_colours)
+    values = [v for v in category_order(frame[colour].to_numpy(dtype=object)) if v not in grey + [MISSING]]
+    if column_kind(frame[colour], kinds) == "categorical" and len(values) > top_colours:
+        caption_slot.caption(f"**{md_plain(colour)}** has {len(values):,} values: the {top_colours} most common have "
+                             f"a colour each, the other {len(values) - top_colours:,} share grey, as “"
+                             f"{other_name(len(values) - top_colours)}” on the map of all notes. Change how many "
+                             "under Display → Colours.")
 
 
 def cluster_names(part):

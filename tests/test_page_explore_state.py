@@ -13,6 +13,7 @@ from core.corpus import ingest_frame
 from core.embed import embed_corpus
 from core.labels import add_labels
 from core.options import EmbedOptions
+from core.palette import DEFAULT_TOP
 from core.store import Store
 from pages.components import state
 from tests.test_page_explore import maps_in, ords_of, settle
@@ -27,7 +28,8 @@ def explore(db_path, models_dir, synthetic_df):
     store = Store(db_path)
     notes = synthetic_df.copy()
     notes.loc[1, "text"] = notes.loc[0, "text"]  # twins: one vector, so a classifier cannot tell them apart
-    ingest_frame(store, notes, "clinic", "text", "note_id", ["specialty", "site"])
+    notes["ward"] = [f"ward {i % 30:02d}" for i in range(len(notes))]  # more values than colours
+    ingest_frame(store, notes, "clinic", "text", "note_id", ["specialty", "site", "ward"])
     for encoder in ("tiny", "tiny2"):
         embed_corpus(store, "clinic", EmbedOptions(encoder=encoder))
     at = AppTest.from_file(APP, default_timeout=120)
@@ -109,3 +111,18 @@ def test_the_clusters_header_and_inputs_show_the_settings_used(explore):
     at.selectbox(key="encoder").select("tiny2").run()  # another encoder: its own (default) clustering is shown
     settle(at)
     assert "minimum cluster size 5" in header() and at.number_input(key="clusters_min_size").value == 5
+
+
+def test_a_many_valued_column_colours_its_most_common_values_and_groups_the_rest(explore):
+    at = explore
+    at.selectbox(key="explore_colour").select("ward").run()
+    for top in (DEFAULT_TOP, 4):
+        at.number_input(key="explore_top_colours").set_value(top).run()
+        traces = maps_in(at)[0]["data"]
+        assert [t["name"] for t in traces] == [f"ward {i:02d}" for i in range(top)] + [f"other ({30 - top} values)"]
+        assert len({t["marker"]["color"] for t in traces}) == top + 1  # no colour stands for two values
+        assert sum(len(ords_of(t)) for t in traces) == 120
+        assert any(f"the other {30 - top} share grey, as “other ({30 - top} values)”" in c.value for c in at.caption)
+    at.selectbox(key="explore_colour").select("specialty").run()  # 4 values: each its own colour, no "other"
+    assert not any(t["name"].startswith("other") for t in maps_in(at)[0]["data"])
+    assert not any("share grey" in c.value for c in at.caption)

@@ -25,7 +25,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.clusters import column_kind
-from core.palette import MISSING, MISSING_COLOUR, OTHER_COLOUR, SEQUENTIAL, category_colours, category_labels
+from core.palette import (
+    MISSING, MISSING_COLOUR, OTHER_COLOUR, SEQUENTIAL, category_colours, category_labels, other_name,
+)
 
 SINGLE_COLOUR = "#4E79A7"
 HIGHLIGHT_COLOUR = "#111111"
@@ -91,8 +93,8 @@ def _categorical(frame, column, colours, marker, selected) -> list[go.Scattergl]
     traces = [_trace(frame[labels == label], plain(label, 40), marker | {"color": colours[label]}, selected,
                      legendgroup=label) for label in named]
     if rest.any():
-        n_values = len(set(labels[rest]))
-        traces.append(_trace(frame[rest], f"other ({n_values:,} values)", marker | {"color": OTHER_COLOUR}, selected))
+        traces.append(_trace(frame[rest], other_name(len(set(labels[rest]))), marker | {"color": OTHER_COLOUR},
+                             selected))
     if MISSING in present:
         traces.append(_trace(frame[labels == MISSING], MISSING, marker | {"color": MISSING_COLOUR}, selected))
     return traces
