@@ -32,7 +32,12 @@ def export_csv(tmp_path_factory):
 
 
 def pick(page, selectbox: str, option: str) -> None:
-    page.get_by_test_id("stSelectbox").filter(has_text=selectbox).first.click()
+    """Choose an option of a selectbox once the page has finished its run (a rerun would close the list)."""
+    wait_idle(page)
+    box = page.get_by_test_id("stSelectbox").filter(has_text=selectbox).first
+    box.scroll_into_view_if_needed()
+    box.click()
+    page.keyboard.type(option)  # opens the list filtered to the option, wherever the box sits on screen
     page.get_by_role("option", name=option, exact=True).click()
     wait_idle(page)
 
@@ -94,7 +99,7 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     close = page.get_by_role("button", name="Close")
     close.wait_for()
     screenshot(page, "walkthrough-reader")
-    page.get_by_role("button", name="Clear selection").click()
+    page.get_by_test_id("stBaseButton-secondary").filter(has_text="Clear selection").click()
     wait_idle(page)
     expect(close).to_have_count(0)
     expect(page.get_by_text("notes selected")).to_have_count(0)
