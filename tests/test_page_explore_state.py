@@ -122,7 +122,8 @@ def test_a_many_valued_column_colours_its_most_common_values_and_groups_the_rest
         assert [t["name"] for t in traces] == [f"ward {i:02d}" for i in range(top)] + [f"other ({30 - top} values)"]
         assert len({t["marker"]["color"] for t in traces}) == top + 1  # no colour stands for two values
         assert sum(len(ords_of(t)) for t in traces) == 120
-        assert any(f"the other {30 - top} share grey, as “other ({30 - top} values)”" in c.value for c in at.caption)
+        rest = 30 - top
+        assert any(f"the other {rest} share grey, as “other ({rest} values)”" in c.value for c in at.caption)
     at.selectbox(key="explore_colour").select("specialty").run()  # 4 values: each its own colour, no "other"
     assert not any(t["name"].startswith("other") for t in maps_in(at)[0]["data"])
     assert not any("share grey" in c.value for c in at.caption)

@@ -70,7 +70,10 @@ def _stored(store: Store, corpus: str, encoder: str, shown_key: str):
 
 
 def _setting(params: dict) -> str:
-    return f"k = {params['k']}" if params["method"] == "kmeans" else f"minimum cluster size {params['min_cluster_size']}"
+    """The setting that shapes a clustering, as its header and the controls say it."""
+    if params["method"] == "kmeans":
+        return f"k = {params['k']}"
+    return f"minimum cluster size {params['min_cluster_size']}"
 
 
 def cluster_panel(store: Store, corpus: str, encoder: str, frame: pd.DataFrame) -> ClusterView | None:
@@ -84,11 +87,12 @@ def cluster_panel(store: Store, corpus: str, encoder: str, frame: pd.DataFrame) 
     n = info.n_docs
     shown_key = f"clusters::{info.id}::{info.data_hash}::{encoder}"  # a re-ingested corpus never shows old clusters
     found = _stored(store, corpus, encoder, shown_key)
-    controls = {"clusters_method": "hdbscan", "clusters_min_size": default_min_cluster_size(n), "clusters_k": default_k(n)}
+    controls = {"clusters_method": "hdbscan", "clusters_min_size": default_min_cluster_size(n),
+                "clusters_k": default_k(n)}
     if found is not None and st.session_state.get("clusters_synced") != found.id:
-        controls |= {"clusters_method": found.params["method"],
-                     "clusters_min_size" if found.params["method"] == "hdbscan" else "clusters_k":
-                         found.params["min_cluster_size" if found.params["method"] == "hdbscan" else "k"]}
+        hdbscan = found.params["method"] == "hdbscan"
+        controls |= {"clusters_method": found.params["method"], "clusters_min_size" if hdbscan else "clusters_k":
+                     found.params["min_cluster_size" if hdbscan else "k"]}
         st.session_state.update(controls, clusters_synced=found.id)
     for key, value in controls.items():
         st.session_state.setdefault(key, value)
