@@ -45,7 +45,7 @@ def _table(frame: pd.DataFrame, key: str, extra: dict | None = None) -> None:
     def opened() -> None:
         rows = st.session_state[key].selection.rows
         if rows:
-            st.session_state[state.READ] = int(shown["ord"].iloc[rows[0]])
+            state.read(shown["ord"].iloc[rows[0]])
 
     config = {"ord": None, "doc_id": st.column_config.TextColumn("note"),
               "preview": st.column_config.TextColumn("preview", width="large")} | (extra or {})
@@ -149,6 +149,6 @@ def note_reader(store: Store, corpus: Corpus, frame: pd.DataFrame, ord_: int) ->
         st.text(text, wrap=True)
         buttons = st.container(horizontal=True)
         buttons.button("Find similar notes", key="explore_find_similar", icon=":material/search:",
-                       on_click=st.session_state.__setitem__, args=(state.SEARCH_NOTE, ord_))
+                       on_click=state.search_like, args=(ord_,))
         buttons.button("Close", key="explore_close_reader", icon=":material/close:",
-                       on_click=st.session_state.__setitem__, args=(state.READ, None))
+                       on_click=state.read, args=(None,))

@@ -60,3 +60,13 @@ def clear_search() -> None:
     """Forget the search (typed or from a note), and close the reader of a result not selected."""
     st.session_state.update({SEARCH_NOTE: None, QUERY: "", HIGHLIGHT: []})
     drop_stale(selected())
+
+
+def read(ord_: int | None) -> None:
+    """Open a note in the reader (None closes it)."""
+    st.session_state[READ] = None if ord_ is None else int(ord_)
+
+
+def search_like(ord_: int) -> None:
+    """Search the neighbours of a note (instead of the typed query)."""
+    st.session_state[SEARCH_NOTE] = int(ord_)
