@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Progress = Callable[[float, str], None]
+CANCELLED = "cancelled"
+
+
+class Cancelled(Exception):
+    """Raised in the work's thread at its next progress report after `Job.cancel()`."""
 
 
 @dataclass
@@ -27,6 +32,7 @@ class Job:
     result: Any = None
     error: str | None = None
     thread: threading.Thread | None = None
+    cancel_requested: bool = False
 
     @property
     def done(self) -> bool:
@@ -37,7 +43,14 @@ class Job:
         return time.monotonic() - self.started
 
     def report(self, fraction: float, message: str = "") -> None:
+        if self.cancel_requested:  # threads cannot be stopped from outside: the work stops at its next report
+            raise Cancelled()
         self.fraction, self.message = float(fraction), message or self.message
+
+    def cancel(self) -> None:
+        """Stop the work at its next progress report; the job then ends with error CANCELLED."""
+        self.cancel_requested = True
+        self.message = "cancelling…"
 
 
 _jobs: dict[tuple, Job] = {}
@@ -66,6 +79,9 @@ def start(key: tuple, opts: Any, work: Callable[[Progress], Any], once: bool = F
 def _run(key: tuple, job: Job, work: Callable[[Progress], Any], once: bool) -> None:
     try:
         job.result = work(job.report)
+    except Cancelled:
+        job.error = CANCELLED
+        return
     except Exception as exc:  # shown on the page; the job stays until the user retries
         job.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 
 from core.encoders import get_encoder, list_encoders, models_dir
 from core.options import EvaluateOptions, PretrainOptions
@@ -37,7 +36,6 @@ PROGRESS_S = 2.0  # how often a running job writes its progress and reads its ca
 CHECKPOINT_S = float(os.environ.get("NOTESPACE_CHECKPOINT_S", "120"))  # the most work a crash can lose
 _KEYS = ("id", "kind", "state", "progress", "params", "result", "error", "created", "started", "finished",
          "device", "cancel_requested", "pid")
-_speeds: dict[tuple, dict] = {}
 
 
 def detect_device(requested: str = "auto") -> str:
@@ -311,28 +309,6 @@ def run_pretrain_now(store: Store, corpus: str, opts: PretrainOptions, progress=
     if result is None:
         raise StoreError(f"job {j['id']} was cancelled")
     return result
-
-
-def estimate_seconds(store: Store, corpus: str, opts: PretrainOptions) -> dict:
-    """Expected run time before launch: {seconds, setup_s, step_s, device}. A few steps are timed on a
-    sample of the corpus (cached per base, objective, batch, length and device in this process), so
-    the figure fits this machine, this model and these notes."""
-    from core.training.loop import measure_speed
-    from core.training.worker import training_data
-
-    c, base, device = store.corpus(corpus), get_encoder(store, opts.base), detect_device(opts.device)
-    check_options(opts, base.path)
-    if opts.objective == "metadata" and opts.label not in c.meta:
-        raise StoreError("pick the label column the metadata objective pulls together")
-    key = (base.fingerprint, opts.objective, opts.label, opts.batch_size, opts.grad_accum, opts.max_length,
-           device, c.data_hash)
-    if key not in _speeds:
-        size = min(c.n_docs, max(64, 8 * opts.batch_size))
-        ords = sorted(np.random.default_rng(0).choice(c.n_docs, size, replace=False).tolist())
-        texts, labels = training_data(store, c, opts, ords)
-        _speeds[key] = measure_speed(texts, labels, base.path, opts.replace(device=device))
-    speed = _speeds[key]
-    return {"seconds": speed["setup_s"] + opts.steps * speed["step_s"], **speed}
 
 
 if __name__ == "__main__":  # python -m core.jobs worker --db PATH --device D (started by ensure_worker)

@@ -111,17 +111,22 @@ def label_columns(store: Store, corpus_name: str, encoder_id: str) -> dict[str, 
 class MapPredictions:
     model: LabelModel  # rows = ords
     suggestions: np.ndarray  # ords of the next notes worth labelling, best first
+    labels: pd.Series  # the labels given by hand, indexed by ord
 
     @property
     def predicted(self) -> pd.Series:
         return pd.Series(self.model.predictions, dtype=object, name="predicted").rename_axis("ord")
 
     def counts(self) -> pd.DataFrame:
-        """Per class: notes labelled by hand, notes predicted, mean confidence of those predictions."""
+        """Per class: notes labelled by hand with it (whatever the classifier predicts for them, so the
+        count agrees with the labels on the map), notes predicted, mean confidence of those predictions."""
         frame = self.model.frame()
         grouped = frame.groupby("predicted")
-        return pd.DataFrame({"labelled": grouped["labelled"].sum().astype(int), "predicted": grouped.size(),
-                             "mean_confidence": grouped["confidence"].mean()}).rename_axis("class").reset_index()
+        classes = pd.Index(self.model.classes, name="class")
+        return pd.DataFrame({
+            "labelled": self.labels.value_counts().reindex(classes, fill_value=0).astype(int),
+            "predicted": grouped.size().reindex(classes, fill_value=0).astype(int),
+            "mean_confidence": grouped["confidence"].mean().reindex(classes)}).reset_index()
 
 
 def predict_from_labels(store: Store, corpus_name: str, encoder_id: str, label_set: str, n_suggest: int = 10,
@@ -134,4 +139,5 @@ def predict_from_labels(store: Store, corpus_name: str, encoder_id: str, label_s
     X = load_embeddings(store, corpus_name, EmbedOptions(encoder=encoder_id))
     model = train_from_labels(X, labels["ord"].to_numpy(dtype=np.int64), labels["label"], classifier=classifier,
                               groups=store.text_hashes(store.corpus(corpus_name)))
-    return MapPredictions(model, suggest_next(X, model.proba, model.labelled_idx, n=n_suggest))
+    return MapPredictions(model, suggest_next(X, model.proba, model.labelled_idx, n=n_suggest),
+                          pd.Series(labels["label"].to_numpy(dtype=object), index=labels["ord"].to_numpy()))

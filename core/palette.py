@@ -1,8 +1,10 @@
 """Colours shared by every page, so a category looks the same on the map, in charts and tables.
 
 `category_colours(values)` is deterministic: give it every note's value of a column (not a
-filtered subset) and the most common values get the first, most distinct colours, ties broken by
-the value's text. Missing values are always grey; values beyond the palette share "other" grey.
+filtered subset) and the `top` most common values get the first, most distinct colours, ties
+broken by the value's text. Missing values are always grey; the rest share one light grey, shown as
+"other (N values)" (`other_name`), so no colour ever stands for two values. `top` is the user's
+choice (DEFAULT_TOP, at most len(PALETTE): beyond that, colours can no longer be told apart).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ PALETTE = (
 MISSING = "(missing)"
 MISSING_COLOUR = "#9E9E9E"
 OTHER_COLOUR = "#CFCFCF"
+DEFAULT_TOP = 10  # Tableau 10: distinct for most readers; up to len(PALETTE) on request
 SEQUENTIAL = "Viridis"  # numeric and date columns: perceptually uniform, readable in grey print
 
 
@@ -53,12 +56,22 @@ def category_order(values: Iterable) -> list[str]:
     return sorted(counts, key=lambda label: (-counts[label], label)) + ([MISSING] if missing else [])
 
 
-def category_colours(values: Iterable, grey: Iterable[str] = ()) -> dict[str, str]:
+def top_colours(top: int) -> int:
+    """How many values get a colour of their own: `top`, within 1..len(PALETTE)."""
+    return max(1, min(int(top), len(PALETTE)))
+
+
+def other_name(n_values: int) -> str:
+    """The legend entry of the values without a colour of their own."""
+    return f"other ({n_values:,} value{'s' if n_values != 1 else ''})"
+
+
+def category_colours(values: Iterable, grey: Iterable[str] = (), top: int = DEFAULT_TOP) -> dict[str, str]:
     """label -> "#RRGGBB" for every distinct value (labels as `category_label` writes them), plus
-    "(missing)". The len(PALETTE) most common values get distinct colours; rarer ones share
-    OTHER_COLOUR. Labels in `grey` mean "no category" (e.g. a clustering's "noise") and are grey.
+    "(missing)". The `top` most common values (see `top_colours`) get distinct colours; rarer ones
+    share OTHER_COLOUR. Labels in `grey` mean "no category" (e.g. a clustering's "noise") and are grey.
     """
-    grey = set(grey)
+    grey, top = set(grey), top_colours(top)
     ranked = [label for label in category_order(values) if label != MISSING and label not in grey]
-    colours = {label: PALETTE[i] if i < len(PALETTE) else OTHER_COLOUR for i, label in enumerate(ranked)}
+    colours = {label: PALETTE[i] if i < top else OTHER_COLOUR for i, label in enumerate(ranked)}
     return colours | {label: MISSING_COLOUR for label in grey} | {MISSING: MISSING_COLOUR}

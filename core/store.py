@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Threads of one process share DuckDB's instance and its optimistic transactions: two sessions making
 # the same first-time write (a table, a sequence, an encoder row) would conflict. Writes within a
 # process therefore take turns; reads stay concurrent. Across processes the file lock serialises.
@@ -75,6 +75,11 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE IF NOT EXISTS map_labels (
             corpus_id INTEGER, label_set VARCHAR, ord INTEGER, label VARCHAR,
             created TIMESTAMP DEFAULT current_timestamp)""",
+    ],
+    [  # pretraining speed per machine, base encoder and settings (core/speed.py)
+        """CREATE TABLE IF NOT EXISTS speed_estimates (
+            cache_key VARCHAR PRIMARY KEY, machine JSON, params JSON, setup_s DOUBLE, step_s DOUBLE,
+            device VARCHAR, measured TIMESTAMP DEFAULT current_timestamp)""",
     ],
 ]
 

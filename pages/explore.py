@@ -1,14 +1,8 @@
 """Explore: the map of a corpus, coloured by any metadata; select, search, read, cluster, label,
 compare, export.
 
-Session-state keys, shared with the panels in pages/components/ (read them; write the first two
-to drive the map):
-- explore_filter_ords: list[int] | None - ords passing the filters (popover and charts; None = all)
-- explore_selected_ords: list[int] - notes selected on the map (box, lasso or click, either map)
-- explore_highlight_ords: list[int] - search results, best first (ringed on the map)
-- explore_read_ord: int | None - the note open in the reader
-- explore_search_note: int | None - the note whose neighbours are searched (else the typed query)
-- explore_query: str - the typed search text
+Its session state (what is selected, read, searched, filtered) is defined once, in
+pages/components/state.py, with the functions that change it.
 
 The page lays out its containers top to bottom first and fills them in the order the data needs
 (clusters and labels before the colour picker, filters before the map), so panels drawn below
@@ -24,9 +18,9 @@ from core.encoders import list_encoders
 from core.labels import label_series, label_sets
 from core.neighbours import nearest
 from core.options import ProjectOptions
-from core.palette import category_colours
+from core.palette import DEFAULT_TOP, MISSING, PALETTE, category_colours, category_order, other_name
 from pages.common import corpus_picker, encoder_picker, store
-from pages.components import loaders
+from pages.components import loaders, state
 from pages.components.clusters import cluster_annotations, cluster_panel, cluster_table, default_clustering
 from pages.components.compare import OVERLAP, compare_view, describe
 from pages.components.facets import metadata_charts
@@ -34,12 +28,10 @@ from pages.components.filters import filter_mask
 from pages.components.labelling import labelling_panel
 from core.clusters import column_kind
 from pages.components.map import PLOTLY_CONFIG, draw_map
-from pages.components.selection import note_reader, search_results, selection_panel
+from pages.components.selection import md_plain, note_reader, search_results, selection_panel
 
 MAX_POINTS = int(os.environ.get("NOTESPACE_MAP_MAX_POINTS", "100000"))
-for key, default in (("explore_filter_ords", None), ("explore_selected_ords", []), ("explore_highlight_ords", []),
-                     ("explore_read_ord", None), ("explore_search_note", None)):
-    st.session_state.setdefault(key, default)
+state.start()
 
 st.title("Explore")
 top = st.columns([2, 2, 1.3, 1.3])
@@ -52,8 +44,8 @@ if st.session_state.get("explore_corpus") != corpus_name:  # ords and columns be
         del st.session_state[key]
     for key in ("explore_chart_columns", "explore_colour"):
         st.session_state.pop(key, None)
-    st.session_state.update(explore_corpus=corpus_name, explore_selected_ords=[], explore_highlight_ords=[],
-                            explore_read_ord=None, explore_search_note=None, explore_filter_ords=None)
+    state.reset()
+    st.session_state["explore_corpus"] = corpus_name
 with top[1]:
     encoder = encoder_picker()
 method = top[2].radio("Map", ["umap", "pca"], format_func=str.upper, horizontal=True, key="explore_method",
@@ -72,6 +64,9 @@ with controls[2].popover("Display", icon=":material/tune:", width="stretch"):
                                  help="Above this a random sample is drawn (and said so); selections, search and "
                                       "downloads still cover every note.")
     k_results = st.slider("Search results", 5, 100, 20, 5, key="explore_k")
+    top_colours = st.number_input("Colours", 1, len(PALETTE), DEFAULT_TOP, key="explore_top_colours",
+                                  help="How many of a column's most common values get a colour of their own; the "
+                                       f"rest share grey as 'other'. Beyond {len(PALETTE)}, colours look alike.")
     cluster_labels = st.toggle("Cluster labels", True, key="explore_cluster_labels",
                                help="The names of the largest clusters at their centres, whatever colours the map")
     st.markdown("**UMAP settings**")
@@ -108,7 +103,7 @@ with clusters_tab:
         cluster_table(clusters, frame, kinds)
         frame = frame.assign(cluster=clusters.column().to_numpy())
 with label_tab:
-    predicted = labelling_panel(store(), corpus_name, encoder, st.session_state["explore_selected_ords"])
+    predicted = labelling_panel(store(), corpus_name, encoder, state.selected())
 derived = {f"map: {name}": label_series(store(), corpus_name, name) for name in label_sets(store(), corpus_name)}
 if predicted is not None:
     derived["predicted"] = predicted
@@ -127,22 +122,22 @@ with controls[1].popover("Filter", icon=":material/filter_list:", width="stretch
     mask = filter_mask(frame, meta_columns, kinds)
 with charts_slot:
     chart_columns = st.multiselect("Charts of", meta_columns, default=meta_columns[:3], key="explore_chart_columns")
-    mask &= metadata_charts(frame, chart_columns, st.session_state["explore_selected_ords"] or None, kinds)
-st.session_state["explore_filter_ords"] = None if mask.all() else frame["ord"][mask].tolist()
+    mask &= metadata_charts(frame, chart_columns, state.selected() or None, kinds)
+st.session_state[state.FILTER] = None if mask.all() else frame["ord"][mask].tolist()
 
 # ---- search: a typed query, or the neighbours of a note, in the full embedding space -----------
 
 
 def new_query() -> None:
-    st.session_state["explore_search_note"] = None  # typing a query replaces a note's neighbours
+    st.session_state[state.SEARCH_NOTE] = None  # typing a query replaces a note's neighbours
 
 
-query = controls[3].text_input("Find notes like…", key="explore_query", on_change=new_query,
+query = controls[3].text_input("Find notes like…", key=state.QUERY, on_change=new_query,
                                placeholder="type a phrase, e.g. shortness of breath on exertion")
 search = None
-if st.session_state["explore_search_note"] is not None or query.strip():
+if st.session_state[state.SEARCH_NOTE] is not None or query.strip():
     X = loaders.vectors(db, corpus_name, encoder, corpus.data_hash)
-    note = st.session_state["explore_search_note"]
+    note = st.session_state[state.SEARCH_NOTE]
     if note is not None:
         idx, sims = nearest(X, X[note], k_results, exclude=[note])
         title = f"Notes like {frame['doc_id'].iloc[note]}"
@@ -150,14 +145,14 @@ if st.session_state["explore_search_note"] is not None or query.strip():
         idx, sims = nearest(X, loaders.query_vector(db, encoder, query.strip()), k_results)
         title = f"Notes like “{query.strip()}”"
     search = (idx, sims, title, f"{X.shape[1]}-d {encoder}")
-st.session_state["explore_highlight_ords"] = search[0].tolist() if search else []
+st.session_state[state.HIGHLIGHT] = search[0].tolist() if search else []
 
 # ---- the map: filtered, then sampled above the limit (never silently) ---------------------------
 
 shown = frame["ord"][mask].to_numpy()
 if len(shown) > max_points:
     keep = np.random.default_rng(0).choice(len(shown), size=int(max_points), replace=False)
-    shown = np.union1d(shown[np.sort(keep)], st.session_state["explore_highlight_ords"])
+    shown = np.union1d(shown[np.sort(keep)], st.session_state[state.HIGHLIGHT])
     caption_slot.warning(f"Drawing a random sample of {int(max_points):,} of {mask.sum():,} notes to keep the map "
                          f"responsive (raise 'Most points drawn' under Display). Search, filters and downloads "
                          f"cover every note.", icon=":material/info:")
@@ -167,8 +162,16 @@ if result["method"] == "umap":
     info += f" · {n_neighbors} neighbours, min. distance {min_dist}, seed {seed}"
 caption_slot.caption(info)
 
-colours = (category_colours(frame[colour].to_numpy(dtype=object), grey=["noise"] if colour == "cluster" else [])
-           if colour in frame and colour != OVERLAP else None)
+colours = None
+if colour in frame and colour != OVERLAP:
+    grey = ["noise"] if colour == "cluster" else []
+    colours = category_colours(frame[colour].to_numpy(dtype=object), grey=grey, top=top_colours)
+    values = [v for v in category_order(frame[colour].to_numpy(dtype=object)) if v not in grey + [MISSING]]
+    if column_kind(frame[colour], kinds) == "categorical" and len(values) > top_colours:
+        caption_slot.caption(f"**{md_plain(colour)}** has {len(values):,} values: the {top_colours} most common have "
+                             f"a colour each, the other {len(values) - top_colours:,} share grey, as “"
+                             f"{other_name(len(values) - top_colours)}” on the map of all notes. Change how many "
+                             "under Display → Colours.")
 
 
 def cluster_names(part):
@@ -177,7 +180,8 @@ def cluster_names(part):
 
 
 annotate = cluster_names if cluster_labels and clusters is not None else None
-draw = {"highlight_ords": st.session_state["explore_highlight_ords"], "selection_key": "explore_selected_ords",
+draw = {"highlight_ords": st.session_state[state.HIGHLIGHT], "selection_key": state.SELECTED,
+        "on_selection": state.drop_stale, "selection_revision": st.session_state[state.REVISION],
         "colours": colours, "kinds": kinds, "point_size": point_size, "opacity": opacity}
 figure = None
 with map_slot:
@@ -197,14 +201,13 @@ with progress_slot:
 # ---- below the map: search results, selection, reader; export -----------------------------------
 
 with notes_tab:
-    reading = st.session_state["explore_read_ord"]
+    reading = st.session_state[state.READ]
     tables, reader = st.columns([3, 2]) if reading is not None else (st.container(), None)
     with tables:
         if search is not None:
             search_results(frame, *search)
-            st.button("Clear search", key="explore_clear_search", icon=":material/close:",
-                      on_click=lambda: st.session_state.update(explore_search_note=None, explore_query=""))
-        selection_panel(store(), corpus, frame, st.session_state["explore_selected_ords"])
+            st.button("Clear search", key="explore_clear_search", icon=":material/close:", on_click=state.clear_search)
+        selection_panel(store(), corpus, frame, state.selected())
     if reader is not None:
         with reader:
             note_reader(store(), corpus, frame, reading)

@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs
+from core import background, jobs, speed
 from core.encoders import list_encoders
 from core.options import PretrainOptions
 from core.store import StoreError
@@ -40,6 +40,41 @@ def launch(corpus: str) -> None:
         del st.session_state[f"pt_name_{corpus}_{opts.objective}"]  # the next run suggests a fresh name
 
 
+def estimate_panel(corpus: str, opts: PretrainOptions) -> None:
+    """The run time of these settings on this machine: the stored figure at once, else timed in the
+    background while Launch stays usable (core/speed.py)."""
+    try:
+        estimate = speed.stored(store(), opts)
+        job = speed.measure_in_background(store(), corpus, opts) if estimate is None or estimate["stale"] else None
+    except (StoreError, ValueError) as exc:
+        st.warning(f"No run-time estimate: {exc}")
+        return
+    if estimate is None:
+        measuring(job)
+        return
+    ahead = [j for j in jobs.list_jobs(store()) if j["state"] in jobs.ACTIVE and j["device"] == device]
+    st.info(f"Estimated run time on **{device}**: about **{duration(estimate['seconds'])}** "
+            f"({estimate['step_s']:.2f} s per step, timed on this machine with these settings, on a sample of "
+            f"'{estimate['corpus']}')"
+            + (f"; it starts once the {len(ahead)} job(s) ahead of it are done." if ahead else "."),
+            icon=":material/timer:")
+
+
+@st.fragment(run_every=1.0)
+def measuring(job) -> None:
+    """Progress of the timing of new settings; the page redraws with the figure once it is stored."""
+    if job.error:
+        st.warning(f"No run-time estimate: timing these settings failed ({job.error}).")
+        if st.button("Time them again", key="pt_estimate_retry"):
+            background.forget(job)
+            st.rerun(scope="app")
+        return
+    if job.done:
+        st.rerun(scope="app")
+    st.progress(min(job.fraction, 0.99), text=f"Run-time estimate: measuring… timing a few steps of these settings "
+                                                f"on this machine ({job.elapsed:.0f} s). Launch does not wait for it.")
+
+
 with st.container(border=True):
     st.subheader("New training job")
     corpus = corpus_picker()
@@ -67,16 +102,7 @@ with st.container(border=True):
         cols[1].number_input("Batch size (notes)", 1, 1024, d["batch_size"], key=f"pt_batch_{tag}")
         cols[2].number_input("Max length (tokens)", 8, 4096, d["max_length"], key=f"pt_length_{tag}")
         cols[3].number_input("Learning rate", 1e-7, 1e-2, d["lr"], format="%.0e", key=f"pt_lr_{tag}")
-        try:
-            with st.spinner("Timing a few training steps on a sample of the notes…"):
-                estimate = jobs.estimate_seconds(store(), corpus, chosen_options(corpus))
-            ahead = [j for j in jobs.list_jobs(store()) if j["state"] in jobs.ACTIVE and j["device"] == device]
-            st.info(f"Estimated run time on **{device}**: about **{duration(estimate['seconds'])}** "
-                    f"({estimate['step_s']:.2f} s per step, measured on a sample of these notes)"
-                    + (f"; it starts once the {len(ahead)} job(s) ahead of it are done." if ahead else "."),
-                    icon=":material/timer:")
-        except (StoreError, ValueError) as exc:
-            st.warning(f"No run-time estimate: {exc}")
+        estimate_panel(corpus, chosen_options(corpus))
         st.button("Launch training", type="primary", key="pt_launch", on_click=launch, args=(corpus,))
         kind, text = st.session_state.pop("pt_message", (None, None))
         if kind:

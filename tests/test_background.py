@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from core import background
 
@@ -49,3 +50,23 @@ def test_a_once_job_never_runs_again_until_forgotten():
     assert background.get(("test", "once")) is job and runs == [1]
     background.forget(job)
     assert background.get(("test", "once")) is None
+
+
+def test_a_cancelled_job_stops_at_its_next_report_and_says_so():
+    started, steps = threading.Event(), []
+
+    def work(progress):
+        for step in range(1000):
+            progress(step / 1000, f"step {step}")
+            steps.append(step)
+            started.set()
+            time.sleep(0.01)
+        return "finished"
+
+    job = background.start(("test", "cancel"), None, work)
+    started.wait(10)
+    job.cancel()
+    _finished(job)
+    assert job.error == background.CANCELLED and job.result is None and len(steps) < 1000
+    assert background.get(("test", "cancel")) is job  # kept, like a failure, until forgotten
+    background.forget(job)

@@ -84,3 +84,22 @@ def test_predict_from_map_labels_and_suggest_next(store, synthetic_df):
     counts = preds.counts().set_index("class")
     assert counts["labelled"].to_dict() == {"cardio": 6, "uro": 6} and counts["predicted"].sum() == 120
     assert len(preds.suggestions) == 5 and not set(preds.suggestions) & (set(cardio) | set(uro))
+
+
+def test_class_counts_agree_with_the_hand_labels_when_the_classifier_disagrees(db_path, models_dir, synthetic_df):
+    """Two notes with the same text get the same vector: labelled differently, one of them is predicted
+    otherwise, and the table must still count it under the label it was given."""
+    from core.corpus import ingest_frame
+    from core.store import Store
+
+    notes = synthetic_df.copy()
+    notes.loc[1, "text"] = notes.loc[0, "text"]
+    store = Store(db_path)
+    ingest_frame(store, notes, "twins", "text", "note_id")
+    add_labels(store, "twins", "spec", [0, 2, 3, 4], "a")
+    add_labels(store, "twins", "spec", [1, 5, 6], "b")
+    preds = predict_from_labels(store, "twins", "tiny", "spec")
+    assert preds.predicted[0] == preds.predicted[1]  # the twins cannot both be predicted right
+    counts = preds.counts().set_index("class")
+    assert counts["labelled"].to_dict() == {"a": 4, "b": 3}
+    assert counts["predicted"].sum() == 120

@@ -1,5 +1,7 @@
-"""AppTest of the Pretrain page: defaults and estimate, a refused name, a tiny job launched and finished."""
+"""AppTest of the Pretrain page: defaults, the run-time estimate timed in the background once, a refused
+name, a tiny job launched and finished."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core.corpus import ingest_frame
 from core.jobs import list_jobs
 from core.store import Store
+from core.training import loop
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -35,6 +38,59 @@ def pretrain_page(one_thread, db_path, models_dir, synthetic_df, monkeypatch):
     return at
 
 
+def finish_timing() -> None:
+    """Wait for the page's background timing of the settings, as its poll would."""
+    for thread in threading.enumerate():
+        if thread.name == "notespace-speed":
+            thread.join(120)
+
+
+def estimate_text(at) -> str:
+    return " ".join(i.value for i in at.info if "Estimated run time" in i.value)
+
+
+def test_estimate_is_timed_in_the_background_once_and_launch_never_waits(one_thread, db_path, models_dir,
+                                                                          synthetic_df, monkeypatch):
+    ingest_frame(Store(db_path), synthetic_df, "clinic", "text", "note_id", ["specialty", "site", "age"])
+    release, calls, real = threading.Event(), [], loop.measure_speed
+
+    def held_timer(*args, **kwargs):  # a spy that times for real once released
+        calls.append(args[3])
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "measure_speed", held_timer)
+
+    def visit() -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        at.session_state["pt_base"] = "tiny"
+        at.switch_page("pages/pretrain.py").run()
+        assert not at.exception
+        return at
+
+    at = visit()
+    try:
+        waiting = [p.proto.text for p in at.get("progress")]
+        assert any("Run-time estimate: measuring…" in t and "Launch does not wait" in t for t in waiting), waiting
+        assert not estimate_text(at)  # no figure of other settings meanwhile
+        assert not at.button(key="pt_launch").disabled
+    finally:
+        release.set()
+    finish_timing()
+    at.run()
+    assert "timed on this machine with these settings, on a sample of 'clinic'" in estimate_text(at)
+    assert not at.get("progress")
+
+    second = visit()  # a new session: the figure comes from the store, nothing is timed again
+    assert estimate_text(second) == estimate_text(at) and len(calls) == 1
+    second.number_input(key="pt_batch_cpu_mlm").set_value(4).run()  # other settings: measuring, no old figure
+    assert not estimate_text(second)
+    assert any("measuring…" in p.proto.text for p in second.get("progress"))
+    finish_timing()
+    assert [o.batch_size for o in calls] == [16, 4]
+
+
 def test_launch_a_tiny_job_and_watch_it_finish(pretrain_page, db_path):
     at = pretrain_page
     assert at.selectbox(key="pt_label").disabled and at.selectbox(key="pt_label").options == ["specialty", "site"]
@@ -43,7 +99,9 @@ def test_launch_a_tiny_job_and_watch_it_finish(pretrain_page, db_path):
     at.number_input(key="pt_batch_cpu_mlm").set_value(8)
     at.number_input(key="pt_length_cpu_mlm").set_value(64).run()
     assert at.text_input(key="pt_name_clinic_mlm").value == "clinic-mlm"
-    assert any("Estimated run time on **cpu**" in i.value for i in at.info), [w.value for w in at.warning]
+    finish_timing()
+    at.run()
+    assert "Estimated run time on **cpu**" in estimate_text(at), [w.value for w in at.warning]
 
     at.text_input(key="pt_name_clinic_mlm").set_value("tiny")
     at.button(key="pt_launch").click().run()

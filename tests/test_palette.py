@@ -3,7 +3,9 @@
 import numpy as np
 import pandas as pd
 
-from core.palette import MISSING, MISSING_COLOUR, OTHER_COLOUR, PALETTE, category_colours, category_label
+from core.palette import (
+    DEFAULT_TOP, MISSING, MISSING_COLOUR, OTHER_COLOUR, PALETTE, category_colours, category_label, other_name,
+)
 
 
 def test_same_column_same_colours_whatever_the_order():
@@ -22,8 +24,13 @@ def test_labels_for_numbers_dates_and_grey_categories():
     assert colours["noise"] == MISSING_COLOUR and colours["0: chest pain"] == PALETTE[0]
 
 
-def test_rare_values_beyond_the_palette_share_other():
+def test_values_beyond_the_top_share_other_and_the_top_stays_within_the_palette():
     values = [f"v{i:02d}" for i in range(len(PALETTE) + 5) for _ in range(100 - i)]
-    colours = category_colours(values)
-    assert len(set(colours[f"v{i:02d}"] for i in range(len(PALETTE)))) == len(PALETTE)
-    assert {colours[f"v{i:02d}"] for i in range(len(PALETTE), len(PALETTE) + 5)} == {OTHER_COLOUR}
+    for top, distinct in ((DEFAULT_TOP, DEFAULT_TOP), (3, 3), (len(PALETTE), len(PALETTE)), (500, len(PALETTE)),
+                          (0, 1)):
+        colours = category_colours(values, top=top)
+        named = [colours[f"v{i:02d}"] for i in range(distinct)]
+        assert named == list(PALETTE[:distinct])  # distinct, most common first
+        assert {colours[f"v{i:02d}"] for i in range(distinct, len(PALETTE) + 5)} == {OTHER_COLOUR}
+    assert category_colours(values) == category_colours(values, top=10)
+    assert other_name(1) == "other (1 value)" and other_name(1234) == "other (1,234 values)"

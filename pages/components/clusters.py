@@ -23,8 +23,8 @@ from core.clusters import (
 from core.options import ClusterOptions
 from core.store import Store, StoreError
 from pages.common import progress_bar
+from pages.components import state
 
-SELECTED = "explore_selected_ords"  # the Explore page's selection (list of ords)
 EXAMPLE_CHARS = 600
 
 
@@ -59,43 +59,73 @@ def _compute(store: Store, corpus: str, opts: ClusterOptions) -> int | None:
     return result["clustering"]
 
 
+def _stored(store: Store, corpus: str, encoder: str, shown_key: str):
+    """The clustering computed last in this session (under `shown_key`), else the newest stored one."""
+    try:
+        return (load_clustering(store, st.session_state[shown_key]) if shown_key in st.session_state
+                else latest_clustering(store, corpus, encoder))
+    except StoreError:  # the store file was replaced under this session: forget the stale id
+        st.session_state.pop(shown_key, None)
+        return None
+
+
+def _setting(params: dict) -> str:
+    """The setting that shapes a clustering, as its header and the controls say it."""
+    if params["method"] == "kmeans":
+        return f"k = {params['k']}"
+    return f"minimum cluster size {params['min_cluster_size']}"
+
+
 def cluster_panel(store: Store, corpus: str, encoder: str, frame: pd.DataFrame) -> ClusterView | None:
     """Controls (method, size, Compute) and the clustering to show: the one computed last in this
-    session, else the newest stored one for this corpus and encoder. None until one exists."""
+    session, else the newest stored one for this corpus and encoder. None until one exists.
+
+    The controls start from the settings of the clustering shown (again whenever another one is
+    shown: another encoder's, a new one), and settings not computed yet are said to be so, so the
+    header and the inputs never disagree silently."""
     info = store.corpus(corpus)
     n = info.n_docs
-    state = f"clusters::{info.id}::{info.data_hash}::{encoder}"  # a re-ingested corpus never shows old clusters
+    shown_key = f"clusters::{info.id}::{info.data_hash}::{encoder}"  # a re-ingested corpus never shows old clusters
+    found = _stored(store, corpus, encoder, shown_key)
+    controls = {"clusters_method": "hdbscan", "clusters_min_size": default_min_cluster_size(n),
+                "clusters_k": default_k(n)}
+    if found is not None and st.session_state.get("clusters_synced") != found.id:
+        hdbscan = found.params["method"] == "hdbscan"
+        controls |= {"clusters_method": found.params["method"], "clusters_min_size" if hdbscan else "clusters_k":
+                     found.params["min_cluster_size" if hdbscan else "k"]}
+        st.session_state.update(controls, clusters_synced=found.id)
+    for key, value in controls.items():
+        st.session_state.setdefault(key, value)
+    for key in ("clusters_min_size", "clusters_k"):  # within this corpus's bounds
+        st.session_state[key] = min(max(2, int(st.session_state[key])), max(2, n))
     method_col, size_col, button_col = st.columns([2, 2, 1], vertical_alignment="bottom")
     method = method_col.radio("Clustering", ["hdbscan", "kmeans"], horizontal=True, key="clusters_method",
                               format_func={"hdbscan": "density (HDBSCAN)", "kmeans": "k-means"}.get,
                               help="HDBSCAN finds clusters of any number and leaves notes that fit none as noise; "
                                    "k-means splits every note into k groups.")
     if method == "hdbscan":
-        size = size_col.number_input("Minimum cluster size", 2, max(2, n), min(default_min_cluster_size(n), max(2, n)),
-                                     key="clusters_min_size", help="default: about 1 % of the notes")
+        size = size_col.number_input("Minimum cluster size", 2, max(2, n), key="clusters_min_size",
+                                     help="default: about 1 % of the notes")
         opts = ClusterOptions(encoder=encoder, method=method, min_cluster_size=int(size))
     else:
-        k = size_col.number_input("Number of clusters", 2, max(2, n), min(default_k(n), max(2, n)), key="clusters_k",
+        k = size_col.number_input("Number of clusters", 2, max(2, n), key="clusters_k",
                                   help="default: √(notes / 2), at most 50")
         opts = ClusterOptions(encoder=encoder, method=method, k=int(k))
     if button_col.button("Compute clusters", key="clusters_compute"):
         clustering_id = _compute(store, corpus, opts)
         if clustering_id is not None:
-            st.session_state[state] = clustering_id
-    try:
-        found = (load_clustering(store, st.session_state[state]) if state in st.session_state
-                 else latest_clustering(store, corpus, encoder))
-    except StoreError:  # the store file was replaced under this session: forget the stale id
-        st.session_state.pop(state, None)
-        found = None
+            st.session_state.update({shown_key: clustering_id, "clusters_synced": clustering_id})
+            found = _stored(store, corpus, encoder, shown_key)
     if found is None:
         st.caption("No clusters yet for this corpus and encoder (the map starts the default ones by itself): "
                    "choose a method and press **Compute clusters**.")
         return None
-    size = (f"k = {found.params['k']}" if found.params["method"] == "kmeans"
-            else f"minimum cluster size {found.params['min_cluster_size']}")
-    st.caption(f"Showing clustering {found.id} ({found.params['method']}, {size}, seed {found.params['seed']}); "
-               f"`notespace cluster` with the same settings reuses it.")
+    st.caption(f"Showing clustering {found.id} ({found.params['method']}, {_setting(found.params)}, seed "
+               f"{found.params['seed']}); `notespace cluster` with the same settings reuses it.")
+    chosen = {"method": method, "k": opts.k, "min_cluster_size": opts.min_cluster_size}
+    if _setting(chosen) != _setting(found.params):
+        st.info(f"The map and this table show the clusters found with {_setting(found.params)}; press "
+                f"**Compute clusters** to find them with {_setting(chosen)}.", icon=":material/info:")
     ords = frame["ord"].to_numpy(dtype=np.int64)
     texts = store.texts(info, sorted({o for ex in found.examples.values() for o in ex}))
     text_of = dict(zip(texts["ord"].tolist(), texts["text"].tolist()))
@@ -145,10 +175,6 @@ def cluster_annotations(frame_with_xy: pd.DataFrame, labels, names: dict[int, st
     return out
 
 
-def _select(ords: list[int]) -> None:
-    st.session_state[SELECTED] = ords
-
-
 def _summary_table(view: ClusterView, meta: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
     """One row per cluster: name, size, share, terms, and per column its most common value with that value's
     share in the cluster and lift against all notes shown (categorical) or its median (numbers, dates)."""
@@ -184,7 +210,7 @@ def _comparison(cmp: pd.DataFrame) -> None:
 
 def cluster_table(view: ClusterView, frame: pd.DataFrame, kinds: dict[str, str]) -> None:
     """Per cluster: size, label terms, top metadata values against the corpus, central notes, and a
-    button that selects the cluster on the map (st.session_state["explore_selected_ords"])."""
+    button that selects the cluster on the map (pages/components/state.py)."""
     kinds = {c: k for c, k in kinds.items() if c in frame.columns}
     meta = frame[list(kinds)]
     st.dataframe(_summary_table(view, meta, kinds), hide_index=True, width="stretch",
@@ -195,7 +221,7 @@ def cluster_table(view: ClusterView, frame: pd.DataFrame, kinds: dict[str, str])
     cluster = pick.selectbox("Look at a cluster", ids, format_func=lambda c: view.names.get(c, str(c)),
                              key="clusters_focus")
     members = view.members(cluster)
-    button.button(f"Select its {len(members):,} notes", key="clusters_select", on_click=_select, args=(members,),
+    button.button(f"Select its {len(members):,} notes", key="clusters_select", on_click=state.select, args=(members,),
                   help="select this cluster on the map")
     mask = view.labels == cluster
     if kinds:

@@ -11,27 +11,35 @@ import streamlit as st
 
 from core.labels import add_labels, clear_labels, get_labels, label_sets, predict_from_labels
 from core.store import Store
+from pages.components import state
 from pages.components.facets import md_escape
 
-SELECTED = "explore_selected_ords"  # the Explore page's selection (list of ords)
 PREVIEW_CHARS = 200
 
 
-def _select(ords: list[int]) -> None:
-    st.session_state[SELECTED] = ords
+def _label_selection(store: Store, corpus: str, label_set: str) -> None:
+    """Label the selected notes; the selection is then used up: cleared with its lasso, and the label
+    typed for it, so no old selection dims the map the labels recolour."""
+    label = st.session_state["labelling_label"]
+    try:
+        n = add_labels(store, corpus, label_set, state.selected(), label)
+    except ValueError as exc:
+        st.session_state["labelling_message"] = ("error", str(exc))
+        return
+    st.session_state["labelling_message"] = ("success", f"Labelled {n:,} notes as “{md_escape(label.strip())}”.")
+    st.session_state["labelling_label"] = ""
+    state.clear_selection()
 
 
 def _label_controls(store: Store, corpus: str, label_set: str, selected: list[int]) -> None:
     label_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
     label = label_col.text_input("Label for the selected notes", key="labelling_label", placeholder="e.g. chest pain")
-    if button_col.button(f"Label {len(selected):,} notes", key="labelling_add", type="primary",
-                         disabled=not selected or not label.strip()):
-        try:
-            n = add_labels(store, corpus, label_set, selected, label)
-        except ValueError as exc:
-            st.error(str(exc))
-        else:
-            st.success(f"Labelled {n:,} notes as “{md_escape(label.strip())}”.")
+    button_col.button(f"Label {len(selected):,} notes", key="labelling_add", type="primary",
+                      disabled=not selected or not label.strip(), on_click=_label_selection,
+                      args=(store, corpus, label_set))
+    kind, text = st.session_state.pop("labelling_message", (None, None))
+    if kind:
+        getattr(st, kind)(text)
 
 
 def _remove_controls(store: Store, corpus: str, label_set: str, classes: list[str]) -> None:
@@ -59,7 +67,7 @@ def _suggestions(store: Store, corpus: str, preds) -> None:
     head, button = st.columns([3, 1], vertical_alignment="bottom")
     head.caption("Label these next: the classifier is least sure about them, and they differ from the notes "
                  "labelled so far.")
-    button.button("Select them on the map", key="labelling_select_suggested", on_click=_select, args=(ords,))
+    button.button("Select them on the map", key="labelling_select_suggested", on_click=state.select, args=(ords,))
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"confidence": st.column_config.NumberColumn(format="%.2f")})
 

@@ -106,15 +106,21 @@ def wait_for(jobs: list[Job]) -> None:
         st.rerun(scope="app")
     for job in jobs:
         title, meanwhile = _describe(job)
-        st.progress(min(job.fraction, 0.99), text=f"{title}: {job.message} ({job.elapsed:.0f} s). {meanwhile}")
+        bar, cancel = st.columns([6, 1], vertical_alignment="bottom")
+        bar.progress(min(job.fraction, 0.99), text=f"{title}: {job.message} ({job.elapsed:.0f} s). {meanwhile}")
+        cancel.button("Cancel", key=f"explore_cancel_{title}", on_click=job.cancel, disabled=job.cancel_requested,
+                      help="Stops at its next step; what is shown now stays.")
 
 
 def failed(jobs: list[Job]) -> list[Job]:
-    """Show the jobs that failed, with a button to try again; returns those still running."""
+    """Show the jobs that failed or were cancelled, with a button to start again; returns those still running."""
     for job in [j for j in jobs if j.error]:
         title, _ = _describe(job)
-        st.error(f"{title} failed: {job.error}")
-        if st.button("Try again", key=f"explore_retry_{title}"):
+        if job.error == background.CANCELLED:
+            st.info(f"{title}: cancelled.", icon=":material/cancel:")
+        else:
+            st.error(f"{title} failed: {job.error}")
+        if st.button("Start again" if job.error == background.CANCELLED else "Try again", key=f"explore_retry_{title}"):
             background.forget(job)
             st.rerun()
     return [j for j in jobs if not j.error]

@@ -25,7 +25,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.clusters import column_kind
-from core.palette import MISSING, MISSING_COLOUR, OTHER_COLOUR, SEQUENTIAL, category_colours, category_labels
+from core.palette import (
+    MISSING, MISSING_COLOUR, OTHER_COLOUR, SEQUENTIAL, category_colours, category_labels, other_name,
+)
 
 SINGLE_COLOUR = "#4E79A7"
 HIGHLIGHT_COLOUR = "#111111"
@@ -91,8 +93,8 @@ def _categorical(frame, column, colours, marker, selected) -> list[go.Scattergl]
     traces = [_trace(frame[labels == label], plain(label, 40), marker | {"color": colours[label]}, selected,
                      legendgroup=label) for label in named]
     if rest.any():
-        n_values = len(set(labels[rest]))
-        traces.append(_trace(frame[rest], f"other ({n_values:,} values)", marker | {"color": OTHER_COLOUR}, selected))
+        traces.append(_trace(frame[rest], other_name(len(set(labels[rest]))), marker | {"color": OTHER_COLOUR},
+                             selected))
     if MISSING in present:
         traces.append(_trace(frame[labels == MISSING], MISSING, marker | {"color": MISSING_COLOUR}, selected))
     return traces
@@ -129,14 +131,16 @@ def map_figure(frame: pd.DataFrame, colour_column: str | None = None, highlight_
                colours: dict[str, str] | None = None, kinds: dict[str, str] | None = None,
                point_size: float = 4, opacity: float = 0.75, height: int = 620, uirevision: str = "map",
                colour_range: tuple[float, float] | None = None, colour_title: str | None = None,
-               dragmode: str | None = None, outlines: Sequence[dict] | None = None) -> go.Figure:
+               dragmode: str | None = None, outlines: Sequence[dict] | None = None,
+               selection_revision: int = 0) -> go.Figure:
     """The map as a figure: one trace per category (legend toggles them) or one colour-scaled trace.
 
     `highlight_ords` get a dark ring on top (search results); `selected_ords` stay bright while the
     rest fade; `annotations` are plotly annotation dicts whose text the caller has escaped (as
     components.clusters.cluster_annotations does for cluster names);
     `colours` maps category labels to colours (pass `category_colours` of the whole column so
-    colours do not change when a filter hides categories).
+    colours do not change when a filter hides categories); a new `selection_revision` (a selection
+    made off the map) makes a new figure, so the browser drops the selection plotly kept itself.
     """
     marker = {"size": point_size, "opacity": opacity}
     selected = set(map(int, selected_ords)) if selected_ords else None
@@ -161,7 +165,7 @@ def map_figure(frame: pd.DataFrame, colour_column: str | None = None, highlight_
         legend={"title": {"text": plain(colour_column, 30) if kind == "categorical" else ""},  # else on the colorbar
                 "itemsizing": "constant"},
         hoverlabel={"align": "left"},
-        annotations=list(annotations or []),
+        annotations=list(annotations or []), meta={"selection_revision": selection_revision},
     )
     return fig
 

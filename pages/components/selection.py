@@ -18,11 +18,9 @@ from core.clusters import compare_to_corpus
 from core.export import safe_csv
 from core.palette import category_label
 from core.store import Corpus, Store
+from pages.components import state
 
 TABLE_ROWS = 2000  # rows sent to a table; downloads always hold every selected note
-READ_KEY = "explore_read_ord"
-SEARCH_NOTE_KEY = "explore_search_note"
-SELECTED_KEY = "explore_selected_ords"
 MAP_COLUMNS = ["x", "y", "hover"]
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
@@ -47,7 +45,7 @@ def _table(frame: pd.DataFrame, key: str, extra: dict | None = None) -> None:
     def opened() -> None:
         rows = st.session_state[key].selection.rows
         if rows:
-            st.session_state[READ_KEY] = int(shown["ord"].iloc[rows[0]])
+            state.read(shown["ord"].iloc[rows[0]])
 
     config = {"ord": None, "doc_id": st.column_config.TextColumn("note"),
               "preview": st.column_config.TextColumn("preview", width="large")} | (extra or {})
@@ -101,9 +99,8 @@ def selection_panel(store: Store, corpus: Corpus, frame: pd.DataFrame, selected:
     head = st.container(horizontal=True, horizontal_alignment="distribute", vertical_alignment="center")
     head.markdown(f"**{len(chosen):,} notes selected** ({len(chosen) / max(len(frame), 1):.1%} of the corpus)",
                   width="content")
-    if head.button("Clear selection", key="explore_clear_selection", icon=":material/deselect:"):
-        st.session_state[SELECTED_KEY] = []
-        st.rerun()
+    head.button("Clear selection", key="explore_clear_selection", icon=":material/deselect:",
+                on_click=state.clear_selection)
     metadata = frame[[c for c in corpus.meta if c in frame]]
     if len(metadata.columns):
         with st.expander("How the selection differs from the corpus", expanded=True):
@@ -151,9 +148,7 @@ def note_reader(store: Store, corpus: Corpus, frame: pd.DataFrame, ord_: int) ->
             st.caption(" · ".join(f"{md_plain(c)}: {md_plain(category_label(v))}" for c, v in meta.items()))
         st.text(text, wrap=True)
         buttons = st.container(horizontal=True)
-        if buttons.button("Find similar notes", key="explore_find_similar", icon=":material/search:"):
-            st.session_state[SEARCH_NOTE_KEY] = ord_
-            st.rerun()
-        if buttons.button("Close", key="explore_close_reader", icon=":material/close:"):
-            st.session_state[READ_KEY] = None
-            st.rerun()
+        buttons.button("Find similar notes", key="explore_find_similar", icon=":material/search:",
+                       on_click=state.search_like, args=(ord_,))
+        buttons.button("Close", key="explore_close_reader", icon=":material/close:",
+                       on_click=state.read, args=(None,))

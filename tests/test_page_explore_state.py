@@ -1,0 +1,129 @@
+"""AppTest of the Explore page's state: what depends on a selection goes with it, counts agree, and
+the Clusters tab's header and inputs show the settings actually used (issue 17's stale cases)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.corpus import ingest_frame
+from core.embed import embed_corpus
+from core.labels import add_labels
+from core.options import EmbedOptions
+from core.palette import DEFAULT_TOP
+from core.store import Store
+from pages.components import state
+from tests.test_page_explore import maps_in, ords_of, settle
+
+pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture()
+def explore(db_path, models_dir, synthetic_df):
+    shutil.copytree(models_dir / "tiny", models_dir / "tiny2")
+    store = Store(db_path)
+    notes = synthetic_df.copy()
+    notes.loc[1, "text"] = notes.loc[0, "text"]  # twins: one vector, so a classifier cannot tell them apart
+    notes["ward"] = [f"ward {i % 30:02d}" for i in range(len(notes))]  # more values than colours
+    ingest_frame(store, notes, "clinic", "text", "note_id", ["specialty", "site", "ward"])
+    for encoder in ("tiny", "tiny2"):
+        embed_corpus(store, "clinic", EmbedOptions(encoder=encoder))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.session_state["explore_method"] = "pca"
+    at.switch_page("pages/explore.py").run()
+    at.selectbox(key="encoder").select("tiny").run()
+    settle(at)
+    assert not at.exception
+    return at
+
+
+def selected_on_map(spec: dict) -> list[int]:
+    """The notes a map draws as selected (plotly fades the others); [] when it fades none."""
+    return sorted(o for t in spec["data"] if t.get("selectedpoints") is not None
+                  for i, o in enumerate(ords_of(t)) if i in t["selectedpoints"])
+
+
+def lasso(at, ords: list[int]) -> None:
+    """What the map's callback leaves after a lasso around `ords` (AppTest cannot drag on a chart)."""
+    at.session_state[state.SELECTED] = ords
+    at.session_state["explore_map::origin"] = {"ords": ords, "signature": "", "outlines": [
+        {"type": "path", "xref": "x", "yref": "y", "path": "M0,0L1,0L1,1Z"}]}
+    at.run()
+
+
+def keys(at, kind: str = "button") -> set:
+    return {w.key for w in at.get(kind)}
+
+
+def test_clearing_the_selection_closes_the_reader_and_undims_the_map(explore):
+    at = explore
+    lasso(at, [0, 2, 5, 9])
+    at.session_state[state.READ] = 5  # a row of the selection table ticked
+    at.run()
+    (spec,) = maps_in(at)
+    assert selected_on_map(spec) == [0, 2, 5, 9] and spec["layout"]["selections"]
+    assert "explore_close_reader" in keys(at)
+
+    at.button(key="explore_clear_selection").click().run()
+    assert at.session_state[state.SELECTED] == [] and at.session_state[state.READ] is None
+    assert "explore_close_reader" not in keys(at)
+    (spec,) = maps_in(at)
+    assert selected_on_map(spec) == [] and not spec["layout"].get("selections")
+
+
+def test_labelling_uses_up_the_selection_and_counts_agree_everywhere(explore):
+    at = explore
+    lasso(at, [0, 2, 3, 4])
+    at.text_input(key="labelling_label").input("a").run()
+    at.button(key="labelling_add").click().run()
+    assert any("Labelled 4 notes" in s.value for s in at.success)
+    assert at.session_state[state.SELECTED] == [] and at.text_input(key="labelling_label").value == ""
+    lasso(at, [1, 5, 6])  # note 1 has the text of note 0
+    at.text_input(key="labelling_label").input("b").run()
+    at.button(key="labelling_add").click().run()
+
+    at.selectbox(key="explore_colour").select("predicted").run()
+    (spec,) = maps_in(at)  # recoloured by the predictions: no leftover lasso, nothing faded
+    assert selected_on_map(spec) == [] and not spec["layout"].get("selections")
+    by_hand = next(d.value for d in at.dataframe if "labelled notes" in d.value).set_index("label")["labelled notes"]
+    classifier = next(d.value for d in at.dataframe if "mean_confidence" in d.value).set_index("class")["labelled"]
+    at.selectbox(key="explore_colour").select("map: map labels").run()
+    on_map = {t["name"]: len(ords_of(t)) for t in maps_in(at)[0]["data"] if t["name"] in ("a", "b")}
+    assert by_hand.to_dict() == classifier.to_dict() == on_map == {"a": 4, "b": 3}
+
+
+def test_the_clusters_header_and_inputs_show_the_settings_used(explore):
+    at = explore
+    header = lambda: next(c.value for c in at.caption if c.value.startswith("Showing clustering"))  # noqa: E731
+    assert "minimum cluster size 5" in header() and at.number_input(key="clusters_min_size").value == 5
+    at.number_input(key="clusters_min_size").set_value(10).run()
+    assert "minimum cluster size 5" in header()
+    assert any("found with minimum cluster size 5; press **Compute clusters** to find them with minimum cluster "
+               "size 10" in i.value for i in at.info)
+    at.button(key="clusters_compute").click().run()
+    assert "minimum cluster size 10" in header() and not any("Compute clusters** to find" in i.value for i in at.info)
+
+    at.selectbox(key="encoder").select("tiny2").run()  # another encoder: its own (default) clustering is shown
+    settle(at)
+    assert "minimum cluster size 5" in header() and at.number_input(key="clusters_min_size").value == 5
+
+
+def test_a_many_valued_column_colours_its_most_common_values_and_groups_the_rest(explore):
+    at = explore
+    at.selectbox(key="explore_colour").select("ward").run()
+    for top in (DEFAULT_TOP, 4):
+        at.number_input(key="explore_top_colours").set_value(top).run()
+        traces = maps_in(at)[0]["data"]
+        assert [t["name"] for t in traces] == [f"ward {i:02d}" for i in range(top)] + [f"other ({30 - top} values)"]
+        assert len({t["marker"]["color"] for t in traces}) == top + 1  # no colour stands for two values
+        assert sum(len(ords_of(t)) for t in traces) == 120
+        rest = 30 - top
+        assert any(f"the other {rest} share grey, as “other ({rest} values)”" in c.value for c in at.caption)
+    at.selectbox(key="explore_colour").select("specialty").run()  # 4 values: each its own colour, no "other"
+    assert not any(t["name"].startswith("other") for t in maps_in(at)[0]["data"])
+    assert not any("share grey" in c.value for c in at.caption)
