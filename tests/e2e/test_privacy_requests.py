@@ -4,6 +4,7 @@ blocked (a sitecustomize refuses and logs any such connection or name lookup, in
 training workers it starts) and its temp folder is one of its own, which ends empty."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -99,10 +100,14 @@ def test_every_page_and_flow_asks_only_the_apps_own_host(clinic, recorded, app_u
     page.get_by_text("PCA of tiny (from the store)").wait_for()
     box_select(page)
     page.get_by_text("notes selected").wait_for()
+    page.get_by_role("tab", name="Label from the map").click()
     page.get_by_label("Label for the selected notes").fill("chest pain")
-    page.get_by_role("button", name="notes", exact=False).filter(has_text="Label ").click()
+    page.get_by_label("Label for the selected notes").press("Enter")
     wait_idle(page)
-    page.get_by_text("chest pain").first.wait_for()
+    page.get_by_role("button", name=re.compile(r"^Label \d+ notes$")).click()
+    wait_idle(page)
+    page.get_by_text(re.compile(r"Labelled \d+ notes as “chest pain”")).wait_for()
+    page.get_by_role("tab", name="Selection and search").click()
     page.get_by_label("Find notes like…").fill("troponin chest pain")
     page.get_by_label("Find notes like…").press("Enter")
     wait_idle(page)
