@@ -290,3 +290,9 @@ def test_leftovers_of_older_versions_are_removed(tmp_path):
     assert sorted(p.name for p in remove_leftovers(tmp_path)) == sorted(LEFTOVERS)
     assert [p.name for p in tmp_path.iterdir()] == ["someone-else"]
     assert remove_leftovers(tmp_path) == []
+
+
+def test_no_page_renders_raw_html():
+    sources = [ROOT / "app.py", *(ROOT / "pages").rglob("*.py")]
+    assert len(sources) > 10
+    assert [p.name for p in sources if "unsafe_allow_html" in p.read_text() or "st.html(" in p.read_text()] == []
