@@ -10,7 +10,7 @@ from core.caches import remove_leftovers, route_library_caches  # noqa: E402
 from core.projection import warm_up_in_background  # noqa: E402  (set_page_config must come first)
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def _server_started() -> None:
     """Once per server process: caches into private folders, files older versions left in the temp folder gone."""
     route_library_caches()

@@ -38,9 +38,13 @@ def login_configured(secrets: Mapping) -> bool:
 
 
 def read_secrets(root: Path) -> dict:
-    """The project's .streamlit/secrets.toml as a dict ({} when there is none), as the CLI sees it."""
-    path = root / ".streamlit" / "secrets.toml"
-    return tomllib.loads(path.read_text()) if path.exists() else {}
+    """The secrets Streamlit reads by default (~/.streamlit/secrets.toml, then the project's, which wins),
+    as the command line sees them before the server starts."""
+    secrets: dict = {}
+    for path in (Path.home() / ".streamlit" / "secrets.toml", root / ".streamlit" / "secrets.toml"):
+        if path.exists():
+            secrets |= tomllib.loads(path.read_text())
+    return secrets
 
 
 def exposure_refusal(address: str | None, has_login: bool) -> str | None:

@@ -12,7 +12,8 @@ import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
-from core.access import exposure_refusal, is_allowed, is_loopback, login_configured, parse_allow_list
+from core.access import (exposure_refusal, is_allowed, is_loopback, login_configured, parse_allow_list,
+                         read_secrets)
 from core.caches import LEFTOVERS, private_dir, remove_leftovers, route_library_caches
 from core.corpus import ingest_frame
 from core.embed import embed_corpus
@@ -173,8 +174,8 @@ def notespace_app(*args):
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3"])
 def test_app_refuses_to_serve_beyond_this_machine_without_login(host, db_path):
-    if (ROOT / ".streamlit" / "secrets.toml").exists():
-        pytest.skip("this checkout has login configured")
+    if login_configured(read_secrets(ROOT)):
+        pytest.skip("login is configured on this machine")
     result = notespace_app("--host", host, "--port", "8599")
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
