@@ -147,7 +147,7 @@ def test_every_page_and_flow_asks_only_the_apps_own_host(clinic, recorded, app_u
     open_page(page, app_url, "Data")
     page.get_by_role("tab", name="Upload a file").click()
     with page.expect_file_chooser() as chooser:
-        page.get_by_test_id("stFileUploaderDropzone").get_by_role("button").click()
+        page.get_by_test_id("stFileUploaderDropzone").locator("button").click()
     chooser.value.set_files(str(notes))
     wait_idle(page)
     page.get_by_role("button", name="Ingest").click()
