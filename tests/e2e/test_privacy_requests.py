@@ -75,6 +75,7 @@ def only_tiny(page) -> None:
 
 def box_select(page) -> None:
     chart = page.locator(".js-plotly-plot").first
+    chart.wait_for(timeout=300_000)  # the first run embedded the corpus with the default encoder: slow when loaded
     chart.hover()
     chart.locator('.modebar-btn[data-title="Box Select"]').click()
     area = chart.locator(".nsewdrag").first.bounding_box()
@@ -97,7 +98,7 @@ def test_every_page_and_flow_asks_only_the_apps_own_host(clinic, recorded, app_u
     page.get_by_test_id("stRadio").filter(has_text="UMAP").get_by_text("PCA", exact=True).click()
     wait_idle(page)
     pick(page, "Encoder", "tiny (adapted, 32-d)")
-    page.get_by_text("PCA of tiny (from the store)").wait_for()
+    page.get_by_text("PCA of tiny (from the store)").wait_for(timeout=300_000)
     box_select(page)
     page.get_by_text("notes selected").wait_for()
     page.get_by_role("tab", name="Label from the map").click()
