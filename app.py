@@ -27,7 +27,7 @@ def closed_door() -> st.Page | None:
     except Exception:  # no secrets.toml at all
         has_login = False
     if not has_login:
-        refusal = exposure_refusal(st.get_option("server.address"), has_login)
+        refusal = exposure_refusal(st.get_option("server.address"), has_login=False)
         if refusal is None:
             return None
 
