@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.caches import route_library_caches
 from core.options import ClusterOptions, EmbedOptions, EvaluateOptions, PretrainOptions, ProjectOptions
 from core.store import Store
 
@@ -132,12 +133,23 @@ def cmd_evaluate(store: Store, args) -> dict:
     return result
 
 
+def serve_command(host: str, port: int) -> list[str]:
+    """The Streamlit command that serves the app: no file watcher and no run-on-save (an idle server
+    must not burn a core watching the repository), no telemetry."""
+    return [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", host,
+            "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
+            "--server.runOnSave", "false", "--browser.gatherUsageStats", "false"]
+
+
 def cmd_app(store: Store, args) -> None:
+    from core.access import exposure_refusal, login_configured, read_secrets
+
+    refusal = exposure_refusal(args.host, login_configured(read_secrets(ROOT)))
+    if refusal:
+        raise ValueError(refusal)
     env = os.environ | {"NOTESPACE_DB": str(store.path)}
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
-               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    print(f"NoteSpace on http://127.0.0.1:{args.port} (store: {store.path})", file=sys.stderr)
-    raise SystemExit(subprocess.call(command, cwd=ROOT, env=env))
+    print(f"NoteSpace on http://{args.host}:{args.port} (store: {store.path})", file=sys.stderr)
+    raise SystemExit(subprocess.call(serve_command(args.host, args.port), cwd=ROOT, env=env))
 
 
 # ---- parser ------------------------------------------------------------------------------------
@@ -204,12 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     EvaluateOptions.add_arguments(p)
 
     p = verb("app", cmd_app, "serve the app on 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; beyond this machine only with login configured (docs/privacy.md)")
     p.add_argument("--port", type=int, default=8501)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    route_library_caches()
     try:
         store = Store(args.db) if args.db else Store()
         result = args.handler(store, args)

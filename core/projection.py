@@ -7,7 +7,7 @@ Why UMAP never makes a user wait for numba:
 - We compute the exact kNN graph ourselves (torch matmul + topk, `neighbours.knn_graph`) and hand
   it to UMAP as `precomputed_knn`, so pynndescent is never compiled up to EXACT_KNN_MAX notes;
 - and we switch on numba's on-disk cache for umap's own jitted functions, with NUMBA_CACHE_DIR
-  (default ~/.notespace/numba-cache) set before numba is imported. A fresh process then loads the
+  (default ~/.cache/notespace/numba, private) set before numba is imported. A fresh process then loads the
   machine code from disk: its first 5k fit took 7.5 s against 7.3 s for a warm one.
 - `warm_up_in_background()` imports umap and runs a tiny fit in a daemon thread, so the app pays
   the import (and, the very first time on a machine, the compilation) while the user looks around.
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from core import neighbours
+from core.caches import private_dir, route_library_caches
 from core.options import ProjectOptions
 
 log = logging.getLogger(__name__)
@@ -43,21 +44,14 @@ EXACT_KNN_MAX = int(os.environ.get("NOTESPACE_EXACT_KNN_MAX", "50000"))
 
 
 def numba_cache_dir() -> Path:
-    """Where numba keeps compiled machine code: $NUMBA_CACHE_DIR, else ~/.notespace/numba-cache."""
-    return Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".notespace" / "numba-cache")
+    """Where numba keeps compiled machine code: $NUMBA_CACHE_DIR, else a private folder of this user
+    (~/.cache/notespace/numba, mode 0700: never a shared temp folder, see core/caches.py)."""
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or private_dir("numba"))
 
 
 def _configure_numba_cache() -> None:
     # Must run before numba is imported (numba reads the variable once, at import).
-    path = numba_cache_dir()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:  # read-only home (locked-down clinical desktops): a temp folder still helps
-        import tempfile
-
-        path = Path(tempfile.gettempdir()) / "notespace-numba-cache"
-        path.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(path))
+    route_library_caches()
     if "numba" in sys.modules:  # imported earlier by someone else: tell it directly
         sys.modules["numba"].core.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
 

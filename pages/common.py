@@ -108,23 +108,3 @@ def progress_bar(text: str):
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message or text)
 
     return bar, update
-
-
-def exposure_warning(address: str, has_login: bool) -> str | None:
-    """The warning to show when the server listens beyond this machine without access control."""
-    if address in ("127.0.0.1", "localhost", "::1") or has_login:
-        return None
-    return (f"NoteSpace is listening on '{address or 'all interfaces'}', beyond this machine, without login. "
-            "Configure Streamlit's OIDC login ([auth] in secrets.toml) or a reverse proxy with access control "
-            "before sharing it (see docs/privacy.md).")
-
-
-def warn_if_exposed() -> None:
-    """Notes are sensitive: warn on every page when the server is reachable from elsewhere."""
-    try:
-        has_login = "auth" in st.secrets
-    except Exception:  # no secrets.toml at all
-        has_login = False
-    message = exposure_warning(st.get_option("server.address") or "", has_login)
-    if message:
-        st.warning(message)

@@ -174,16 +174,17 @@ st.session_state["pt_signature"] = signature(all_jobs)
 def active_jobs() -> None:
     current = jobs.list_jobs(store(), "pretrain")
     if signature(current) != st.session_state["pt_signature"]:
-        st.rerun()  # a job started, ended, or was launched from another tab: redraw the whole page
-    active = [j for j in current if j["state"] in jobs.ACTIVE]
-    if not active:
-        st.caption("No job is queued or running.")
-    for j in active:
-        active_card(j)
+        st.rerun()  # a job started or ended, here or in another tab: redraw the whole page
+    for j in current:
+        if j["state"] in jobs.ACTIVE:
+            active_card(j)
 
 
 st.subheader("Training jobs")
-active_jobs()
+if st.session_state["pt_signature"]:
+    active_jobs()  # polls the store every 2 s, only while a job is queued or running: idle means idle
+else:
+    st.caption("No job is queued or running (one started elsewhere shows when this page reruns).")
 finished = [j for j in all_jobs if j["state"] not in jobs.ACTIVE]
 for j in finished[:10]:
     finished_card(j)
