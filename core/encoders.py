@@ -41,8 +41,12 @@ class Encoder:
 
 
 def models_dir() -> Path:
-    """Where adapted encoders live: NOTESPACE_MODELS, else the repository's models/ folder."""
-    return Path(os.environ.get("NOTESPACE_MODELS") or Path(__file__).resolve().parent.parent / "models")
+    """Where adapted encoders live: NOTESPACE_MODELS, else the checkout's models/ folder, else (installed from
+    a wheel, where that would be inside site-packages) ~/.notespace/models."""
+    if os.environ.get("NOTESPACE_MODELS"):
+        return Path(os.environ["NOTESPACE_MODELS"])
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    return checkout if checkout.is_dir() else Path.home() / ".notespace" / "models"
 
 
 def packaged_path() -> Path:
