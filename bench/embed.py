@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.corpus import ingest_frame  # noqa: E402
-from core.embed import Embedder, Settings, embed_corpus, load_embeddings  # noqa: E402
+from core.embed import Embedder, Settings, cpu_has_bf16, embed_corpus, load_embeddings  # noqa: E402
 from core.encoders import get_encoder, packaged_path  # noqa: E402
 from core.options import EmbedOptions  # noqa: E402
 from core.store import Store  # noqa: E402
@@ -94,7 +94,8 @@ def compare_variants(name: str, texts: list[str], batch_size: int, repeats: int,
     plain.encode(texts[:64], batch_size=batch_size)  # warm-up
     enc = get_encoder(Store(Path(tempfile.mkdtemp()) / "s.duckdb"), "minilm")
     variants = {"sentence-transformers fp32 (baseline)": lambda: plain.encode(texts, batch_size=batch_size)}
-    precisions = ["fp32", "bf16"] if device == "cpu" else ["bf16"]
+    # bf16 only where NoteSpace would use it: on CPUs without native bf16 it is emulated and never the default
+    precisions = (["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]) if device == "cpu" else ["bf16"]
     for precision in precisions:
         emb = Embedder(enc, Settings.resolve(enc, EmbedOptions(precision=precision, device=device)), batch_size)
         emb.encode(texts[:64])
