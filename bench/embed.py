@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.corpus import ingest_frame  # noqa: E402
-from core.embed import Embedder, Settings, embed_corpus, load_embeddings  # noqa: E402
+from core.embed import Embedder, Settings, cpu_has_bf16, embed_corpus, load_embeddings  # noqa: E402
 from core.encoders import get_encoder, packaged_path  # noqa: E402
 from core.options import EmbedOptions  # noqa: E402
 from core.store import Store  # noqa: E402
@@ -68,6 +69,24 @@ def timed(fn, repeats: int):
     return out, times
 
 
+ONNX_LABEL = "sentence-transformers ONNX Runtime backend, fp32"
+
+
+def onnx_backend(device: str):
+    """sentence-transformers' own ONNX Runtime backend on the packaged MiniLM, exported locally (no hub): what
+    a user would pick instead of NoteSpace's CPU rewrites. Returns (model, None), or (None, why it cannot run)."""
+    if device != "cpu":
+        return None, "measured on CPUs only"
+    from sentence_transformers import SentenceTransformer
+
+    folder = Path(tempfile.mkdtemp()) / "minilm"  # the export may write beside the model: not into site-packages
+    shutil.copytree(packaged_path(), folder)
+    try:
+        return SentenceTransformer(str(folder), device="cpu", backend="onnx", local_files_only=True), None
+    except Exception as exc:  # optimum/onnxruntime missing or incompatible: the row says why
+        return None, f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+
+
 def compare_variants(name: str, texts: list[str], batch_size: int, repeats: int, device: str) -> list[dict]:
     from sentence_transformers import SentenceTransformer
 
@@ -75,11 +94,16 @@ def compare_variants(name: str, texts: list[str], batch_size: int, repeats: int,
     plain.encode(texts[:64], batch_size=batch_size)  # warm-up
     enc = get_encoder(Store(Path(tempfile.mkdtemp()) / "s.duckdb"), "minilm")
     variants = {"sentence-transformers fp32 (baseline)": lambda: plain.encode(texts, batch_size=batch_size)}
-    precisions = ["fp32", "bf16"] if device == "cpu" else ["bf16"]
+    # bf16 only where NoteSpace would use it: on CPUs without native bf16 it is emulated and never the default
+    precisions = (["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]) if device == "cpu" else ["bf16"]
     for precision in precisions:
         emb = Embedder(enc, Settings.resolve(enc, EmbedOptions(precision=precision, device=device)), batch_size)
         emb.encode(texts[:64])
         variants[f"NoteSpace {precision}, token buckets"] = lambda emb=emb: emb.encode(texts)
+    onnx, onnx_unavailable = onnx_backend(device)
+    if onnx is not None:
+        onnx.encode(texts[:64], batch_size=batch_size)
+        variants[ONNX_LABEL] = lambda: onnx.encode(texts, batch_size=batch_size)
     rows, baseline = [], None
     for label, fn in variants.items():
         vectors, times = timed(fn, repeats)
@@ -92,6 +116,9 @@ def compare_variants(name: str, texts: list[str], batch_size: int, repeats: int,
                      "min_cosine": min_cosine(vectors, baseline[0]), "knn10_overlap": knn_overlap(vectors, baseline[0])})
         rows[-1]["gate"] = rows[-1]["min_cosine"] >= GATE_COSINE and rows[-1]["knn10_overlap"] >= GATE_KNN
         print(f"  {label}: {rows[-1]['docs_per_s']:.1f} docs/s ({rows[-1]['ratio']:.2f}x)", file=sys.stderr)
+    if onnx_unavailable:
+        rows.append({"corpus": name, "variant": ONNX_LABEL, "unavailable": onnx_unavailable})
+        print(f"  {ONNX_LABEL}: unavailable ({onnx_unavailable})", file=sys.stderr)
     return rows
 
 
@@ -162,6 +189,9 @@ def main() -> None:
     print("| corpus | variant | docs/s (median, min-max) | vs plain fp32 | min cosine | kNN-10 overlap | gate |")
     print("|---|---|---|---|---|---|---|")
     for r in report["rows"]:
+        if "unavailable" in r:
+            print(f"| {r['corpus']} | {r['variant']} | unavailable: {r['unavailable']} | | | | |")
+            continue
         print(f"| {r['corpus']} | {r['variant']} | {r['docs_per_s']:.1f} ({r['min_docs_per_s']:.1f}-"
               f"{r['max_docs_per_s']:.1f}) | {r['ratio']:.2f}x | {r['min_cosine']:.5f} | {r['knn10_overlap']:.3f} | "
               f"{'pass' if r['gate'] else 'FAIL'} |")

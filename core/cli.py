@@ -83,9 +83,13 @@ def cmd_corpora(store: Store, args) -> list:
             for c in store.corpora()]
 
 
-def cmd_encoders(store: Store, args) -> list:
-    from core.encoders import list_encoders
+def cmd_encoders(store: Store, args) -> list | dict:
+    from core.encoders import list_encoders, register_local
 
+    if args.add:
+        return register_local(store, args.add, args.name).public()
+    if args.name:
+        raise ValueError("--name goes with --add PATH (the folder to register)")
     return [e.public() for e in list_encoders(store)]
 
 
@@ -188,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("demo", choices=["drug-reviews", "hpo", "icd10"])
 
     verb("corpora", cmd_corpora, "list corpora")
-    verb("encoders", cmd_encoders, "list encoders")
+    p = verb("encoders", cmd_encoders, "list encoders, or register a local sentence-transformers folder")
+    p.add_argument("--add", metavar="PATH", help="register this local folder (safetensors weights, no custom code)")
+    p.add_argument("--name", help="id of the registered encoder (default: the folder's name)")
 
     p = verb("embed", cmd_embed, "embed a corpus (cached: only new texts are computed)")
     p.add_argument("--corpus", required=True)

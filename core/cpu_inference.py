@@ -11,7 +11,11 @@
    beats splitting every op across the cores, where the small ops (softmax, LayerNorm, adds) spend
    much of their time waiting on each other. The vectors are bit-identical.
 
-The fused op has no backward pass, so only the embedding loader applies 1 and 2.
+The fused op has no backward pass, so only the embedding loader applies 1 and 2. Both apply only to
+architectures they were checked on against stock sentence-transformers (`REWRITTEN_MODEL_TYPES`); any
+other model runs as loaded. Fusing uses PyTorch's private `torch.ops.mkldnn._linear_pointwise`, so it is
+first tried on a small input in the model's precision: where the op is missing, fails or disagrees with
+stock `nn.Linear`, the linear layers stay stock.
 """
 
 from __future__ import annotations
@@ -24,37 +28,73 @@ import torch
 from torch import nn
 
 ATTENTION = "notespace_cpu"
+# Checked against stock sentence-transformers: the packaged MiniLM and random BERTs (tests/test_cpu_inference.py).
+REWRITTEN_MODEL_TYPES = frozenset({"bert"})
 CHUNKED_ATTENTION_MAX_HEAD_DIM = 32  # measured only there; larger heads keep PyTorch's kernel
 SCORES_PER_CHUNK = 1 << 20  # attention scores computed at once (2 MB in bf16): best of 2^18-2^22 measured
 
 
 def prepare_for_cpu(model: nn.Module) -> nn.Module:
-    """Apply both rewrites in place where they are supported; returns `model`."""
-    fuse_linear_layers(model)
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if hasattr(module, "set_attn_implementation") and _head_dim(config) <= CHUNKED_ATTENTION_MAX_HEAD_DIM:
+    """Apply both rewrites in place to each transformer of a checked architecture in `model`; returns `model`."""
+    for transformer in rewritable_transformers(model):
+        fuse_linear_layers(transformer)
+        if _head_dim(transformer.config) <= CHUNKED_ATTENTION_MAX_HEAD_DIM:
             _register_attention()
-            module.set_attn_implementation(ATTENTION)  # a model without the attention interface keeps its own
+            transformer.set_attn_implementation(ATTENTION)
     return model
+
+
+def rewritable_transformers(model: nn.Module) -> list[nn.Module]:
+    """The outermost Hugging Face models inside `model` whose architecture the rewrites were checked on."""
+    from transformers import PreTrainedModel
+
+    found, inside = [], set()
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and id(module) not in inside:
+            inside.update(id(m) for m in module.modules())
+            if module.config.model_type in REWRITTEN_MODEL_TYPES:
+                found.append(module)
+    return found
 
 
 # ---- fused linear layers ------------------------------------------------------------------------
 
 
-def fused_linear_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+def linear_pointwise():
+    """PyTorch's private fused oneDNN linear op, or None where this build lacks it."""
+    try:
+        return getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def fused_linear_works(dtype: torch.dtype = torch.float32) -> bool:
+    """The fused op exists here and gives stock Linear's (and exact GELU's) output in `dtype`."""
+    op = linear_pointwise()
+    if op is None:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    linear = nn.Linear(16, 8).to(dtype)
+    x = torch.randn(3, 5, 16, generator=gen).to(dtype)
+    tolerance = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
+    try:
+        with torch.no_grad():
+            for activation, stock in (("none", linear(x)), ("gelu", nn.functional.gelu(linear(x)))):
+                torch.testing.assert_close(FusedLinear(linear, activation, op)(x), stock, **tolerance)
+    except (RuntimeError, AssertionError):  # AssertionError: torch.testing's "not close"
+        return False
+    return True
 
 
 class FusedLinear(nn.Module):
-    def __init__(self, linear: nn.Linear, activation: str = "none"):
+    def __init__(self, linear: nn.Linear, activation: str = "none", op=None):
         super().__init__()
         self.weight, self.bias, self.activation = linear.weight, linear.bias, activation
+        self.op = op or linear_pointwise()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The last argument is the post-op's algorithm: for "gelu", "none" means the exact (erf) GELU.
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [],
-                                                  "none" if self.activation == "gelu" else "")
+        return self.op(x, self.weight, self.bias, self.activation, [], "none" if self.activation == "gelu" else "")
 
 
 class FusedFeedForward(nn.Module):
@@ -77,8 +117,9 @@ def _is_exact_gelu_block(module: nn.Module) -> bool:
 
 
 def fuse_linear_layers(model: nn.Module) -> nn.Module:
-    """Rewrite `model` in place (a no-op where oneDNN is missing); returns it."""
-    if not fused_linear_available():
+    """Rewrite `model` in place (a no-op where the fused op is missing or fails in its precision); returns it."""
+    weights = next(model.parameters(), None)
+    if weights is None or not fused_linear_works(weights.dtype):
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -41,8 +41,12 @@ class Encoder:
 
 
 def models_dir() -> Path:
-    """Where adapted encoders live: NOTESPACE_MODELS, else the repository's models/ folder."""
-    return Path(os.environ.get("NOTESPACE_MODELS") or Path(__file__).resolve().parent.parent / "models")
+    """Where adapted encoders live: NOTESPACE_MODELS, else the checkout's models/ folder, else (installed from
+    a wheel, where that would be inside site-packages) ~/.notespace/models."""
+    if os.environ.get("NOTESPACE_MODELS"):
+        return Path(os.environ["NOTESPACE_MODELS"])
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    return checkout if checkout.is_dir() else Path.home() / ".notespace" / "models"
 
 
 def packaged_path() -> Path:
@@ -144,10 +148,23 @@ def get_encoder(store: Store, encoder_id: str) -> Encoder:
     raise StoreError(f"unknown encoder '{encoder_id}' (known: {known}); see `notespace encoders`")
 
 
-def register_local(store: Store, path: str | Path, encoder_id: str | None = None) -> Encoder:
-    """Register a local sentence-transformers or Hugging Face folder as an encoder."""
+def register_local(store: Store, path: str | Path, name: str | None = None) -> Encoder:
+    """Register a local sentence-transformers or Hugging Face folder as the encoder `name` (default: the
+    folder's name). The folder is loaded once first, as embedding will load it (safetensors only, no code
+    from the folder), so a folder that cannot be used is refused here with one line saying why."""
+    if not str(path).strip():
+        raise StoreError("give the folder of a local sentence-transformers model")
     path = Path(path).expanduser().resolve()
-    enc = _describe(safe_name(encoder_id or path.name), path.name, "local", path, {"source": str(path)})
+    encoder_id = safe_name(name or path.name)
+    taken = next((e for e in list_encoders(store) if e.id == encoder_id and e.kind != "local"), None)
+    if taken:
+        raise StoreError(f"the name '{encoder_id}' is taken by the {taken.kind} encoder: choose another name")
+    enc = _describe(encoder_id, encoder_id, "local", path, {"source": str(path)})
+    try:
+        load_model(enc)
+    except Exception as exc:  # whatever the folder holds, the user needs one line, not a loader's traceback
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StoreError(f"{path} cannot be loaded as a sentence-transformers model: {reason}") from exc
     _upsert(store, enc)
     return enc
 

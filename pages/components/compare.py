@@ -21,6 +21,7 @@ from core.store import Corpus
 from pages.common import store
 from pages.components import loaders
 from pages.components.map import draw_map
+from pages.components.register import register_local_form
 
 OVERLAP = "neighbourhood overlap"
 OVERLAP_K = 10
@@ -40,11 +41,15 @@ def compare_view(corpus: Corpus, opts: ProjectOptions, result_a: dict, frame: pd
     others = [e for e in encoders if e != opts.encoder]
     if not others:
         st.info("Comparing needs a second encoder: adapt one on the **Pretrain** page, or register a local model.")
+        register_local_form("explore_encoder_b")
         return []
     if st.session_state.get("explore_encoder_b") not in others:  # first offer one that needs no embedding
         ready = [e for e in others if embedded(store(), corpus.name, e)]
         st.session_state["explore_encoder_b"] = (ready or others)[0]
-    encoder_b = st.columns([2, 3])[0].selectbox("Compare with", others, key="explore_encoder_b")
+    picker, register = st.columns([2, 3])
+    encoder_b = picker.selectbox("Compare with", others, key="explore_encoder_b")
+    with register:
+        register_local_form("explore_encoder_b")
     shown_b = loaders.current_map(corpus.name, opts.replace(encoder=encoder_b))
     if shown_b is None:
         loaders.offer_embedding(corpus.name, encoder_b)
