@@ -139,10 +139,12 @@ def cmd_evaluate(store: Store, args) -> dict:
 
 def serve_command(host: str, port: int) -> list[str]:
     """The Streamlit command that serves the app: no file watcher and no run-on-save (an idle server
-    must not burn a core watching the repository), no telemetry."""
+    must not burn a core watching the repository), no telemetry. Given as flags, not only in
+    .streamlit/config.toml, because an installed app runs from site-packages, where no config lies."""
     return [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
-            "--server.runOnSave", "false", "--browser.gatherUsageStats", "false"]
+            "--server.runOnSave", "false", "--browser.gatherUsageStats", "false",
+            "--server.enableXsrfProtection", "true", "--server.maxUploadSize", "1024"]
 
 
 def cmd_app(store: Store, args) -> None:
@@ -151,7 +153,7 @@ def cmd_app(store: Store, args) -> None:
     refusal = exposure_refusal(args.host, login_configured(read_secrets(ROOT)))
     if refusal:
         raise ValueError(refusal)
-    env = os.environ | {"NOTESPACE_DB": str(store.path)}
+    env = os.environ | {"NOTESPACE_DB": str(store.path.resolve())}
     print(f"NoteSpace on http://{args.host}:{args.port} (store: {store.path})", file=sys.stderr)
     raise SystemExit(subprocess.call(serve_command(args.host, args.port), cwd=ROOT, env=env))
 
