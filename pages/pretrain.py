@@ -26,7 +26,7 @@ def chosen_options(corpus: str) -> PretrainOptions:
         objective=objective, name=state[f"pt_name_{corpus}_{objective}"].strip(), base=state["pt_base"],
         label=(state.get("pt_label") or "") if objective == "metadata" else "", steps=int(state[f"pt_steps_{tag}"]),
         batch_size=int(state[f"pt_batch_{tag}"]), lr=float(state[f"pt_lr_{tag}"]),
-        max_length=int(state[f"pt_length_{tag}"]), device=device)
+        max_length=int(state[f"pt_length_{tag}"]), device=device, nproc=int(state.get("pt_nproc", 1)))
 
 
 def launch(corpus: str) -> None:
@@ -67,6 +67,9 @@ with st.container(border=True):
         cols[1].number_input("Batch size (notes)", 1, 1024, d["batch_size"], key=f"pt_batch_{tag}")
         cols[2].number_input("Max length (tokens)", 8, 4096, d["max_length"], key=f"pt_length_{tag}")
         cols[3].number_input("Learning rate", 1e-7, 1e-2, d["lr"], format="%.0e", key=f"pt_lr_{tag}")
+        st.number_input("Training processes", 1, 64, 1, key="pt_nproc",
+                        help="Data-parallel: one process per GPU (or CPU cores shared out); each takes an "
+                             "equal part of every batch, so the batch size must divide by it.")
         try:
             with st.spinner("Timing a few training steps on a sample of the notes…"):
                 estimate = jobs.estimate_seconds(store(), corpus, chosen_options(corpus))
