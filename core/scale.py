@@ -185,14 +185,19 @@ def embed_on_ray(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptio
             threads = max(1, (int(ray.cluster_resources().get("CPU", 1)) - 1) // workers)  # one left for reads
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars, ctx.print_on_execution_start = False, False  # our progress only
-            results = ray.data.read_parquet(str(in_dir), override_num_blocks=shards).map_batches(
+            # One block per shard, so that every actor gets work (Ray would merge small files into one block)
+            results = ray.data.read_parquet(str(in_dir)).repartition(shards).map_batches(
                 EmbedShards, batch_size=shard_rows, batch_format="pyarrow", concurrency=workers,
                 num_gpus=1 if settings.device == "cuda" else 0, num_cpus=0 if settings.device == "cuda" else threads,
                 fn_constructor_args=(enc, settings, opts.batch_size, str(out_dir), threads))
-            for row in results.iter_rows():  # streamed: shards are imported while others compute
-                computed += _import_shards(store, set_id, enc.dim, out_dir, [row["shard"]])
-                if progress:
-                    progress(computed / total, f"{computed:,} of {total:,} new texts embedded on {workers} Ray workers")
+            rows = iter(results.iter_rows())
+            try:
+                for row in rows:  # streamed: shards are imported while others compute
+                    computed += _import_shards(store, set_id, enc.dim, out_dir, [row["shard"]])
+                    if progress:
+                        progress(computed / total, f"{computed:,} of {total:,} new texts embedded on {workers} Ray workers")
+            finally:
+                getattr(rows, "close", lambda: None)()  # stops the dataset's actors on an error or Ctrl-C
     shutil.rmtree(probe_dir, ignore_errors=True)
     shutil.rmtree(work_dir(store, corpus, set_id), ignore_errors=True)  # every vector is in the store
     seconds = time.perf_counter() - started
