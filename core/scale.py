@@ -14,8 +14,9 @@ list says were imported already), then computes only what the store still misses
 is restarted by Ray and its batch retried. The folder is removed once every vector is in the store.
 Vectors and cache keys are those of the local path (core/embed.py): same Settings, same Embedder.
 
-Nothing reaches out: Ray's usage statistics and dashboard are off, a local Ray listens on
-127.0.0.1 only and spills objects into the private folder. Ray is the optional extra `scale`.
+Nothing reaches out: Ray's usage statistics and dashboard are off; a local Ray addresses its
+processes over 127.0.0.1 (its servers still listen on every interface: docs/scale.md) and spills
+objects into the private folder. Ray is the optional extra `scale`.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class EmbedShards:
 
 @contextlib.contextmanager
 def _ray_session(ray, address: str | None, workers: int, spill_dir: Path):
-    """Connect to a cluster at `address`, or start a local Ray for this machine (127.0.0.1 only)."""
+    """Connect to a cluster at `address`, or start a local Ray for this machine."""
     if ray.is_initialized():  # a caller's session (tests, notebooks): use it as it is
         yield
         return
