@@ -14,9 +14,8 @@ list says were imported already), then computes only what the store still misses
 is restarted by Ray and its batch retried. The folder is removed once every vector is in the store.
 Vectors and cache keys are those of the local path (core/embed.py): same Settings, same Embedder.
 
-Nothing reaches out: Ray's usage statistics and dashboard are off; a local Ray addresses its
-processes over 127.0.0.1 (its servers still listen on every interface: docs/scale.md) and spills
-objects into the private folder. Ray is the optional extra `scale`.
+Nothing reaches out: Ray's usage statistics and dashboard are off; a local Ray spills objects
+into the private folder (its servers do listen on every interface while it runs: docs/scale.md). Ray is the optional extra `scale`.
 """
 
 from __future__ import annotations
