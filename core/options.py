@@ -100,6 +100,8 @@ class PretrainOptions(Options):
     mlm_weight: float = opt(1.0, "weight of the MLM term added to contrastive objectives (0 = off)")
     temperature: float = opt(0.0, "contrastive temperature (0 = the objective's default)")
     grad_accum: int = opt(1, "gradient accumulation steps")
+    nproc: int = opt(1, "training processes, data-parallel (torchrun; one per GPU, or CPU processes); "
+                        "each takes batch_size / nproc of every batch")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def chosen_options(corpus: str) -> PretrainOptions:
         objective=objective, name=state[f"pt_name_{corpus}_{objective}"].strip(), base=state["pt_base"],
         label=(state.get("pt_label") or "") if objective == "metadata" else "", steps=int(state[f"pt_steps_{tag}"]),
         batch_size=int(state[f"pt_batch_{tag}"]), lr=float(state[f"pt_lr_{tag}"]),
-        max_length=int(state[f"pt_length_{tag}"]), device=device)
+        max_length=int(state[f"pt_length_{tag}"]), device=device, nproc=int(state.get("pt_nproc", 1)))
 
 
 def launch(corpus: str) -> None:
@@ -55,7 +55,8 @@ def estimate_panel(corpus: str, opts: PretrainOptions) -> None:
     ahead = [j for j in jobs.list_jobs(store()) if j["state"] in jobs.ACTIVE and j["device"] == device]
     st.info(f"Estimated run time on **{device}**: about **{duration(estimate['seconds'])}** "
             f"({estimate['step_s']:.2f} s per step, timed on this machine with these settings, on a sample of "
-            f"'{estimate['corpus']}')"
+            f"'{estimate['corpus']}'"
+            + (f"; timed in one process, {opts.nproc} processes share the work)" if opts.nproc > 1 else ")")
             + (f"; it starts once the {len(ahead)} job(s) ahead of it are done." if ahead else "."),
             icon=":material/timer:")
 
@@ -102,6 +103,9 @@ with st.container(border=True):
         cols[1].number_input("Batch size (notes)", 1, 1024, d["batch_size"], key=f"pt_batch_{tag}")
         cols[2].number_input("Max length (tokens)", 8, 4096, d["max_length"], key=f"pt_length_{tag}")
         cols[3].number_input("Learning rate", 1e-7, 1e-2, d["lr"], format="%.0e", key=f"pt_lr_{tag}")
+        st.number_input("Training processes", 1, 64, 1, key="pt_nproc",
+                        help="Data-parallel: one process per GPU (or CPU cores shared out); each takes an "
+                             "equal part of every batch, so the batch size must divide by it.")
         estimate_panel(corpus, chosen_options(corpus))
         st.button("Launch training", type="primary", key="pt_launch", on_click=launch, args=(corpus,))
         kind, text = st.session_state.pop("pt_message", (None, None))

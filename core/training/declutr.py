@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.training import register
+from core.training import parallel, register
 from core.training.objective import LossOut, Objective, with_special_tokens
 from core.training.pooling import pooled
 from core.training.sampling import random_batches
@@ -63,17 +63,21 @@ class DeclutrObjective(Objective):
 
     def compute_loss(self, model, batch: list[int], rng: np.random.Generator) -> LossOut:
         anchors, positives, owner = [], [], []
-        for doc_index in batch:
+        for doc_index in batch:  # every rank draws the whole batch's spans, then embeds its own notes'
             doc = self.docs[doc_index]
             for drawn in sample_spans(len(doc), self.spans, rng):
                 anchors.append(with_special_tokens(doc[drawn.anchor.start:drawn.anchor.end], self.tokenizer))
                 positives.extend(with_special_tokens(doc[p.start:p.end], self.tokenizer) for p in drawn.positives)
                 owner.append(doc_index)
-        a = pooled(model, anchors, self.tokenizer, rng if self.uses_mlm else None)
-        p = pooled(model, positives, self.tokenizer)
-        p_emb = p.embeddings.view(len(anchors), self.spans.n_positives, -1).mean(1)
+        per_doc, k = self.spans.n_anchors, self.spans.n_positives
+        own = parallel.rows(len(batch))
+        mine = slice(own.start * per_doc, own.stop * per_doc)
+        a = pooled(model, anchors[mine], self.tokenizer, rng if self.uses_mlm else None)
+        p = pooled(model, positives[mine.start * k:mine.stop * k], self.tokenizer)
+        p_emb = p.embeddings.view(-1, k, p.embeddings.shape[-1]).mean(1)
         groups = torch.tensor(owner, device=model.device)
-        contrastive = info_nce(a.embeddings, p_emb, groups, self.temperature)
+        # In-batch negatives from every rank: the same global batch as one process
+        contrastive = info_nce(parallel.gather(a.embeddings), parallel.gather(p_emb), groups, self.temperature)
         parts = {"contrastive": float(contrastive.detach())}
         loss = contrastive
         if a.mlm is not None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from core.options import PretrainOptions
+from core.training import parallel
 from core.training.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from core.training.encoder import TrainableEncoder, load_sentence_transformer, pick_device, quiet_transformers
 from core.training.save import hardware, save_encoder
@@ -86,7 +87,8 @@ def _seed_step(seed: int, step: int, micro: int) -> np.random.Generator:
 
 def _fingerprint(texts, labels, base_path: str, opts: PretrainOptions) -> str:
     h = hashlib.sha256()
-    params = {k: v for k, v in opts.as_params().items() if k != "device"}  # may resume elsewhere
+    # may resume elsewhere, or with another number of processes (the same run: loop docstring)
+    params = {k: v for k, v in opts.as_params().items() if k not in ("device", "nproc")}
     h.update(json.dumps([params, str(base_path)], sort_keys=True).encode())
     for t, lab in zip(texts, labels if labels is not None else itertools.repeat(None)):
         h.update(f"{t}\x1f{lab}\x1e".encode())
@@ -132,10 +134,15 @@ def _step(run: _Setup, opts: PretrainOptions, batches, step: int) -> tuple[float
         tokens += out.tokens
         for k, v in out.parts.items():
             parts[k] = parts.get(k, 0.0) + v / opts.grad_accum
+    parallel.average_gradients(run.model)
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
+    if parallel.active():  # the whole batch's figures: ranks' losses average to it, tokens add up
+        n = parallel.world_size()
+        step_loss, tokens = parallel.total(step_loss) / n, int(parallel.total(tokens))
+        parts = {k: parallel.total(v) / n for k, v in sorted(parts.items())}
     return step_loss, parts, tokens
 
 
@@ -160,7 +167,7 @@ def measure_speed(texts: list[str], labels: list[str] | None, base_path: str, op
 def train(texts: list[str], labels: list[str] | None, base_path: str, opts: PretrainOptions, out_dir: Path,
           progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
           checkpoint_dir: Path | None = None, checkpoint_every: int = 50, checkpoint_seconds: float | None = None,
-          card_extra: dict | None = None) -> TrainResult:
+          card_extra: dict | None = None) -> TrainResult | None:
     """Train `opts.objective` from `base_path` and save a sentence-transformers folder at `out_dir`.
 
     `labels` (one per text) are needed by the metadata objective only. `progress` gets a dict every
@@ -170,17 +177,27 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
     and a later call with the same texts, settings and folder resumes from the newest one; the folder
     is emptied once the model is saved. `card_extra` (e.g. corpus, data hash, job) joins the card.
     Raises FileExistsError if `out_dir` holds files, ValueError for unusable data or settings.
+
+    Data-parallel (started by torchrun, see core/training/rank.py): rank 0 passes everything and
+    alone reads checkpoints, asks `should_stop`, reports and saves; the other ranks pass None for the
+    texts, labels, base, options and folders and get rank 0's.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} already holds files; pick another name")
+    leader = parallel.rank() == 0
+    shared = parallel.share((texts, labels, base_path, opts))
+    if shared is None:  # rank 0 has no (further) run for us
+        return None
+    texts, labels, base_path, opts = shared
+    if leader:
+        out_dir = Path(out_dir)
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise FileExistsError(f"{out_dir} already holds files; pick another name")
     run = _setup(texts, labels, base_path, opts)
     device, st_model, objective, model = run.device, run.st_model, run.objective, run.model
     optimizer, scheduler, usable = run.optimizer, run.scheduler, run.usable
 
     start, losses, seconds, tokens = 0, [], 0.0, 0
     fingerprint = _fingerprint(texts, labels, base_path, opts)
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None and leader else None
     if ckpt_dir is not None:
         remove_partial(ckpt_dir)
         found = latest_checkpoint(ckpt_dir)
@@ -190,6 +207,14 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
                 raise ValueError(f"checkpoint {found} belongs to another run (texts or settings differ)")
             state = load_checkpoint(found, model, optimizer, scheduler)
             start, losses, seconds, tokens = state["step"], state["losses"], state["seconds"], state["tokens"]
+    if parallel.active():  # every rank starts from rank 0's weights, optimizer and place in the run
+        parallel.broadcast_model(model)
+        saved = parallel.share((optimizer.state_dict(), scheduler.state_dict(), start, losses, seconds, tokens)
+                               if leader else None)
+        if not leader:
+            optimizer.load_state_dict(saved[0])
+            scheduler.load_state_dict(saved[1])
+            start, losses, seconds, tokens = saved[2:]
 
     def snapshot(step: int) -> None:
         if ckpt_dir is not None and step > 0:
@@ -207,7 +232,7 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
     every, last_report = max(1, opts.steps // 100), time.monotonic()
     last_checkpoint = time.monotonic()
     for step in range(start + 1, opts.steps + 1):
-        if should_stop is not None and should_stop():
+        if parallel.agree(should_stop is not None and should_stop()):
             snapshot(step - 1)
             return result(None, cancelled=True)
         t0 = time.perf_counter()
@@ -228,11 +253,13 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
             last_checkpoint = time.monotonic()
 
     model.eval()
+    if not leader:
+        return result(None, cancelled=False)
     card = {"name": opts.name, "objective": opts.objective, "params": opts.as_params(), "base": str(base_path),
             "usable_docs": usable, "total_docs": len(texts), "objective_details": objective.describe(),
             "steps": len(losses), "seconds": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
             "final_loss": losses[-1] if losses else None, "losses": losses, "resumed_from": start,
-            "hardware": hardware(device), "normalize": any(type(m).__name__ == "Normalize" for m in st_model),
+            "hardware": hardware(device), "processes": parallel.world_size(), "normalize": any(type(m).__name__ == "Normalize" for m in st_model),
             **(card_extra or {})}
     path = save_encoder(st_model, out_dir, card)
     if ckpt_dir is not None:  # a finished run has nothing to resume

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.training import register
+from core.training import parallel, register
 from core.training.objective import LossOut, Objective, with_special_tokens
 from core.training.pooling import pooled
 from core.training.sampling import ClassSplit, balanced_batches, split_by_class
@@ -71,10 +71,11 @@ class MetadataObjective(Objective):
         return balanced_batches(self._batch_split, self.opts.batch_size, seed)
 
     def compute_loss(self, model, batch: list[int], rng: np.random.Generator) -> LossOut:
-        seqs = [with_special_tokens(self.docs[i], self.tokenizer) for i in batch]
+        own = parallel.rows(len(batch))  # a data-parallel rank embeds its rows, the loss sees every rank's
+        seqs = [with_special_tokens(self.docs[i], self.tokenizer) for i in batch[own]]
         notes = pooled(model, seqs, self.tokenizer, rng if self.uses_mlm else None)
         classes = torch.tensor([self.doc_class[i] for i in batch], device=model.device)
-        contrastive = supcon(notes.embeddings, classes, self.temperature)
+        contrastive = supcon(parallel.gather(notes.embeddings), classes, self.temperature)
         parts = {"supcon": float(contrastive.detach())}
         loss = contrastive
         if notes.mlm is not None:

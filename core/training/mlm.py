@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.training import register
+from core.training import parallel, register
 from core.training.objective import LossOut, Objective, pad_batch, with_special_tokens
 from core.training.sampling import length_grouped_batches
 
@@ -41,12 +41,16 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer
     return torch.from_numpy(masked).to(device), torch.from_numpy(labels).to(device)
 
 
-def mlm_loss(model, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def mlm_loss(model, hidden: torch.Tensor, labels: torch.Tensor, count: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the chosen positions; with `count`, their sum divided by `count`
+    (a data-parallel rank divides by the whole batch's count)."""
     chosen = labels != IGNORE
     if not bool(chosen.any()):
         return hidden.sum() * 0.0  # keeps the graph; contributes nothing
     logits = model.mlm_logits(hidden[chosen])
-    return F.cross_entropy(logits.float(), labels[chosen])
+    if count is None:
+        return F.cross_entropy(logits.float(), labels[chosen])
+    return F.cross_entropy(logits.float(), labels[chosen], reduction="sum") / count
 
 
 def chunk(ids: list[int], block: int, min_tail: int) -> list[list[int]]:
@@ -83,9 +87,12 @@ class MLMObjective(Objective):
     def compute_loss(self, model, batch: list[int], rng: np.random.Generator) -> LossOut:
         seqs = [with_special_tokens(self.units[i], self.tokenizer) for i in batch]
         ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id, model.device, model.pad_multiple)
-        masked, labels = mask_tokens(ids, mask, self.tokenizer, model.vocab_size, rng)
-        loss = mlm_loss(model, model(masked, mask), labels)
-        return LossOut(loss, {"mlm": float(loss.detach())}, int(mask.sum()))
+        masked, labels = mask_tokens(ids, mask, self.tokenizer, model.vocab_size, rng)  # the whole batch's draw
+        # A data-parallel rank runs its own rows; scaled so the ranks' average is the whole batch's mean.
+        own = parallel.rows(len(seqs))
+        count = int((labels != IGNORE).sum()) / parallel.world_size()
+        loss = mlm_loss(model, model(masked[own], mask[own]), labels[own], count if parallel.active() else None)
+        return LossOut(loss, {"mlm": float(loss.detach())}, int(mask[own].sum()))
 
     def describe(self) -> dict:
         return {"mlm_probability": 0.15, "mask_random_keep": [0.8, 0.1, 0.1], "blocks": len(self.units)}

@@ -41,6 +41,9 @@ def check_options(opts: PretrainOptions, base_path: str | Path) -> None:
         raise ValueError(f"unknown objective '{opts.objective}'; choose one of {', '.join(OBJECTIVE_NAMES)}")
     if opts.steps < 1 or opts.batch_size < 1 or opts.grad_accum < 1 or opts.lr <= 0:
         raise ValueError("steps, batch size and gradient accumulation must be 1 or more, the learning rate above 0")
+    if opts.nproc < 1 or opts.batch_size % opts.nproc:
+        raise ValueError(f"the batch size ({opts.batch_size}) must divide evenly over the {opts.nproc} "
+                         "training processes")
     if opts.objective == "metadata" and opts.batch_size < 4:
         raise ValueError("the metadata objective needs a batch size of 4 or more (2 labels x 2 notes)")
     if not 8 <= opts.max_length <= longest_input(base_path):

@@ -51,10 +51,12 @@ def _complete(store: Store, j: dict, card: dict) -> dict:
 def run_job(store: Store, job_id: int, report=None) -> dict | None:
     """Train a claimed job to the end; returns its result, or None if it was cancelled or halted.
     A failure marks the job failed (one line) and is raised again."""
-    from core.training import train
+    from core.training import parallel, train
 
     j = jobs.job(store, job_id)
     params, opts = j["params"], PretrainOptions(**j["params"]["options"])
+    if opts.nproc > 1 and not parallel.active():
+        return _run_ranks(store, j, report)
     out_dir, checkpoints = Path(params["out_dir"]), jobs.checkpoint_dir(store, job_id)
     card_file = out_dir / CARD
     if card_file.exists() and json.loads(card_file.read_text()).get("job_id") == job_id:
@@ -79,6 +81,24 @@ def run_job(store: Store, job_id: int, report=None) -> dict | None:
     if not r.cancelled:
         return _complete(store, j, json.loads(card_file.read_text()))
     return _stopped(store, job_id)
+
+
+def _run_ranks(store: Store, j: dict, report) -> dict | None:
+    """The job in `nproc` processes (its rank 0 lands in run_job again); the job row says how it ended."""
+    from core.training.launch import run_ranks
+
+    code = run_ranks(store, j["id"], j["params"]["options"]["nproc"], j["device"], report, lambda: _terminating)
+    ended = jobs.job(store, j["id"])
+    if ended["state"] == "done":
+        return ended["result"]
+    if ended["state"] == "failed":
+        raise StoreError(ended["error"])
+    if ended["state"] == "running":  # the ranks died before rank 0 could record why
+        if _terminating:
+            return _stopped(store, j["id"])
+        _failed(store, j["id"], RuntimeError(f"a training process ended with exit code {code}; see its output"))
+        raise StoreError(jobs.job(store, j["id"])["error"])
+    return None  # cancelled, or interrupted to resume later
 
 
 def _progress(kind: type[JobProgress], store: Store, j: dict, report) -> JobProgress:
