@@ -69,8 +69,11 @@ def tiny_encoder_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def second_encoder_path(tmp_path_factory) -> Path:
-    """Another tiny encoder (same shape, other weights): a page that mixes up two encoders shows it."""
-    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-b") / "tiny-bert-b", seed=1)
+    """Another tiny encoder (same shape, other weights), with its card: copied into a models/ folder,
+    it is an adapted encoder, and a page that mixes up two encoders shows it."""
+    folder = build_tiny_encoder(tmp_path_factory.mktemp("tiny-b") / "tiny-bert-b", seed=1)
+    (folder / "notespace_card.json").write_text(json.dumps({"objective": "test", "base": "random"}))
+    return folder
 
 
 @pytest.fixture()

@@ -4,9 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import silhouette_score
 from streamlit.testing.v1 import AppTest
 
+from core.embed import load_embeddings
 from core.evaluation import METRICS
+from core.options import EmbedOptions
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -21,13 +24,13 @@ def open_page(encoders: list[str]) -> AppTest:
 
 
 @pytest.fixture()
-def clinic(db_path, models_dir, synthetic_df):
+def clinic(db_path, models_dir, synthetic_df, second_encoder_path):
     import shutil
 
     from core.corpus import ingest_frame
     from core.store import Store
 
-    shutil.copytree(models_dir / "tiny", models_dir / "tiny-b")  # a second encoder to compare with
+    shutil.copytree(second_encoder_path, models_dir / "tiny-b")  # a second encoder (other weights) to compare with
     ingest_frame(Store(db_path), synthetic_df, "clinic", "text", "note_id", ["specialty", "site", "age"])
     return Store(db_path)
 
@@ -41,6 +44,11 @@ def test_measure_audit_and_reopen_without_recomputing(clinic):
     table = at.dataframe[0].value
     assert list(table["metric"]) == [m[1] for m in METRICS] and {"tiny", "tiny-b"} <= set(table.columns)
     assert table["tiny"].str.match(r"-?\d\.\d{3} \[").sum() == 3  # three metrics carry a 95% interval
+    for encoder in ("tiny", "tiny-b"):  # each column measured its own encoder: sklearn's silhouette as the oracle
+        X = load_embeddings(clinic, "clinic", EmbedOptions(encoder=encoder), compute_missing=False)
+        expected = silhouette_score(X, clinic.documents(clinic.corpus("clinic"))["specialty"], metric="cosine")
+        assert table[encoder].iloc[0].startswith(f"{expected:.3f} [")
+    assert table["tiny"].iloc[0] != table["tiny-b"].iloc[0]
     metrics_chart, class_chart = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
     assert {t["name"] for t in metrics_chart["data"]} == {"tiny", "tiny-b"}
     assert any(t.get("error_y", {}).get("visible") for t in metrics_chart["data"])
