@@ -61,6 +61,19 @@ def wait_for(check, timeout: float = 90.0, every: float = 0.1):
     raise AssertionError(f"timed out after {timeout} s")
 
 
+def record_calls(monkeypatch, owner, name: str) -> list:
+    """Wrap `owner.name` so that each call is recorded (its arguments) and still runs; returns the record.
+    Checks that a cache hit recomputes nothing, without timing it."""
+    original, calls = getattr(owner, name), []
+
+    def recorded(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_path(tmp_path_factory) -> Path:
     """Path of a tiny random sentence-transformers encoder (built once per test session)."""
