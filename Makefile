@@ -30,7 +30,8 @@ chromium:
 	@if command -v chromium >/dev/null 2>&1; then echo "==> chromium present: $$(command -v chromium)"; \
 	elif [ "$$(id -u)" = 0 ]; then echo "==> installing Debian's chromium"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
-	else echo "==> chromium missing and not root: browser tests will be skipped"; fi
+	elif [ -n "$$CI" ]; then echo "==> error: chromium missing and not root; in CI (CI is set) the browser tests must run: install Debian's chromium" >&2; exit 1; \
+	else echo "==> chromium missing and not root: browser tests will be skipped (in CI they fail the run)"; fi
 
 run: $(STAMP)
 	@echo "==> loading the '$(DEMO)' demo corpus and embedding it (cached after the first time)"

@@ -23,7 +23,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
-
 def pytest_collection_modifyitems(items):
     """Everything under tests/e2e/ is a browser test (`make test-fast` skips them)."""
     for item in items:
@@ -82,10 +81,20 @@ def app_url(app_env):
         yield url
 
 
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here, or None. In CI (CI set) that fails the run: a green
+    CI must have driven a real browser."""
+    if os.path.exists(CHROMIUM):
+        return None
+    return f"Debian's chromium is not installed at {CHROMIUM} (make test installs it when run as root)"
+
+
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (make test installs it when run as root)")
+    if missing := chromium_missing():
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; CI is set, so the browser tests must run: install chromium", pytrace=False)
+        pytest.skip(missing)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
