@@ -23,6 +23,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
+def pytest_configure(config):
+    """Playwright's `expect` retries for 5 s by default; a loaded machine needs as long as every other wait."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)
+
+
 def pytest_collection_modifyitems(items):
     """Everything under tests/e2e/ is a browser test (`make test-fast` skips them)."""
     for item in items:
