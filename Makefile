@@ -8,7 +8,7 @@ DEMO   ?= drug-reviews
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test test-fast bench chromium clean
+.PHONY: install run test test-fast bench chromium clean mutate
 
 $(PY):
 	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
@@ -46,6 +46,10 @@ test: $(STAMP) chromium
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e and not real_model"
+
+# Mutation testing (docs/testing.md), not part of `make test`: minutes to hours. MODULES=clusters corpus ... for some.
+mutate: $(STAMP)
+	$(PY) tests/mutate.py $(MODULES)
 
 bench: $(STAMP)
 	$(PY) bench/embed.py
