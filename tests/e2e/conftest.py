@@ -19,6 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Waits give up after this long: only a hang should reach it. On 2 cores at a load of 30 (other
+# test suites, a training job) a Streamlit rerun took over 2 minutes.
+HUNG_MS = 180_000
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
@@ -27,7 +30,7 @@ def pytest_configure(config):
     """Playwright's `expect` retries for 5 s by default; a loaded machine needs as long as every other wait."""
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=60_000)
+    expect.set_options(timeout=HUNG_MS)
 
 
 def pytest_collection_modifyitems(items):
@@ -114,7 +117,7 @@ def browser():
 def page(browser, app_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
-    pg.set_default_timeout(60_000)
+    pg.set_default_timeout(HUNG_MS)
     yield pg
     context.close()
 
@@ -122,7 +125,7 @@ def page(browser, app_url):
 def wait_idle(page) -> None:
     """Wait until the Streamlit script has finished its run."""
     page.wait_for_timeout(300)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=120_000)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=2 * HUNG_MS)
 
 
 def open_page(page, app_url: str, title: str) -> None:
