@@ -109,6 +109,18 @@ def test_confound_audit_scores_a_skewed_column_by_balanced_accuracy():
     assert [r["column"] for r in audit["ranking"]] == ["planted", "noise"]
 
 
+def test_confound_audit_of_a_sample_is_reproducible_and_mismatched_rows_are_named():
+    """Killed mutants that survived `make mutate`: the sample's seed dropped, the error's message lost."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 6))
+    meta = pd.DataFrame({"ward": rng.choice(["a", "b", "c"], 300)})
+    first = confound_audit(X, meta, k=5, max_queries=50)
+    assert confound_audit(X, meta, k=5, max_queries=50) == first  # the same 50 query notes each time
+    assert first["ranking"][0]["n_notes"] == 300  # groups counted over every note, scored on the sample
+    with pytest.raises(ValueError, match="metadata has 299 rows but X has 300"):
+        confound_audit(X, meta.head(299))
+
+
 # ---- ingest: duplicate ids anywhere in the file, all or nothing -----------------------------------
 
 
