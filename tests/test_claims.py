@@ -121,6 +121,22 @@ def test_confound_audit_of_a_sample_is_reproducible_and_mismatched_rows_are_name
         confound_audit(X, meta.head(299))
 
 
+def test_confound_audit_says_why_each_column_is_skipped_and_goes_on():
+    rng = np.random.default_rng(6)
+    n = 300
+    X = rng.normal(size=(n, 6))
+    one_group = ["a"] * 152 + [f"solo{i}" for i in range(n - 152)]  # 149 values, one of them on >= 2 notes
+    meta = pd.DataFrame({"constant": "x", "note_id": [f"n{i}" for i in range(n)], "one_group": one_group,
+                         "mostly_unique": [f"v{i % 200}" for i in range(n)], "ward": rng.choice(["a", "b"], n)})
+    audit = confound_audit(X, meta, k=5)
+    assert audit["skipped"] == {"constant": "constant", "note_id": "near-unique (identifier-like)",
+                                "one_group": "fewer than two groups with >= 2 notes",
+                                "mostly_unique": "near-unique (identifier-like)"}
+    assert [r["column"] for r in audit["ranking"]] == ["ward"]  # columns after a skipped one are scored
+    loose = confound_audit(X, meta[["mostly_unique"]], k=5, max_unique_frac=0.7)  # 200 values in 300 notes
+    assert [r["column"] for r in loose["ranking"]] == ["mostly_unique"]
+
+
 # ---- ingest: duplicate ids anywhere in the file, all or nothing -----------------------------------
 
 
