@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
 import core.corpus as corpus_mod
@@ -104,6 +104,12 @@ def test_confound_audit_scores_a_skewed_column_by_balanced_accuracy():
     ranking = {r["column"]: r for r in audit["ranking"]}
     for column, groups in [("noise", noise), ("planted", planted)]:
         assert ranking[column]["score"] == pytest.approx(_oracle_score(X, groups, 5), abs=1e-9)
+    assert audit["k"] == 5
+    for column, groups in [("noise", noise), ("planted", planted)]:  # the figures shown beside the score
+        row = ranking[column]
+        assert row["majority_baseline"] == pytest.approx(pd.Series(groups).value_counts(normalize=True).max())
+        assert row["silhouette"] == pytest.approx(silhouette_score(X, groups, metric="cosine"), abs=1e-6)
+        assert (row["n_notes"], row["n_groups"], row["dropped_groups"]) == (n, 2, 0)
     # Voting the majority is right ~90 % of the time on the unrelated column, yet it scores ~0.
     assert ranking["noise"]["knn_accuracy"] > 0.85 and ranking["noise"]["score"] < 0.15
     assert [r["column"] for r in audit["ranking"]] == ["planted", "noise"]
