@@ -162,6 +162,27 @@ def test_duplicate_ids_in_different_chunks_are_refused(db_path, tmp_path, monkey
     assert store.corpora() == []
 
 
+def test_ingest_counts_and_checks_across_chunks_and_blank_rows(db_path, tmp_path, monkeypatch):
+    """Survivors of `make mutate` on validate(): blanks counted in the last chunk only, the id check
+    stopping at a blank row, the id column not checked, the file's name missing from a cancellation."""
+    monkeypatch.setattr(corpus_mod, "CHUNK_ROWS", 3)
+    texts = ["a", " ", "b", "", "c", "d", "  ", "e", "f", "g"]
+    path = tmp_path / "notes.csv"
+    pd.DataFrame({"id": [f"n{i}" for i in range(10)], "text": texts}).to_csv(path, index=False)
+    blanks = int(pd.read_csv(path, dtype=str, keep_default_na=False)["text"].str.strip().eq("").sum())
+    store = Store(db_path)
+    assert ingest_file(store, path, "notes", "text", "id")["skipped"] == blanks == 3
+    with pytest.raises(IngestError, match="notes.csv: no column 'nid' for the id"):
+        ingest_file(store, path, "other", "text", "nid")
+    with pytest.raises(IngestError, match="notes.csv: ingest cancelled"):
+        ingest_file(store, path, "cancelled", "text", should_stop=lambda: True)
+    dup = tmp_path / "dup.csv"  # a blank text, then a repeated id, in one chunk
+    pd.DataFrame({"id": ["x", "y", "x"], "text": ["a", " ", "c"]}).to_csv(dup, index=False)
+    with pytest.raises(IngestError, match="row 3: id 'x'"):
+        ingest_file(store, dup, "dup", "text", "id")
+    assert [c.name for c in store.corpora()] == ["notes"]
+
+
 def table_contents(db_path) -> dict[str, list]:
     """Every table of the store with all its rows, sorted (compares a store before and after)."""
     con = duckdb.connect(str(db_path))
