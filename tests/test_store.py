@@ -1,10 +1,10 @@
 import subprocess
 import sys
-import time
 
 import duckdb
 import pytest
 
+import core.store as store_mod
 from core.corpus import ingest_frame
 from core.store import SCHEMA_VERSION, Store, StoreError, safe_name
 
@@ -28,18 +28,75 @@ def test_transaction_rolls_back_everything(db_path):
     assert store.corpora() == []
 
 
-def test_connect_waits_while_another_process_holds_the_file(db_path):
+HOLDER = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+
+
+class LockHolder:
+    """A second process that holds the store's file lock until told to let go (no timing involved)."""
+
+    def __init__(self, path):
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+            self.proc.wait(30)
+
+
+class FakeClock:
+    """Stands in for core.store's `time`: sleeping only advances the clock, and is recorded."""
+
+    def __init__(self, on_sleep=None):
+        self.now, self.sleeps, self.on_sleep = 0.0, [], on_sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep(len(self.sleeps))
+
+
+def backoff(n: int) -> list[float]:
+    """The documented waits: 20 ms, doubling, at most 0.5 s."""
+    return [min(0.02 * 2 ** i, 0.5) for i in range(n)]
+
+
+def test_connect_retries_with_backoff_while_another_process_holds_the_file(db_path, monkeypatch):
     store = Store(db_path)
     store.summary()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db_path)!r}); print('held', flush=True); time.sleep(1.5)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert holder.stdout.readline().strip() == "held"
-    started = time.monotonic()
-    assert store.summary()["corpora"] == 0  # blocked until the other process let go, then succeeded
-    assert time.monotonic() - started > 0.3
-    holder.wait(10)
+    holder = LockHolder(db_path)
+    try:  # the holder lets go during the 7th wait: the 8th attempt gets the file
+        clock = FakeClock(on_sleep=lambda n: n == 7 and holder.release())
+        monkeypatch.setattr(store_mod, "time", clock)
+        assert store.summary()["corpora"] == 0
+    finally:
+        holder.release()
+    assert clock.sleeps == pytest.approx(backoff(7))
+
+
+def test_connect_gives_up_with_the_lock_error_after_the_timeout(db_path, monkeypatch):
+    store = Store(db_path)
+    store.summary()
+    monkeypatch.setattr(store_mod, "LOCK_TIMEOUT_S", 3.0)
+    clock = FakeClock()
+    monkeypatch.setattr(store_mod, "time", clock)
+    holder = LockHolder(db_path)
+    try:
+        with pytest.raises(duckdb.IOException, match="(?i)lock"):
+            store.summary()
+    finally:
+        holder.release()
+    waits = clock.sleeps
+    assert waits == pytest.approx(backoff(len(waits)))
+    assert sum(waits[:-1]) <= 3.0 < sum(waits)  # tried until the deadline had passed, then no more
+    monkeypatch.undo()
+    assert store.summary()["corpora"] == 0  # and the file works once it is free
 
 
 def test_runs_record_provenance(db_path):

@@ -1,5 +1,7 @@
 """In a real browser: open the app, load a demo corpus, embed it, see the result."""
 
+from playwright.sync_api import expect
+
 from tests.e2e.conftest import open_page, screenshot, wait_idle
 
 
@@ -15,5 +17,5 @@ def test_load_demo_and_embed(page, app_url):
     page.get_by_role("button", name="Embed", exact=True).click()
     wait_idle(page)
     page.get_by_text("978 embedded now").wait_for()
-    assert page.get_by_test_id("stDataFrame").count() >= 1
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
     screenshot(page, "data-embedded")

@@ -1,7 +1,10 @@
 """In a real browser: open Explore on a small corpus, see its clusters named, colour by another column,
 box-select notes."""
 
+import re
+
 import pytest
+from playwright.sync_api import expect
 
 from core.corpus import ingest_frame
 from core.maps import project_corpus
@@ -35,13 +38,13 @@ def test_colour_then_box_select_shows_the_selected_notes(clinic, page, app_url):
     # no clusters in the store: the page computes the default ones in the background, then names them
     label = chart.locator(".annotation-text").first
     label.wait_for(timeout=300_000)
-    assert label.text_content().startswith("0: ")  # SVG text: no inner_text
+    expect(label).to_have_text(re.compile(r"^0: "))
 
     page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
     page.get_by_role("option", name="site", exact=True).click()
     wait_idle(page)
     chart.locator(".legendtext", has_text="north").wait_for()
-    assert chart.locator(".annotation-text").first.is_visible()  # named whatever colours the map
+    expect(chart.locator(".annotation-text").first).to_be_visible()  # named whatever colours the map
 
     chart.hover()
     chart.locator('.modebar-btn[data-title="Box Select"]').click()
@@ -54,6 +57,6 @@ def test_colour_then_box_select_shows_the_selected_notes(clinic, page, app_url):
     wait_idle(page)
     page.get_by_text("notes selected").wait_for()
     page.get_by_text("How the selection differs from the corpus").wait_for()
-    assert page.get_by_test_id("stDataFrame").count() >= 2  # the comparison and the selected notes
+    expect(page.get_by_test_id("stDataFrame").nth(1)).to_be_visible()  # the comparison and the selected notes
     page.get_by_text("notes selected").scroll_into_view_if_needed()
     screenshot(page, "explore-selected")

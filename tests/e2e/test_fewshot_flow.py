@@ -1,6 +1,7 @@
 """In a real browser: open Few-shot on a small embedded corpus, run a learning curve, see the chart."""
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import open_page, screenshot, wait_idle
 
@@ -27,12 +28,12 @@ def test_learning_curve_in_the_browser(clinic, page, app_url):
     page.get_by_role("button", name="Remove minilm (packaged, 384-d)").click()  # no MiniLM to load here
     wait_idle(page)
     tags = page.get_by_test_id("stMultiSelect").filter(has_text="Encoders").locator("[data-tag]")
-    assert tags.all_inner_texts() == ["tiny (adapted, 32-d)"]
+    expect(tags).to_have_text(["tiny (adapted, 32-d)"])
 
     page.get_by_role("button", name="Run learning curve").click()
     wait_idle(page)
     page.get_by_text("held-out notes score every encoder").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    assert page.locator(".js-plotly-plot").count() == 2  # the learning curve and the confusion matrix
-    assert page.get_by_test_id("stDownloadButton").count() == 1
+    expect(page.locator(".js-plotly-plot")).to_have_count(2)  # the learning curve and the confusion matrix
+    expect(page.get_by_test_id("stDownloadButton")).to_have_count(1)
     screenshot(page, "fewshot-curve")

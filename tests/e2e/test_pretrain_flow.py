@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from core.corpus import ingest_frame
 from core.store import Store
@@ -55,5 +56,5 @@ def test_launch_a_job_and_watch_it_finish(page, app_url):
         curve.or_(done).first.wait_for(timeout=60_000)  # the loss curve drawn (or already done)
         screenshot(page, "pretrain-running")
     done.wait_for(timeout=180_000)
-    assert page.get_by_role("button", name="Explore with it").count() == 1
+    expect(page.get_by_role("button", name="Explore with it")).to_have_count(1)  # drawn just after "done"
     screenshot(page, "pretrain-done")

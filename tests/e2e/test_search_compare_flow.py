@@ -139,8 +139,8 @@ def test_search_read_then_compare_two_encoders(clinic, page, app_url):
     wait_idle(page)
     pick(page, "Compare with", "tiny-b")
     page.get_by_text("PCA of tiny-b", exact=True).wait_for()
-    a, b = maps_when(page, lambda maps: len(maps) == 2, "two maps")
-    assert ringed(a) == ringed(b) == clinic["like_top"]
+    a, b = maps_when(page, lambda maps: len(maps) == 2 and ringed(maps[0]) == ringed(maps[1]) == clinic["like_top"],
+                     f"two maps, the neighbours of {clinic['top']} ringed in both")
     for traces, expected in ((a, clinic["xy_a"]), (b, clinic["xy_b"])):
         x, y = per_ord(traces, "x"), per_ord(traces, "y")
         assert sorted(x) == list(range(N))
