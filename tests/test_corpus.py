@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-import core.corpus as corpus_mod
+import core.ingest.read as reading
 from core.corpus import IngestError, ingest_file, ingest_frame
 from core.store import Store
 
@@ -48,7 +48,7 @@ def test_ingest_each_format_detects_types(store, synthetic_df, tmp_path, fmt):
 def test_streaming_in_small_chunks_gives_the_same_corpus(store, synthetic_df, tmp_path, monkeypatch):
     path = write_all_formats(synthetic_df, tmp_path)["csv"]
     ingest_file(store, path, "whole", "text", "note_id")
-    monkeypatch.setattr(corpus_mod, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 7)
     ingest_file(store, path, "chunked", "text", "note_id")
     whole, chunked = store.documents(store.corpus("whole")), store.documents(store.corpus("chunked"))
     pd.testing.assert_frame_equal(whole, chunked)
