@@ -2,6 +2,8 @@ import hashlib
 import json
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import core.ingest.read as reading
@@ -90,6 +92,10 @@ BAD_INPUTS = {
     "not parquet": (lambda p: p.write_text("text\na\n"), "notes.parquet", "not a Parquet file"),
     "nested parquet": (lambda p: pd.DataFrame({"text": ["a"], "tags": [[1, 2]]}).to_parquet(p), "notes.parquet",
                        "column 'tags' holds nested values"),
+    # its schema is its header; a reader that yielded no chunk at all would say "no rows" instead
+    "parquet without row groups": (lambda p: pq.ParquetWriter(p, pa.schema([("text", pa.string())])).close(),
+                                   "notes.parquet", "notes.parquet: the file has a header but no rows"),
+    "jsonl of blank lines": (lambda p: p.write_text("\n  \n\n"), "notes.jsonl", "notes.jsonl: the file has no rows"),
 }
 
 
