@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from core.fewshot import (
-    classification_metrics, full_proba, learning_curve, make_classifier, suggest_next, train_from_labels,
-    uncertainty,
+    LearningCurve, classification_metrics, compare_curves, full_proba, learning_curve, make_classifier,
+    suggest_next, summary_frame, train_from_labels, uncertainty,
 )
 
 
@@ -164,3 +168,61 @@ def test_classes_smaller_than_the_shot_count_are_not_swamped():
     X = np.vstack([centres[i] + rng.normal(size=(n, 32)) for i, n in enumerate(sizes)]).astype(np.float32)
     s = learning_curve(X, y, shots=(2, 64), seeds=3).summary()
     assert s["64"]["macro_f1"] > s["2"]["macro_f1"] > 0.8  # unweighted: 0.94 at 2, 0.49 at 64
+
+
+def test_a_stored_curve_comes_back_whole(curve_and_data):
+    """What the store keeps (JSON) gives back the same curve: split, draws, predictions and scores."""
+    curve, _, _, ids = curve_and_data
+    stored = json.loads(json.dumps(curve.to_dict()))
+    assert stored["summary"] == curve.summary()
+    back = LearningCurve.from_dict(stored)
+    assert (back.classes, back.classifier) == (curve.classes, curve.classifier)
+    assert (back.dropped_classes, back.pool_sizes) == (curve.dropped_classes, curve.pool_sizes)
+    assert np.array_equal(back.test_idx, curve.test_idx) and np.array_equal(back.test_codes, curve.test_codes)
+    assert [(r.shot, r.seed, r.metrics) for r in back.runs] == [(r.shot, r.seed, r.metrics) for r in curve.runs]
+    for a, b in zip(curve.runs, back.runs):
+        assert np.array_equal(a.train_idx, b.train_idx) and np.array_equal(a.pred, b.pred)
+        assert np.abs(a.confidence - b.confidence).max() <= 5e-5  # kept to 4 decimals
+    assert back.summary() == curve.summary()
+    pd.testing.assert_frame_equal(back.predictions_frame(4, None, ids), curve.predictions_frame(4, None, ids),
+                                  atol=5e-5)
+
+
+def perfect(curve: LearningCurve) -> LearningCurve:
+    """The same split and draws, every test note predicted right."""
+    runs = [replace(r, pred=curve.test_codes.copy(), metrics=r.metrics | {"macro_f1": 1.0, "accuracy": 1.0})
+            for r in curve.runs]
+    return replace(curve, runs=runs)
+
+
+def test_comparing_curves_gives_b_minus_a_per_shot_and_metric(curve_and_data):
+    curve = curve_and_data[0]
+    rows = compare_curves(curve, perfect(curve))
+    assert [(r["metric"], r["shots"]) for r in rows] == [(m, k) for k in SHOTS for m in ("macro_f1", "accuracy")]
+    summary = curve.summary()
+    for r in rows:
+        scores = [run.metrics[r["metric"]] for run in curve.runs if run.shot == r["shots"]]
+        assert r["diff"] == pytest.approx(1 - np.mean(scores))
+        lo, hi = summary[str(r["shots"])][f"{r['metric']}_ci"]  # a perfect b: the interval of 1 - a
+        assert r["ci"] == pytest.approx([1 - hi, 1 - lo]) and r["excludes_zero"] == (hi < 1)
+    same = compare_curves(curve, curve, metrics=("balanced_accuracy",))
+    assert {(r["diff"], tuple(r["ci"]), r["excludes_zero"]) for r in same} == {(0.0, (0.0, 0.0), False)}
+    with pytest.raises(ValueError, match="same test notes"):
+        compare_curves(curve, replace(curve, test_idx=curve.test_idx[::-1]))
+
+
+def test_summary_frame_has_a_row_per_encoder_and_shot(curve_and_data):
+    curve = curve_and_data[0]
+    summary = curve.summary()
+    frame = summary_frame({"a": summary, "b": perfect(curve).summary()})
+    assert list(frame.columns) == ["encoder", "shot", "macro_f1", "macro_f1_low", "macro_f1_high", "accuracy",
+                                   "accuracy_low", "accuracy_high", "seeds"]
+    assert list(zip(frame["encoder"], frame["shot"])) == [(e, k) for e in "ab" for k in SHOTS]
+    for row in frame[frame["encoder"] == "a"].itertuples():
+        s = summary[str(row.shot)]
+        assert (row.macro_f1, [row.macro_f1_low, row.macro_f1_high]) == (s["macro_f1"], s["macro_f1_ci"])
+        assert (row.accuracy, [row.accuracy_low, row.accuracy_high], row.seeds) == (s["accuracy"], s["accuracy_ci"], 5)
+    assert (frame[frame["encoder"] == "b"][["macro_f1", "accuracy"]] == 1.0).all().all()
+    old = {k: {m: v for m, v in s.items() if m not in ("accuracy_ci", "seeds")} for k, s in summary.items()}
+    older = summary_frame({"a": old})  # summaries stored before accuracy intervals and seeds were kept
+    assert older[["accuracy_low", "accuracy_high", "seeds"]].isna().all().all()
