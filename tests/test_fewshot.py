@@ -226,3 +226,50 @@ def test_summary_frame_has_a_row_per_encoder_and_shot(curve_and_data):
     old = {k: {m: v for m, v in s.items() if m not in ("accuracy_ci", "seeds")} for k, s in summary.items()}
     older = summary_frame({"a": old})  # summaries stored before accuracy intervals and seeds were kept
     assert older[["accuracy_low", "accuracy_high", "seeds"]].isna().all().all()
+
+
+def suggestions_by_the_rule(X, proba, labelled, n, pool_factor):
+    """suggest_next's rule spelled out with scipy's cosine distances and plain loops: the n * pool_factor
+    most uncertain unlabelled notes (margin; ties in note order) are candidates; each step takes the one
+    with the largest uncertainty x distance to the nearest labelled-or-taken note; with nothing labelled,
+    the distance starts at 1 (as if one note orthogonal to all were labelled)."""
+    from scipy.spatial.distance import cdist
+
+    top2 = np.sort(proba, axis=1)[:, -2:]
+    unc = 1 - (top2[:, 1] - top2[:, 0])
+    free = [i for i in range(len(X)) if i not in set(labelled)]
+    cand = sorted(free, key=lambda i: (-unc[i], i))[:n * pool_factor]
+    D = cdist(X, X, "cosine")
+    taken: list[int] = []
+    for _ in range(min(n, len(cand))):
+        def score(i):
+            start = [] if len(labelled) else [1.0]
+            return unc[i] * max(min([D[i, a] for a in list(labelled) + taken] + start), 0.0)
+
+        taken.append(max((c for c in cand if c not in taken), key=lambda c: (score(c), -cand.index(c))))
+    return taken
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_suggest_next_follows_its_rule(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(120, 8))
+    proba = rng.dirichlet(np.ones(3), size=120)
+    labelled = rng.choice(120, size=10, replace=False)
+    for n, pool_factor in [(8, 3), (25, 1)]:
+        picks = suggest_next(X, proba, labelled, n=n, pool_factor=pool_factor)
+        assert picks.tolist() == suggestions_by_the_rule(X, proba, labelled, n, pool_factor)
+    assert suggest_next(X, proba, labelled).tolist() == suggestions_by_the_rule(X, proba, labelled, 10, 5)
+    assert suggest_next(X, proba, []).tolist() == suggestions_by_the_rule(X, proba, [], 10, 5)
+
+
+def test_suggest_next_at_the_edges():
+    rng = np.random.default_rng(0)
+    X, proba = rng.normal(size=(6, 4)), rng.dirichlet(np.ones(2), size=6)
+    for picks in (suggest_next(X, proba, [0, 1, 2], n=0), suggest_next(X, proba, range(6), n=3)):
+        assert picks.dtype == np.int64 and picks.size == 0
+    assert sorted(suggest_next(X, proba, [0, 1, 2, 3], n=5).tolist()) == [4, 5]  # only what is unlabelled
+    assert suggest_next(X, proba, [0, 1], n=1).tolist() == suggestions_by_the_rule(X, proba, [0, 1], 1, 5)
+    X, p = rng.normal(size=(300, 4)), rng.choice([0.5, 0.7, 0.9], size=300)  # three levels of uncertainty
+    tied = np.c_[p, 1 - p]  # ties go to the note first in order: candidates are the first of the most uncertain
+    assert set(suggest_next(X, tied, [], n=4, pool_factor=2).tolist()) <= set(np.flatnonzero(p == 0.5)[:8])
