@@ -273,3 +273,47 @@ def test_suggest_next_at_the_edges():
     X, p = rng.normal(size=(300, 4)), rng.choice([0.5, 0.7, 0.9], size=300)  # three levels of uncertainty
     tied = np.c_[p, 1 - p]  # ties go to the note first in order: candidates are the first of the most uncertain
     assert set(suggest_next(X, tied, [], n=4, pool_factor=2).tolist()) <= set(np.flatnonzero(p == 0.5)[:8])
+
+
+def test_frames_name_their_columns_and_cover_every_seed(curve_and_data):
+    curve, _, y, ids = curve_and_data
+    assert all((curve.run(k, s).shot, curve.run(k, s).seed) == (k, s) for k in SHOTS for s in range(5))
+    every, n = curve.predictions_frame(8, None, ids), len(curve.test_idx)
+    assert list(every.columns) == ["id", "true", "predicted", "confidence", "correct", "seed"]
+    assert every.index.tolist() == list(range(5 * n)) and every["seed"].tolist() == [s for s in range(5) for _ in range(n)]
+    assert every["id"].tolist() == ids[curve.test_idx].tolist() * 5
+    assert every["true"].tolist() == y[curve.test_idx].tolist() * 5
+    for s, block in every.groupby("seed"):
+        assert block["predicted"].tolist() == [curve.classes[c] for c in curve.run(8, s).pred]
+        assert np.allclose(block["confidence"], curve.run(8, s).confidence)
+    assert every["correct"].tolist() == (every["true"] == every["predicted"]).tolist()
+    summed = curve.confusion_frame(8, None)
+    counted = pd.crosstab(every["true"], every["predicted"]).reindex(index=curve.classes, columns=curve.classes,
+                                                                     fill_value=0)
+    assert (summed.index.name, summed.columns.name) == ("true", "predicted")
+    assert summed.to_numpy().tolist() == counted.to_numpy().tolist()
+
+
+def test_label_model_frame_and_knn_and_refusals():
+    X, y = blobs(0.8)
+    ids = np.array([f"n{i}" for i in range(len(y))], dtype=object)
+    model = train_from_labels(X, np.arange(40), y[:40])
+    frame = model.frame(ids)
+    assert list(frame.columns) == ["id", "predicted", "confidence", "uncertainty", "labelled"]
+    assert frame["id"].tolist() == ids.tolist() and model.frame()["id"].tolist() == list(range(len(y)))
+    assert frame["labelled"].dtype == bool and frame["labelled"].tolist() == [i < 40 for i in range(len(y))]
+    top2 = np.sort(model.proba, axis=1)[:, -2:]
+    assert np.allclose(frame["confidence"], top2[:, 1]) and np.allclose(frame["uncertainty"], 1 - top2[:, 1] + top2[:, 0])
+    from sklearn.neighbors import KNeighborsClassifier
+
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    knn = KNeighborsClassifier(n_neighbors=3, weights="distance", metric="cosine").fit(Xn[:40], y[:40])
+    assert np.allclose(train_from_labels(X, np.arange(40), y[:40], "knn", knn_k=3).proba[40:],
+                       knn.predict_proba(Xn[40:]), atol=1e-5)
+    with pytest.raises(ValueError, match="labels and labelled_idx differ in length"):
+        train_from_labels(X, [0, 1], ["c0"])
+    with pytest.raises(ValueError, match="label notes of at least two different classes first"):
+        train_from_labels(X, [0, 4], ["c0", "c0"])
+    groups = [f"t{i % 200}" for i in range(len(y))]  # notes 200+ are copies of notes 0-39
+    twin = train_from_labels(X, np.arange(40), y[:40], groups=groups)
+    assert set(range(200, 240)) <= set(twin.labelled_idx) and (twin.predictions[200:240] == y[:40]).all()
