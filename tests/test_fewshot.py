@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from core.fewshot import (
     LearningCurve, classification_metrics, compare_curves, full_proba, learning_curve, make_classifier,
-    suggest_next, summary_frame, train_from_labels, uncertainty,
+    suggest_next, summary_frame, train_from_labels, uncertainty, weighted_scores,
 )
 
 
@@ -317,3 +318,24 @@ def test_label_model_frame_and_knn_and_refusals():
     groups = [f"t{i % 200}" for i in range(len(y))]  # notes 200+ are copies of notes 0-39
     twin = train_from_labels(X, np.arange(40), y[:40], groups=groups)
     assert set(range(200, 240)) <= set(twin.labelled_idx) and (twin.predictions[200:240] == y[:40]).all()
+
+
+def test_weighted_scores_equal_sklearn_on_each_resample():
+    """A row of note counts is a resample; classes it leaves out of `true` drop out of its macro averages."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(3)
+    true = np.r_[np.zeros(8, int), np.ones(5, int), [2]]  # class 2 has one note: absent from many resamples
+    pred = np.where(rng.random(len(true)) < 0.7, true, rng.integers(0, 3, len(true)))
+    pred[-1] = 2
+    W = rng.multinomial(len(true), np.ones(len(true)) / len(true), size=40).astype(np.float64)
+    scores = weighted_scores(true, pred, 3, W)
+    assert (W[:, -1] == 0).sum() > 5
+    for i, w in enumerate(W):
+        t, p, c = true[w > 0], pred[w > 0], w[w > 0]
+        assert scores["accuracy"][i] == pytest.approx(accuracy_score(t, p, sample_weight=c))
+        assert scores["macro_f1"][i] == pytest.approx(f1_score(t, p, labels=np.unique(t), average="macro",
+                                                               sample_weight=c, zero_division=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
+            assert scores["balanced_accuracy"][i] == pytest.approx(balanced_accuracy_score(t, p, sample_weight=c))
