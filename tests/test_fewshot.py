@@ -339,3 +339,12 @@ def test_weighted_scores_equal_sklearn_on_each_resample():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
             assert scores["balanced_accuracy"][i] == pytest.approx(balanced_accuracy_score(t, p, sample_weight=c))
+
+
+def test_exhausted_classes_are_those_whose_whole_pool_each_draw_takes(curve_and_data):
+    curve, _, y, _ = curve_and_data
+    pool = {c: int((y == c).sum() - (y[curve.test_idx] == c).sum()) for c in curve.classes}  # no copies here
+    assert curve.pool_sizes == pool
+    smallest = min(pool.values())
+    assert curve.exhausted(smallest - 1) == [] == curve.summary()["16"]["exhausted_classes"]
+    assert curve.exhausted(smallest) == [c for c in curve.classes if pool[c] == smallest]
