@@ -3,7 +3,7 @@
     python bench/idle.py                    # tiny random encoder, drug-reviews demo corpus (979 notes)
     python bench/idle.py --encoder minilm   # the packaged MiniLM instead (embeds the corpus once)
 
-Serves the app the way `notespace app` does (core.cli, so with file watching and run-on-save off) on
+Serves the app with `notespace app`'s own command (bench/serving.py: file watching and run-on-save off) on
 a store of its own, with the corpus embedded, mapped (UMAP) and clustered beforehand so that Explore
 has no background work to do. A headless chromium tab opens Explore and waits until the map is drawn;
 then the CPU time of the server's whole process tree (user + system, /proc via psutil) is read over
@@ -16,18 +16,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
+
+from bench.serving import served_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -59,12 +58,6 @@ def prepare(home: Path, encoder: str) -> tuple[dict, str]:
     return env, label
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def tree_cpu_seconds(root: psutil.Process) -> float:
     total = 0.0
     for process in [root, *root.children(recursive=True)]:
@@ -84,22 +77,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="notespace-bench-idle-"))
     try:
         env, label = prepare(home, args.encoder)
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "core.cli", "app", "--port", str(port)], cwd=ROOT,
-                                  env=os.environ | env | {"PYTHONPATH": str(ROOT)},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.2)
+        with served_app(env) as (url, server):
             result = measure(url, label, psutil.Process(server.pid), args.seconds)
-        finally:
-            server.terminate()
-            server.wait(20)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print(json.dumps({"encoder": args.encoder, "corpus": "drug-reviews", **result}))

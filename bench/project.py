@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +34,7 @@ os.environ.setdefault("NOTESPACE_MODELS", str(OUT / "models"))
 
 import numpy as np  # noqa: E402
 
+from bench.serving import served_app  # noqa: E402
 from core import maps  # noqa: E402
 from core.clusters import cluster_corpus  # noqa: E402
 from core.corpus import ingest_frame  # noqa: E402
@@ -137,33 +137,16 @@ def draw_times(targets: list[tuple[str, str, int]], repeats: int) -> list[dict]:
     """Seconds from choosing a map (corpus, encoder) to all of its points drawn, in chromium."""
     from playwright.sync_api import sync_playwright
 
-    port = 8700 + os.getpid() % 200
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=os.environ | {"NOTESPACE_DB": str(DB)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.3)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-            rows = []
-            for corpus_name, encoder, n in targets:
-                seconds = [_draw_once(browser, url, corpus_name, encoder, n) for _ in range(repeats)]
-                rows.append({"corpus": corpus_name, "encoder": encoder, "points": n, "seconds": seconds})
-                log(f"  drawn {n:,} points in {min(seconds):.2f}-{max(seconds):.2f} s")
-            browser.close()
-        return rows
-    finally:
-        server.terminate()
-        server.wait(20)
+    with served_app({"NOTESPACE_DB": str(DB)}) as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        rows = []
+        for corpus_name, encoder, n in targets:
+            seconds = [_draw_once(browser, url, corpus_name, encoder, n) for _ in range(repeats)]
+            rows.append({"corpus": corpus_name, "encoder": encoder, "points": n, "seconds": seconds})
+            log(f"  drawn {n:,} points in {min(seconds):.2f}-{max(seconds):.2f} s")
+        browser.close()
+    return rows
 
 
 def _draw_once(browser, url: str, corpus_name: str, encoder: str, n: int) -> float:

@@ -25,12 +25,9 @@ import json
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +38,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+
+from bench.serving import served_app  # noqa: E402
 
 DB = OUT / "soak.duckdb"
 NOTES = 10_000
@@ -108,12 +107,6 @@ def prepare(real: bool) -> tuple[str, str]:
 # ---- the server and its memory ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -141,25 +134,6 @@ class Sampler(threading.Thread):
 
     def now(self) -> float:
         return rss_mb(self.pid) or float("nan")
-
-
-def start_server(port: int) -> subprocess.Popen:
-    OUT.mkdir(parents=True, exist_ok=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=os.environ | {"NOTESPACE_DB": str(DB)}, stdout=open(OUT / "soak-server.log", "w"),
-        stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                return server
-        except OSError:
-            time.sleep(0.3)
-    server.kill()
-    raise SystemExit("the app server did not become healthy within 120 s (see bench/out/soak-server.log)")
 
 
 # ---- one user, going round ------------------------------------------------------------------------------
@@ -265,31 +239,29 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    server = start_server(port)
-    sampler = Sampler(server.pid)
-    sampler.start()
-    rss_start = sampler.now()
-    rounds, started = 0, time.monotonic()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-            user = User(browser, f"http://127.0.0.1:{port}", encoder)
-            rss_warm = None
-            while time.monotonic() - started < args.minutes * 60 or rounds == 0:
-                user.round(rounds)
-                rounds += 1
-                if rss_warm is None:
-                    rss_warm = sampler.now()
-                log(f"round {rounds}: {time.monotonic() - started:.0f} s, server RSS {sampler.now():.0f} MB, "
-                    f"{len(user.errors)} errors")
-            browser.close()
-        time.sleep(2)  # let the server settle after the last session closed
-        rss_end = sampler.now()
-    finally:
-        sampler.stop.set()
-        server.terminate()
-        server.wait(20)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with served_app({"NOTESPACE_DB": str(DB)}, log=OUT / "soak-server.log") as (url, server):
+        sampler = Sampler(server.pid)
+        sampler.start()
+        rss_start = sampler.now()
+        rounds, started = 0, time.monotonic()
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+                user = User(browser, url, encoder)
+                rss_warm = None
+                while time.monotonic() - started < args.minutes * 60 or rounds == 0:
+                    user.round(rounds)
+                    rounds += 1
+                    if rss_warm is None:
+                        rss_warm = sampler.now()
+                    log(f"round {rounds}: {time.monotonic() - started:.0f} s, server RSS {sampler.now():.0f} MB, "
+                        f"{len(user.errors)} errors")
+                browser.close()
+            time.sleep(2)  # let the server settle after the last session closed
+            rss_end = sampler.now()
+        finally:
+            sampler.stop.set()
 
     samples = [mb for _, mb in sampler.samples]
     report |= {

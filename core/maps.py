@@ -104,7 +104,7 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
         run_id = store.record_run(con, KIND, corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key,
                                   params=params, inputs=inputs, result=result,
                                   seconds=round(seconds, 3))
-        # vectors come in ord order and ords are 0..n-1 (see core.corpus.write)
+        # vectors come in ord order and ords are 0..n-1 (see core.ingest.write)
         with store.python_data():
             con.register("new_xy", pa.table({"ord": np.arange(len(xy), dtype=np.int32),
                                              "x": xy[:, 0], "y": xy[:, 1]}))

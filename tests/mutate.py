@@ -2,13 +2,15 @@
 
 mutmut reads one [tool.mutmut] table from the pyproject.toml of the folder it runs in, and keeps its
 mutants and results in ./mutants. So each module gets a scratch copy of the working tree under
-test-artifacts/mutate/<module>/ whose pyproject.toml says which file to mutate and which tests (its
-own module and tests/test_claims.py, fast tests only) must catch the mutants; results stay there, so a rerun only tests what changed.
+test-artifacts/mutate/<module>/ whose pyproject.toml says which files to mutate (core/corpus.py with
+core/ingest/, the others one file each) and which tests (its own test module and tests/test_claims.py,
+fast tests only) must catch the mutants; results stay there, so a rerun only tests what changed.
 
     python tests/mutate.py                      # every module below
     python tests/mutate.py clusters fewshot     # some of them
     MUTATE_JOBS=1 python tests/mutate.py ...    # parallel mutants (default: number of CPUs)
     MUTATE_FUNCTIONS=confound_audit,knn_vote python tests/mutate.py separability   # some functions only
+    MUTATE_FUNCTIONS=update python tests/mutate.py corpus   # a method: every class's `update`
 
 Prints each module's kill rate and every surviving mutant (`mutmut show NAME` in its folder explains
 one); writes test-artifacts/mutate/summary.json. Not part of `make test`: a run takes minutes to hours.
@@ -28,12 +30,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "test-artifacts" / "mutate"  # ignored by git, like other test output
-MODULES = {
-    "separability": "tests/test_separability.py",
-    "fewshot": "tests/test_fewshot.py",
-    "embed": "tests/test_embed.py",
-    "corpus": "tests/test_corpus.py",
-    "clusters": "tests/test_clusters.py",
+MODULES = {  # name -> (the files mutated, the tests that must catch their mutants besides CLAIMS)
+    "separability": (["core/separability.py"], "tests/test_separability.py"),
+    "fewshot": (["core/fewshot.py"], "tests/test_fewshot.py"),
+    "embed": (["core/embed.py"], "tests/test_embed.py"),
+    "corpus": (["core/corpus.py", "core/ingest/*.py"], "tests/test_corpus.py"),
+    "clusters": (["core/clusters.py"], "tests/test_clusters.py"),
 }
 CLAIMS = "tests/test_claims.py"  # the headline claims, checked against independent oracles
 FAST_TESTS = ["-m", "not e2e and not real_model", "-p", "no:cacheprovider", "-x", "-q"]
@@ -57,8 +59,8 @@ def scratch_copy(module: str) -> Path:
                 shutil.copy2(source, target)
     config = {
         "source_paths": ["core"],
-        "only_mutate": [f"core/{module}.py"],
-        "pytest_add_cli_args_test_selection": [MODULES[module], CLAIMS],
+        "only_mutate": MODULES[module][0],
+        "pytest_add_cli_args_test_selection": [MODULES[module][1], CLAIMS],
         "pytest_add_cli_args": FAST_TESTS,
         "also_copy": ALSO_COPY,
         "use_git_change_detection": False,
@@ -83,9 +85,16 @@ def results(folder: Path, patterns: list[str]) -> dict[str, str]:
     return found
 
 
+def mutant_prefixes(module: str) -> list[str]:
+    """The dotted names mutmut gives the module's files: core/ingest/*.py -> core.ingest.*"""
+    return [path.removesuffix(".py").replace("/", ".") for path in MODULES[module][0]]
+
+
 def mutate(module: str, jobs: int, functions: list[str]) -> dict:
     folder = scratch_copy(module)
-    selected = [f"core.{module}.x_{f}__mutmut_*" for f in functions]
+    # mutmut names a function's mutants x_NAME__mutmut_N and a method's xǁCLASSǁNAME__mutmut_N
+    selected = [f"{prefix}.{name}__mutmut_*" for prefix in mutant_prefixes(module) for f in functions
+                for name in (f"x_{f}", f"xǁ*ǁ{f}")]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     started = time.monotonic()
     run = subprocess.run([str(MUTMUT), "run", "--max-children", str(jobs), *selected], cwd=folder, env=env,
@@ -93,10 +102,11 @@ def mutate(module: str, jobs: int, functions: list[str]) -> dict:
     seconds = round(time.monotonic() - started)
     (folder / "mutmut-run.log").write_text(run.stdout + run.stderr)
     if run.returncode:
-        raise SystemExit(f"mutmut failed on core/{module}.py (exit {run.returncode}); see {folder}/mutmut-run.log")
-    status = results(folder, selected or [f"core.{module}.*"])
+        raise SystemExit(f"mutmut failed on {' '.join(MODULES[module][0])} (exit {run.returncode}); "
+                         f"see {folder}/mutmut-run.log")
+    status = results(folder, selected or [f"{prefix}.*" for prefix in mutant_prefixes(module)])
     killed = sum(s in CAUGHT for s in status.values())
-    return {"module": f"core/{module}.py", "functions": functions or "all", "tests": MODULES[module],
+    return {"module": " ".join(MODULES[module][0]), "functions": functions or "all", "tests": MODULES[module][1],
             "mutants": len(status), "killed": killed,
             "kill_rate": round(100 * killed / max(len(status), 1), 1), "seconds": seconds,
             "not_killed": {name: s for name, s in sorted(status.items()) if s not in CAUGHT}}
@@ -112,7 +122,7 @@ def main(names: list[str]) -> None:
     summary_path = WORK / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for name in names or list(MODULES):
-        print(f"==> mutating core/{name}.py against {MODULES[name]}", flush=True)
+        print(f"==> mutating {' '.join(MODULES[name][0])} against {MODULES[name][1]}", flush=True)
         report = summary[name] = mutate(name, jobs, functions)
         summary_path.write_text(json.dumps(summary, indent=2))
         print(f"    {report['killed']}/{report['mutants']} killed ({report['kill_rate']} %) in {report['seconds']} s")

@@ -275,9 +275,9 @@ def store_with_corpus(settled_store, synthetic_df):
 
 @pytest.mark.parametrize("name", list(EXPORTS))
 def test_hospital_export_command_line(name, store_with_corpus, tmp_path, capsys, monkeypatch):
-    import core.corpus
+    import core.ingest.read
 
-    monkeypatch.setattr(core.corpus, "CHUNK_ROWS", 4)  # checks must hold across chunk boundaries
+    monkeypatch.setattr(core.ingest.read, "CHUNK_ROWS", 4)  # checks must hold across chunk boundaries
     case = EXPORTS[name]
     path = tmp_path / case.filename
     path.write_bytes(case.content)

@@ -22,7 +22,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
-import core.corpus as corpus_mod
+import core.ingest.read as reading
 from core.clusters import label_clusters
 from core.corpus import IngestError, ingest_file, ingest_frame
 from core.embed import embed_corpus, load_embeddings
@@ -150,7 +150,7 @@ def test_duplicate_ids_in_different_chunks_are_reported(db_path, tmp_path, monke
     path = tmp_path / "notes.csv"
     pd.DataFrame({"id": ids, "text": [f"note {i}" for i in range(40)]}).to_csv(path, index=False)
     first_repeat = int(np.flatnonzero(pd.Series(ids).duplicated())[0]) + 1  # pandas, over the whole file
-    monkeypatch.setattr(corpus_mod, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 4)
     store = Store(db_path)
     for name, ingest in [("file", lambda n: ingest_file(store, path, n, "text", "id")),
                          ("frame", lambda n: ingest_frame(store, pd.read_csv(path, dtype=str), n, "text", "id"))]:
@@ -161,7 +161,7 @@ def test_duplicate_ids_in_different_chunks_are_reported(db_path, tmp_path, monke
 def test_ingest_counts_and_checks_across_chunks_and_blank_rows(db_path, tmp_path, monkeypatch):
     """Survivors of `make mutate` on validate(): blanks counted in the last chunk only, the id check
     stopping at a blank row, the id column not checked, the file's name missing from a cancellation."""
-    monkeypatch.setattr(corpus_mod, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 3)
     texts = ["a", " ", "b", "", "c", "d", "  ", "e", "f", "g"]
     path = tmp_path / "notes.csv"
     pd.DataFrame({"id": [f"n{i}" for i in range(10)], "text": texts}).to_csv(path, index=False)
@@ -193,7 +193,7 @@ def test_a_failure_after_the_first_chunk_leaves_every_table_unchanged(db_path, s
     store = Store(db_path)
     ingest_frame(store, synthetic_df, "before", "text", "note_id", ["specialty"])
     before = table_contents(db_path)
-    monkeypatch.setattr(corpus_mod, "CHUNK_ROWS", 25)
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 25)
     stored = []
 
     def fail_after_first_chunk(fraction, message):
@@ -210,6 +210,7 @@ def test_a_failure_after_the_first_chunk_leaves_every_table_unchanged(db_path, s
 KILLED_INGEST = textwrap.dedent("""
     import sys, time
     import core.corpus as corpus
+    import core.ingest.read as reading
     from core.store import Store
     from sample_data.synthetic import synthetic_notes
 
@@ -217,7 +218,7 @@ KILLED_INGEST = textwrap.dedent("""
         print(message, flush=True)
         time.sleep(600)  # killed here, with one chunk written inside the open transaction
 
-    corpus.CHUNK_ROWS = 25
+    reading.CHUNK_ROWS = 25
     corpus.ingest_frame(Store(sys.argv[1]), synthetic_notes(120, seed=1), "half", "text", "note_id",
                         progress=stop_after_first_chunk)
 """)

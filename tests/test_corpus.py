@@ -2,9 +2,11 @@ import hashlib
 import json
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-import core.corpus as corpus_mod
+import core.ingest.read as reading
 from core.corpus import IngestError, ingest_file, ingest_frame
 from core.store import Store
 
@@ -48,7 +50,7 @@ def test_ingest_each_format_detects_types(store, synthetic_df, tmp_path, fmt):
 def test_streaming_in_small_chunks_gives_the_same_corpus(store, synthetic_df, tmp_path, monkeypatch):
     path = write_all_formats(synthetic_df, tmp_path)["csv"]
     ingest_file(store, path, "whole", "text", "note_id")
-    monkeypatch.setattr(corpus_mod, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 7)
     ingest_file(store, path, "chunked", "text", "note_id")
     whole, chunked = store.documents(store.corpus("whole")), store.documents(store.corpus("chunked"))
     pd.testing.assert_frame_equal(whole, chunked)
@@ -90,6 +92,10 @@ BAD_INPUTS = {
     "not parquet": (lambda p: p.write_text("text\na\n"), "notes.parquet", "not a Parquet file"),
     "nested parquet": (lambda p: pd.DataFrame({"text": ["a"], "tags": [[1, 2]]}).to_parquet(p), "notes.parquet",
                        "column 'tags' holds nested values"),
+    # its schema is its header; a reader that yielded no chunk at all would say "no rows" instead
+    "parquet without row groups": (lambda p: pq.ParquetWriter(p, pa.schema([("text", pa.string())])).close(),
+                                   "notes.parquet", "notes.parquet: the file has a header but no rows"),
+    "jsonl of blank lines": (lambda p: p.write_text("\n  \n\n"), "notes.jsonl", "notes.jsonl: the file has no rows"),
 }
 
 

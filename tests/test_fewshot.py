@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+from dataclasses import replace
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from core.fewshot import (
-    classification_metrics, full_proba, learning_curve, make_classifier, suggest_next, train_from_labels,
-    uncertainty,
+    LearningCurve, classification_metrics, compare_curves, full_proba, learning_curve, make_classifier,
+    suggest_next, summary_frame, train_from_labels, uncertainty, weighted_scores,
 )
 
 
@@ -164,3 +169,182 @@ def test_classes_smaller_than_the_shot_count_are_not_swamped():
     X = np.vstack([centres[i] + rng.normal(size=(n, 32)) for i, n in enumerate(sizes)]).astype(np.float32)
     s = learning_curve(X, y, shots=(2, 64), seeds=3).summary()
     assert s["64"]["macro_f1"] > s["2"]["macro_f1"] > 0.8  # unweighted: 0.94 at 2, 0.49 at 64
+
+
+def test_a_stored_curve_comes_back_whole(curve_and_data):
+    """What the store keeps (JSON) gives back the same curve: split, draws, predictions and scores."""
+    curve, _, _, ids = curve_and_data
+    stored = json.loads(json.dumps(curve.to_dict()))
+    assert stored["summary"] == curve.summary()
+    back = LearningCurve.from_dict(stored)
+    assert (back.classes, back.classifier) == (curve.classes, curve.classifier)
+    assert (back.dropped_classes, back.pool_sizes) == (curve.dropped_classes, curve.pool_sizes)
+    assert np.array_equal(back.test_idx, curve.test_idx) and np.array_equal(back.test_codes, curve.test_codes)
+    assert [(r.shot, r.seed, r.metrics) for r in back.runs] == [(r.shot, r.seed, r.metrics) for r in curve.runs]
+    for a, b in zip(curve.runs, back.runs):
+        assert np.array_equal(a.train_idx, b.train_idx) and np.array_equal(a.pred, b.pred)
+        assert np.abs(a.confidence - b.confidence).max() <= 5e-5  # kept to 4 decimals
+    assert back.summary() == curve.summary()
+    pd.testing.assert_frame_equal(back.predictions_frame(4, None, ids), curve.predictions_frame(4, None, ids),
+                                  atol=5e-5)
+
+
+def perfect(curve: LearningCurve) -> LearningCurve:
+    """The same split and draws, every test note predicted right."""
+    runs = [replace(r, pred=curve.test_codes.copy(), metrics=r.metrics | {"macro_f1": 1.0, "accuracy": 1.0})
+            for r in curve.runs]
+    return replace(curve, runs=runs)
+
+
+def test_comparing_curves_gives_b_minus_a_per_shot_and_metric(curve_and_data):
+    curve = curve_and_data[0]
+    rows = compare_curves(curve, perfect(curve))
+    assert [(r["metric"], r["shots"]) for r in rows] == [(m, k) for k in SHOTS for m in ("macro_f1", "accuracy")]
+    summary = curve.summary()
+    for r in rows:
+        scores = [run.metrics[r["metric"]] for run in curve.runs if run.shot == r["shots"]]
+        assert r["diff"] == pytest.approx(1 - np.mean(scores))
+        lo, hi = summary[str(r["shots"])][f"{r['metric']}_ci"]  # a perfect b: the interval of 1 - a
+        assert r["ci"] == pytest.approx([1 - hi, 1 - lo]) and r["excludes_zero"] == (hi < 1)
+    same = compare_curves(curve, curve, metrics=("balanced_accuracy",))
+    assert {(r["diff"], tuple(r["ci"]), r["excludes_zero"]) for r in same} == {(0.0, (0.0, 0.0), False)}
+    with pytest.raises(ValueError, match="same test notes"):
+        compare_curves(curve, replace(curve, test_idx=curve.test_idx[::-1]))
+
+
+def test_summary_frame_has_a_row_per_encoder_and_shot(curve_and_data):
+    curve = curve_and_data[0]
+    summary = curve.summary()
+    frame = summary_frame({"a": summary, "b": perfect(curve).summary()})
+    assert list(frame.columns) == ["encoder", "shot", "macro_f1", "macro_f1_low", "macro_f1_high", "accuracy",
+                                   "accuracy_low", "accuracy_high", "seeds"]
+    assert list(zip(frame["encoder"], frame["shot"])) == [(e, k) for e in "ab" for k in SHOTS]
+    for row in frame[frame["encoder"] == "a"].itertuples():
+        s = summary[str(row.shot)]
+        assert (row.macro_f1, [row.macro_f1_low, row.macro_f1_high]) == (s["macro_f1"], s["macro_f1_ci"])
+        assert (row.accuracy, [row.accuracy_low, row.accuracy_high], row.seeds) == (s["accuracy"], s["accuracy_ci"], 5)
+    assert (frame[frame["encoder"] == "b"][["macro_f1", "accuracy"]] == 1.0).all().all()
+    old = {k: {m: v for m, v in s.items() if m not in ("accuracy_ci", "seeds")} for k, s in summary.items()}
+    older = summary_frame({"a": old})  # summaries stored before accuracy intervals and seeds were kept
+    assert older[["accuracy_low", "accuracy_high", "seeds"]].isna().all().all()
+
+
+def suggestions_by_the_rule(X, proba, labelled, n, pool_factor):
+    """suggest_next's rule spelled out with scipy's cosine distances and plain loops: the n * pool_factor
+    most uncertain unlabelled notes (margin; ties in note order) are candidates; each step takes the one
+    with the largest uncertainty x distance to the nearest labelled-or-taken note; with nothing labelled,
+    the distance starts at 1 (as if one note orthogonal to all were labelled)."""
+    from scipy.spatial.distance import cdist
+
+    top2 = np.sort(proba, axis=1)[:, -2:]
+    unc = 1 - (top2[:, 1] - top2[:, 0])
+    free = [i for i in range(len(X)) if i not in set(labelled)]
+    cand = sorted(free, key=lambda i: (-unc[i], i))[:n * pool_factor]
+    D = cdist(X, X, "cosine")
+    taken: list[int] = []
+    for _ in range(min(n, len(cand))):
+        def score(i):
+            start = [] if len(labelled) else [1.0]
+            return unc[i] * max(min([D[i, a] for a in list(labelled) + taken] + start), 0.0)
+
+        taken.append(max((c for c in cand if c not in taken), key=lambda c: (score(c), -cand.index(c))))
+    return taken
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_suggest_next_follows_its_rule(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(120, 8))
+    proba = rng.dirichlet(np.ones(3), size=120)
+    labelled = rng.choice(120, size=10, replace=False)
+    for n, pool_factor in [(8, 3), (25, 1)]:
+        picks = suggest_next(X, proba, labelled, n=n, pool_factor=pool_factor)
+        assert picks.tolist() == suggestions_by_the_rule(X, proba, labelled, n, pool_factor)
+    assert suggest_next(X, proba, labelled).tolist() == suggestions_by_the_rule(X, proba, labelled, 10, 5)
+    assert suggest_next(X, proba, []).tolist() == suggestions_by_the_rule(X, proba, [], 10, 5)
+
+
+def test_suggest_next_at_the_edges():
+    rng = np.random.default_rng(0)
+    X, proba = rng.normal(size=(6, 4)), rng.dirichlet(np.ones(2), size=6)
+    for picks in (suggest_next(X, proba, [0, 1, 2], n=0), suggest_next(X, proba, range(6), n=3)):
+        assert picks.dtype == np.int64 and picks.size == 0
+    assert sorted(suggest_next(X, proba, [0, 1, 2, 3], n=5).tolist()) == [4, 5]  # only what is unlabelled
+    assert suggest_next(X, proba, [0, 1], n=1).tolist() == suggestions_by_the_rule(X, proba, [0, 1], 1, 5)
+    X, p = rng.normal(size=(300, 4)), rng.choice([0.5, 0.7, 0.9], size=300)  # three levels of uncertainty
+    tied = np.c_[p, 1 - p]  # ties go to the note first in order: candidates are the first of the most uncertain
+    assert set(suggest_next(X, tied, [], n=4, pool_factor=2).tolist()) <= set(np.flatnonzero(p == 0.5)[:8])
+
+
+def test_frames_name_their_columns_and_cover_every_seed(curve_and_data):
+    curve, _, y, ids = curve_and_data
+    assert all((curve.run(k, s).shot, curve.run(k, s).seed) == (k, s) for k in SHOTS for s in range(5))
+    every, n = curve.predictions_frame(8, None, ids), len(curve.test_idx)
+    assert list(every.columns) == ["id", "true", "predicted", "confidence", "correct", "seed"]
+    assert every.index.tolist() == list(range(5 * n)) and every["seed"].tolist() == [s for s in range(5) for _ in range(n)]
+    assert every["id"].tolist() == ids[curve.test_idx].tolist() * 5
+    assert every["true"].tolist() == y[curve.test_idx].tolist() * 5
+    for s, block in every.groupby("seed"):
+        assert block["predicted"].tolist() == [curve.classes[c] for c in curve.run(8, s).pred]
+        assert np.allclose(block["confidence"], curve.run(8, s).confidence)
+    assert every["correct"].tolist() == (every["true"] == every["predicted"]).tolist()
+    summed = curve.confusion_frame(8, None)
+    counted = pd.crosstab(every["true"], every["predicted"]).reindex(index=curve.classes, columns=curve.classes,
+                                                                     fill_value=0)
+    assert (summed.index.name, summed.columns.name) == ("true", "predicted")
+    assert summed.to_numpy().tolist() == counted.to_numpy().tolist()
+
+
+def test_label_model_frame_and_knn_and_refusals():
+    X, y = blobs(0.8)
+    ids = np.array([f"n{i}" for i in range(len(y))], dtype=object)
+    model = train_from_labels(X, np.arange(40), y[:40])
+    frame = model.frame(ids)
+    assert list(frame.columns) == ["id", "predicted", "confidence", "uncertainty", "labelled"]
+    assert frame["id"].tolist() == ids.tolist() and model.frame()["id"].tolist() == list(range(len(y)))
+    assert frame["labelled"].dtype == bool and frame["labelled"].tolist() == [i < 40 for i in range(len(y))]
+    top2 = np.sort(model.proba, axis=1)[:, -2:]
+    assert np.allclose(frame["confidence"], top2[:, 1]) and np.allclose(frame["uncertainty"], 1 - top2[:, 1] + top2[:, 0])
+    from sklearn.neighbors import KNeighborsClassifier
+
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    knn = KNeighborsClassifier(n_neighbors=3, weights="distance", metric="cosine").fit(Xn[:40], y[:40])
+    assert np.allclose(train_from_labels(X, np.arange(40), y[:40], "knn", knn_k=3).proba[40:],
+                       knn.predict_proba(Xn[40:]), atol=1e-5)
+    with pytest.raises(ValueError, match="labels and labelled_idx differ in length"):
+        train_from_labels(X, [0, 1], ["c0"])
+    with pytest.raises(ValueError, match="label notes of at least two different classes first"):
+        train_from_labels(X, [0, 4], ["c0", "c0"])
+    groups = [f"t{i % 200}" for i in range(len(y))]  # notes 200+ are copies of notes 0-39
+    twin = train_from_labels(X, np.arange(40), y[:40], groups=groups)
+    assert set(range(200, 240)) <= set(twin.labelled_idx) and (twin.predictions[200:240] == y[:40]).all()
+
+
+def test_weighted_scores_equal_sklearn_on_each_resample():
+    """A row of note counts is a resample; classes it leaves out of `true` drop out of its macro averages."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(3)
+    true = np.r_[np.zeros(8, int), np.ones(5, int), [2]]  # class 2 has one note: absent from many resamples
+    pred = np.where(rng.random(len(true)) < 0.7, true, rng.integers(0, 3, len(true)))
+    pred[-1] = 2
+    W = rng.multinomial(len(true), np.ones(len(true)) / len(true), size=40).astype(np.float64)
+    scores = weighted_scores(true, pred, 3, W)
+    assert (W[:, -1] == 0).sum() > 5
+    for i, w in enumerate(W):
+        t, p, c = true[w > 0], pred[w > 0], w[w > 0]
+        assert scores["accuracy"][i] == pytest.approx(accuracy_score(t, p, sample_weight=c))
+        assert scores["macro_f1"][i] == pytest.approx(f1_score(t, p, labels=np.unique(t), average="macro",
+                                                               sample_weight=c, zero_division=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
+            assert scores["balanced_accuracy"][i] == pytest.approx(balanced_accuracy_score(t, p, sample_weight=c))
+
+
+def test_exhausted_classes_are_those_whose_whole_pool_each_draw_takes(curve_and_data):
+    curve, _, y, _ = curve_and_data
+    pool = {c: int((y == c).sum() - (y[curve.test_idx] == c).sum()) for c in curve.classes}  # no copies here
+    assert curve.pool_sizes == pool
+    smallest = min(pool.values())
+    assert curve.exhausted(smallest - 1) == [] == curve.summary()["16"]["exhausted_classes"]
+    assert curve.exhausted(smallest) == [c for c in curve.classes if pool[c] == smallest]
