@@ -228,7 +228,7 @@ def labels_digest(labels) -> str:
 
 class _Task:
     """One label of one corpus and a list of encoders: checked inputs, cache keys, stored pieces.
-    With `finetune`, also SetFit curves ("setfit"), which stop at `should_stop` (core.setfit.Cancelled)."""
+    With `finetune`, also SetFit curves ("setfit"), which stop at `should_stop` (core.errors.Cancelled)."""
 
     def __init__(self, store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
                  finetune: PretrainOptions | None = None, should_stop: Callable[[], bool] | None = None):

@@ -16,8 +16,7 @@ from core.export import safe_csv
 from core.fewshot import LearningCurve, summary_frame
 from core.options import EvaluateOptions, PretrainOptions
 from core.setfit import finetune_options
-from core.store import StoreError
-from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
+from pages.common import corpus_picker, encoder_picker, failure_text, label_picker, progress_bar, show_failure, store
 
 SHOTS = [1, 2, 4, 8, 16, 32, 64, 128]
 CLASSIFIERS = {"logreg": "Logistic regression", "knn": "k nearest neighbours"}
@@ -157,8 +156,8 @@ def show_result(result: dict, corpus_name: str, colours: dict) -> None:
 def launch_setfit(corpus: str, encoders: list[str], opts: EvaluateOptions, finetune: PretrainOptions) -> None:
     try:
         jobs.submit_setfit(store(), corpus, encoders, opts, finetune)
-    except (StoreError, ValueError) as exc:
-        st.session_state["fs_setfit_error"] = str(exc)
+    except Exception as exc:
+        st.session_state["fs_setfit_error"] = failure_text(exc)
 
 
 @st.fragment(run_every=2)
@@ -236,8 +235,8 @@ if corpus:
         bar, update = progress_bar("Loading the vectors…")
         try:
             results[key] = fewshot_corpus(store(), corpus, encoders, opts, progress=update)
-        except (StoreError, ValueError) as exc:
-            st.error(str(exc))
+        except Exception as exc:
+            show_failure(exc)
         bar.empty()
     elif encoders and shots and key not in results:  # run before (this or an earlier session): shown at once
         found = fewshot_corpus(store(), corpus, encoders, opts, compute=False)

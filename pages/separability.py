@@ -11,8 +11,7 @@ from core.evaluation import (
 )
 from core.intervals import N_BOOT
 from core.options import EvaluateOptions
-from core.store import StoreError
-from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
+from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, show_failure, store
 
 COLOURS = qualitative.Plotly
 MAX_CLASSES_SHOWN = 25  # a bar chart of 100+ classes is unreadable; the table has them all
@@ -137,8 +136,8 @@ if corpus:
         bar, update = progress_bar("Loading the vectors…")
         try:
             results[key] = evaluate_corpus(store(), corpus, encoders, opts, progress=update)
-        except (StoreError, ValueError) as exc:
-            st.error(str(exc))
+        except Exception as exc:
+            show_failure(exc)
         bar.empty()
     elif encoders and key not in results:  # measured before (this or an earlier session): shown at once
         found = evaluate_corpus(store(), corpus, encoders, opts, compute=False)

@@ -22,7 +22,7 @@ from core.clusters import (
 )
 from core.options import ClusterOptions
 from core.store import Store, StoreError
-from pages.common import progress_bar
+from pages.common import progress_bar, show_failure
 from pages.components import state
 
 EXAMPLE_CHARS = 600
@@ -50,9 +50,9 @@ def _compute(store: Store, corpus: str, opts: ClusterOptions) -> int | None:
     bar, update = progress_bar("Loading the vectors…")
     try:
         result = cluster_corpus(store, corpus, opts, progress=update)
-    except (ValueError, StoreError) as exc:
+    except Exception as exc:
         bar.empty()
-        st.error(str(exc))
+        show_failure(exc)
         return None
     bar.empty()
     st.success(f"{result['n_clusters']} clusters and {result['noise']:,} noise notes ({result['seconds']:.1f} s).")
