@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from core.batching import length_batches
-from core.training.objectives.mlm import IGNORE, mask_tokens, mlm_loss
+from core.training.masking import IGNORE, mask_tokens, mlm_loss
 from core.training.objective import mean_pool, pad_batch
 
 # Padded tokens per forward pass: small groups pad little, and on a CPU they cost no efficiency at
