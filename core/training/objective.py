@@ -46,6 +46,7 @@ class Objective:
     needs_label: ClassVar[bool] = False  # trains on a metadata column (`--label`)
     suggested: ClassVar[dict[str, Suggested]] = {}  # "cpu" and "cuda" (other devices get the CPU's)
     min_batch: ClassVar[int] = 1  # notes per batch below which the loss is undefined
+    order: ClassVar[int] = 100  # where the CLI and the page list it (ties: in registration order)
     default_temperature: ClassVar[float] = 0.0
     # Does the MLM head need building? Objectives override with their own rule.
     uses_mlm: bool = False

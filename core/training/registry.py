@@ -43,15 +43,14 @@ def unregister(name: str) -> None:
 
 
 def objectives() -> dict[str, type]:
-    """Every registered objective by name: those of core/training/objectives/ (by module name), then any
-    registered elsewhere."""
+    """Every registered objective by name, in their declared `order` (the CLI's and the page's)."""
     global _found
     if not _found:
         package = importlib.import_module(PACKAGE)
         for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
             importlib.import_module(f"{PACKAGE}.{module.name}")
         _found = True
-    return _OBJECTIVES
+    return dict(sorted(_OBJECTIVES.items(), key=lambda item: item[1].order))
 
 
 def get_objective(name: str) -> type:

@@ -48,6 +48,7 @@ class DeclutrObjective(Objective):
             "about without any labels. Compare it with its base on the Few-shot page before relying on it.")
     # 6 spans per note (2 anchors with 2 positives each), so its batches hold fewer notes
     suggested = {"cpu": Suggested(150, 8, 128), "cuda": Suggested(800, 32, 256)}
+    order = 1
     default_temperature = 0.05
 
     def __init__(self, opts, tokenizer, spans: SpanConfig | None = None) -> None:

@@ -47,6 +47,7 @@ class MetadataObjective(Objective):
     needs_label = True
     suggested = {"cpu": Suggested(300, 16, 128), "cuda": Suggested(2000, 64, 256)}
     min_batch = 4  # 2 labels x 2 notes: every anchor needs a positive and a negative
+    order = 2
     default_temperature = 0.1
 
     def __init__(self, opts, tokenizer) -> None:

@@ -25,6 +25,7 @@ def chunk(ids: list[int], block: int, min_tail: int) -> list[list[int]]:
 class MLMObjective(Objective):
     help = "Masked-language modelling: learns the vocabulary and phrasing of your notes."
     suggested = {"cpu": Suggested(300, 16, 128), "cuda": Suggested(2000, 64, 256)}
+    order = 0  # the default objective, listed first
     uses_mlm = True
     min_tokens = 2  # a single token gives a degenerate masked-LM example
 
