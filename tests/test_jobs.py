@@ -171,13 +171,13 @@ def test_ctrl_c_at_any_moment_cancels_the_foreground_job(store, ctrl_c, monkeypa
             press_once()
 
     if moment == "recorded":  # the job's row is committed; reading it back is the last call of the insert
-        real_job = jobs.job
+        real_get = jobs.state.get
 
         def job_after_ctrl_c(*args) -> dict:
             press_once()
-            return real_job(*args)
+            return real_get(*args)
 
-        monkeypatch.setattr(jobs, "job", job_after_ctrl_c)
+        monkeypatch.setattr(jobs.state, "get", job_after_ctrl_c)
     device_busy = jobs.hold(jobs.lock_path(store, "cpu")) if moment == "queued" else contextlib.nullcontext()
     with device_busy, pytest.raises(KeyboardInterrupt):
         jobs.run_pretrain_now(store, "clinic", tiny("stopped", steps=50), progress=progress)

@@ -7,7 +7,6 @@ clusters like on any metadata column. Noise (-1) is always its own group, named 
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from core.options import ClusterOptions
 from core.store import Store, StoreError
 from pages.common import progress_bar, show_failure
 from pages.components import state
+from pages.text import for_plotly
 
 EXAMPLE_CHARS = 600
 
@@ -169,7 +169,7 @@ def cluster_annotations(frame_with_xy: pd.DataFrame, labels, names: dict[int, st
         short = name if len(name) <= max_chars else name[:max_chars - 1].rstrip() + "…"
         out.append({"x": float(np.median(frame_with_xy["x"].to_numpy()[rows])),
                     "y": float(np.median(frame_with_xy["y"].to_numpy()[rows])), "xref": "x", "yref": "y",
-                    "text": html.escape(short), "hovertext": html.escape(name), "showarrow": False,
+                    "text": for_plotly(short), "hovertext": for_plotly(name), "showarrow": False,
                     "font": {"size": 12, "color": "#1a1a1a"}, "bgcolor": "rgba(255,255,255,0.8)",
                     "bordercolor": "rgba(0,0,0,0.25)", "borderwidth": 1, "borderpad": 2})
     return out

@@ -7,7 +7,6 @@ reader and for the files a user downloads (generated when the button is clicked)
 from __future__ import annotations
 
 import io
-import re
 import zlib
 
 import numpy as np
@@ -19,18 +18,10 @@ from core.export import safe_csv
 from core.palette import category_label
 from core.store import Corpus, Store
 from pages.components import state
+from pages.text import for_markdown
 
 TABLE_ROWS = 2000  # rows sent to a table; downloads always hold every selected note
 MAP_COLUMNS = ["x", "y", "hover"]
-_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
-
-
-def md_plain(text) -> str:
-    """User text for st.markdown / st.caption: every ASCII punctuation character backslash-escaped,
-    so links, emphasis, :colour[] directives, $maths$ and HTML in a note all show as typed."""
-    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
-
-
 def _table(frame: pd.DataFrame, key: str, extra: dict | None = None) -> None:
     """Notes as a table; clicking a row opens that note in the reader."""
     shown = frame.drop(columns=[c for c in MAP_COLUMNS if c in frame]).head(TABLE_ROWS)
@@ -129,7 +120,7 @@ def search_results(frame: pd.DataFrame, ords: np.ndarray, sims: np.ndarray, titl
     by_ord = frame.set_index("ord", drop=False)
     results = by_ord.loc[ords].reset_index(drop=True)
     results.insert(0, "similarity", sims.astype(float))
-    st.markdown(f"**{md_plain(title)}**: {len(results)} nearest notes, ringed on the map")
+    st.markdown(f"**{for_markdown(title)}**: {len(results)} nearest notes, ringed on the map")
     st.caption(f"Cosine similarity in the full {space} embedding space (not distances on the map).")
     _table(results, "explore_search_table", {"similarity": st.column_config.ProgressColumn(
         format="%.3f", min_value=min(0.0, float(sims.min(initial=0))), max_value=1.0)})
@@ -142,10 +133,10 @@ def note_reader(store: Store, corpus: Corpus, frame: pd.DataFrame, ord_: int) ->
         return
     text = store.texts(corpus, [ord_])["text"].iloc[0]
     with st.container(border=True):
-        st.markdown(f"**Note {md_plain(row['doc_id'].iloc[0])}**")
+        st.markdown(f"**Note {for_markdown(row['doc_id'].iloc[0])}**")
         meta = {c: row[c].iloc[0] for c in corpus.meta if c in row}
         if meta:
-            st.caption(" · ".join(f"{md_plain(c)}: {md_plain(category_label(v))}" for c, v in meta.items()))
+            st.caption(" · ".join(f"{for_markdown(c)}: {for_markdown(category_label(v))}" for c, v in meta.items()))
         st.text(text, wrap=True)
         buttons = st.container(horizontal=True)
         buttons.button("Find similar notes", key="explore_find_similar", icon=":material/search:",
