@@ -8,13 +8,13 @@ store, checkpoints lie beside it (files.py), progress and the cancel flag go thr
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from core.encoders import CARD, sync
+from core.cards import read_card
+from core.encoders import sync
 from core.errors import Cancelled, one_line
 from core.jobs import state
 from core.jobs.files import CHECKPOINT_S, PROGRESS_S, checkpoint_dir
@@ -70,9 +70,9 @@ def run_pretrain(store: Store, job_id: int, report=None) -> dict | None:
     if opts.nproc > 1 and not parallel.active():
         return _run_ranks(store, j, report)
     out_dir, checkpoints = Path(params["out_dir"]), checkpoint_dir(store, job_id)
-    card_file = out_dir / CARD
-    if card_file.exists() and json.loads(card_file.read_text()).get("job_id") == job_id:
-        return _complete(store, j, json.loads(card_file.read_text()))  # saved, then killed before 'done'
+    saved = read_card(out_dir)
+    if saved is not None and saved.get("job_id") == job_id:
+        return _complete(store, j, saved)  # saved, then killed before 'done'
     progress = _progress(JobProgress, store, j, report)
     # How the encoder was made, beside what train() records (objective, settings, curve, time, hardware)
     provenance = {"corpus": params["corpus"], "data_hash": params["data_hash"], "job_id": job_id,
@@ -91,7 +91,7 @@ def run_pretrain(store: Store, job_id: int, report=None) -> dict | None:
         shutil.rmtree(checkpoints, ignore_errors=True)
         raise
     if not r.cancelled:
-        return _complete(store, j, json.loads(card_file.read_text()))
+        return _complete(store, j, read_card(out_dir))
     return _stopped(store, job_id)
 
 
