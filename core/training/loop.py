@@ -180,7 +180,7 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
     is emptied once the model is saved. `card_extra` (e.g. corpus, data hash, job) joins the card.
     Raises FileExistsError if `out_dir` holds files, ValueError for unusable data or settings.
 
-    Data-parallel (started by torchrun, see core/training/rank.py): rank 0 passes everything and
+    Data-parallel (started by torchrun, see core/jobs/rank.py): rank 0 passes everything and
     alone reads checkpoints, asks `should_stop`, reports and saves; the other ranks pass None for the
     texts, labels, base, options and folders and get rank 0's.
     """
