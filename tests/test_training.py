@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from core.options import PretrainOptions
 from core.training import TrainResult, train
-from core.training.registry import get_objective, objectives
 from core.training.checkpoint import checkpoints, save_checkpoint
+from core.training.masking import IGNORE, mask_tokens
 from core.training.objectives.declutr import info_nce
 from core.training.objectives.metadata import supcon
 from core.training.progress import JobProgress
-from core.training.masking import IGNORE, mask_tokens
+from core.training.registry import get_objective, objectives
 from core.training.sampling import balanced_batches, length_grouped_batches, split_by_class
 from core.training.spans import SpanConfig, is_usable, sample_spans, span_bounds
 
