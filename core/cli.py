@@ -250,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store(args.db) if args.db else Store()
         result = args.handler(store, args)
-    except (KeyboardInterrupt, Cancelled) as exc:
+    except KeyboardInterrupt:
+        print("notespace: cancelled", file=sys.stderr)
+        return 130
+    except Cancelled as exc:  # cancelled from elsewhere (the page, another command)
         print(f"notespace {args.verb}: {str(exc) or 'cancelled'}", file=sys.stderr)
         return 130
     # What the user can fix ends in one clear line. ValueError: the ingest's IngestError is one until it
