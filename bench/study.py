@@ -48,7 +48,8 @@ from core.encoders import Encoder, get_encoder, list_encoders  # noqa: E402
 from core.evaluation import evaluate_corpus  # noqa: E402
 from core.export import READING, render_report_md  # noqa: E402
 from core.fewshot import split_train_test  # noqa: E402
-from core.jobs import detect_device, run_pretrain_now  # noqa: E402
+from core.devices import resolve_device  # noqa: E402
+from core.jobs import run_pretrain_now  # noqa: E402
 from core.options import DEFAULT_ENCODER, EvaluateOptions, PretrainOptions  # noqa: E402
 from core.store import Corpus, Store, StoreError  # noqa: E402
 from core.training.settings import suggested_options  # noqa: E402
@@ -143,7 +144,7 @@ def adapt(store: Store, corpus: str, name_prefix: str, label: str, base: str = D
     settings (`steps` > 0 overrides the steps), reusing those that exist. One record per encoder, also
     kept in `runs` (JSON by encoder): wall time of the run that made it, training time, final loss,
     usable documents."""
-    device = detect_device(device)
+    device = resolve_device(device)
     kept = json.loads(runs.read_text()) if runs.exists() else {}
     c, records = store.corpus(corpus), []
     for objective in objectives:

@@ -2,23 +2,24 @@
 
 For work of seconds to minutes that lands in the store (a UMAP map, a clustering): every session
 of the server that asks for the same thing shares one computation, and the page keeps drawing
-meanwhile. Training, which takes longer and competes for a device, goes through core/jobs.py.
+meanwhile. Training, which takes longer and competes for a device, goes through core/jobs/.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import Cancelled, UserError, one_line
+
 Progress = Callable[[float, str], None]
 CANCELLED = "cancelled"
-
-
-class Cancelled(Exception):
-    """Raised in the work's thread at its next progress report after `Job.cancel()`."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,7 +31,8 @@ class Job:
     fraction: float = 0.0
     message: str = "starting"
     result: Any = None
-    error: str | None = None
+    error: str | None = None  # one line for the page: the message of a UserError, else "internal error: ..."
+    traceback: str | None = None  # the whole traceback of a failure that is not a UserError (also logged)
     thread: threading.Thread | None = None
     cancel_requested: bool = False
 
@@ -44,7 +46,7 @@ class Job:
 
     def report(self, fraction: float, message: str = "") -> None:
         if self.cancel_requested:  # threads cannot be stopped from outside: the work stops at its next report
-            raise Cancelled()
+            raise Cancelled
         self.fraction, self.message = float(fraction), message or self.message
 
     def cancel(self) -> None:
@@ -82,8 +84,12 @@ def _run(key: tuple, job: Job, work: Callable[[Progress], Any], once: bool) -> N
     except Cancelled:
         job.error = CANCELLED
         return
-    except Exception as exc:  # shown on the page; the job stays until the user retries
-        job.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except UserError as exc:  # shown on the page as it is; the job stays until the user retries
+        job.error = one_line(exc)
+        return
+    except Exception as exc:  # a bug: a short line on the page, the whole traceback in the server log
+        job.error, job.traceback = f"internal error: {one_line(exc)}", traceback.format_exc()
+        log.error("background %s failed\n%s", key[0], job.traceback)
         return
     if not once:
         with _lock:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from core.caches import route_library_caches
+from core.errors import Cancelled, UserError, one_line
 from core.options import ClusterOptions, EmbedOptions, EvaluateOptions, PretrainOptions, ProjectOptions
 from core.store import Store
+from core.training.registry import ObjectiveNames
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +93,7 @@ def cmd_encoders(store: Store, args) -> list | dict:
     if args.add:
         return register_local(store, args.add, args.name).public()
     if args.name:
-        raise ValueError("--name goes with --add PATH (the folder to register)")
+        raise UserError("--name goes with --add PATH (the folder to register)")
     return [e.public() for e in list_encoders(store)]
 
 
@@ -157,7 +161,7 @@ def cmd_app(store: Store, args) -> None:
 
     refusal = exposure_refusal(args.host, login_configured(read_secrets(ROOT)))
     if refusal:
-        raise ValueError(refusal)
+        raise UserError(refusal)
     env = os.environ | {"NOTESPACE_DB": str(store.path.resolve())}
     print(f"NoteSpace on http://{args.host}:{args.port} (store: {store.path})", file=sys.stderr)
     raise SystemExit(subprocess.call(serve_command(args.host, args.port), cwd=ROOT, env=env))
@@ -220,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True)
     ClusterOptions.add_arguments(p)
 
-    p = verb("pretrain", cmd_pretrain, "adapt an encoder to a corpus (mlm, declutr or metadata)")
+    p = verb("pretrain", cmd_pretrain, "adapt an encoder to a corpus (the objectives: --objective)")
     p.add_argument("--corpus", required=True)
-    PretrainOptions.add_arguments(p)
+    PretrainOptions.add_arguments(p, choices={"objective": ObjectiveNames()})  # the registry's, read when used
 
     verb("jobs", cmd_jobs, "list background jobs with state and progress")
 
@@ -240,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")  # core's diagnostics: stderr
     args = build_parser().parse_args(argv)
     route_library_caches()
     try:
@@ -248,12 +253,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("notespace: cancelled", file=sys.stderr)
         return 130
-    except Exception as exc:  # every failure ends in one clear line; NOTESPACE_DEBUG=1 shows the traceback
+    except Cancelled as exc:  # cancelled from elsewhere (the page, another command)
+        print(f"notespace {args.verb}: {str(exc) or 'cancelled'}", file=sys.stderr)
+        return 130
+    # What the user can fix ends in one clear line. ValueError: the ingest's IngestError is one until it
+    # derives from UserError; a missing or unreadable file (OSError) is the user's to fix too.
+    except (UserError, ValueError, OSError) as exc:
         if os.environ.get("NOTESPACE_DEBUG"):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"notespace {args.verb}: error: {message}", file=sys.stderr)
-        return 2 if isinstance(exc, (ValueError, LookupError, OSError, RuntimeError)) else 1
+        print(f"notespace {args.verb}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: its traceback, then one line; NOTESPACE_DEBUG=1 raises it
+        if os.environ.get("NOTESPACE_DEBUG"):
+            raise
+        traceback.print_exc()
+        print(f"notespace {args.verb}: internal error: {one_line(exc)}", file=sys.stderr)
+        return 1
     _emit(result)
     return 0
 

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
+from core.errors import UserError
 from core.neighbours import unit_rows
 from core.options import ClusterOptions, EmbedOptions
 from core.store import Store, StoreError, arrow
@@ -76,11 +77,11 @@ def cluster_embeddings(X, opts: ClusterOptions | None = None) -> np.ndarray:
 
         k = opts.k or default_k(n)
         if k > n:
-            raise ValueError(f"cannot make {k} clusters of {n} notes")
+            raise UserError(f"cannot make {k} clusters of {n} notes")
         km = KMeans(n_clusters=k, n_init=3, random_state=opts.seed)
         return _by_size(km.fit_predict(unit_rows(X).numpy()).astype(np.int64))
     if opts.method != "hdbscan":
-        raise ValueError(f"unknown clustering method {opts.method!r} (hdbscan or kmeans)")
+        raise UserError(f"unknown clustering method {opts.method!r} (hdbscan or kmeans)")
     from sklearn.cluster import HDBSCAN
 
     from core.projection import umap_embed
@@ -268,13 +269,13 @@ def embedding_inputs(store: Store, encoder_id: str) -> tuple[str, dict]:
 def _resolved(opts: ClusterOptions, n: int) -> dict:
     """Parameters with the size defaults filled in: the same effective settings share one cache entry."""
     if opts.min_cluster_size < 0 or opts.k < 0:
-        raise ValueError("--min-cluster-size and --k must be >= 0 (0 = scaled to the corpus size)")
+        raise UserError("--min-cluster-size and --k must be >= 0 (0 = scaled to the corpus size)")
     if opts.method == "kmeans":
         return {"method": "kmeans", "k": opts.k or default_k(n), "seed": opts.seed}
     if opts.method != "hdbscan":
-        raise ValueError(f"unknown clustering method {opts.method!r} (hdbscan or kmeans)")
+        raise UserError(f"unknown clustering method {opts.method!r} (hdbscan or kmeans)")
     if opts.min_cluster_size == 1:  # HDBSCAN's own minimum
-        raise ValueError("--min-cluster-size must be at least 2")
+        raise UserError("--min-cluster-size must be at least 2")
     mcs = opts.min_cluster_size or default_min_cluster_size(n)
     return {"method": "hdbscan", "min_cluster_size": mcs, "seed": opts.seed}
 

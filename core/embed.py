@@ -24,7 +24,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from core.batching import length_batches
 from core.cpu_inference import lanes
+from core.devices import resolve_device
 from core.encoders import Encoder, get_encoder, load_model
 from core.options import EmbedOptions
 from core.store import Corpus, Store, StoreError, vector_table
@@ -37,18 +39,6 @@ Progress = Callable[[float, str], None]
 
 
 # ---- device and precision -------------------------------------------------------------------
-
-
-def resolve_device(device: str = "auto") -> str:
-    if device != "auto":
-        if device == "cuda" and not torch.cuda.is_available():
-            raise StoreError("--device cuda asked for, but no CUDA GPU is available; use auto or cpu")
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 @cache
@@ -72,20 +62,6 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def length_batches(lengths, token_budget: int, max_count: int | None = None) -> list[np.ndarray]:
-    """Indices, longest first, cut into batches of similar length whose padded size (count x longest)
-    fits the token budget, and of at most `max_count` texts. Training pools its sequences this way too."""
-    lengths = np.asarray(lengths)
-    order = np.argsort(-lengths, kind="stable")
-    batches, start = [], 0
-    while start < len(order):
-        size = max(1, token_budget // max(int(lengths[order[start]]), 1))
-        size = min(size, max_count) if max_count else size
-        batches.append(order[start:start + size])
-        start += size
-    return batches
 
 
 # ---- the encoder in a given precision --------------------------------------------------------

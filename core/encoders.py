@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.cards import CARD_FILE, read_card
 from core.options import DEFAULT_ENCODER
 from core.store import Store, StoreError, safe_name
 
@@ -22,8 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CARD = "notespace_card.json"
-_NOT_WEIGHTS = {"README.md", CARD, ".gitattributes"}
+_NOT_WEIGHTS = {"README.md", CARD_FILE, ".gitattributes"}
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ def sync(store: Store) -> list[Encoder]:
     if models_dir().is_dir():
         for folder in sorted(models_dir().iterdir()):
             # The card is written last and hidden folders are saves in progress: neither is registered.
-            if not folder.name.startswith(".") and (folder / CARD).exists():
-                found.append(_describe(folder.name, folder.name, "adapted", folder, json.loads((folder / CARD).read_text())))
+            if not folder.name.startswith(".") and (card := read_card(folder)) is not None:
+                found.append(_describe(folder.name, folder.name, "adapted", folder, card))
     with store.connect() as con:
         rows = con.execute("SELECT id, name, kind, path, fingerprint, dim, provenance FROM encoders").fetchall()
     known = {r[0]: Encoder(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}")) for r in rows}
@@ -125,7 +125,7 @@ def sync(store: Store) -> list[Encoder]:
         if known.get(enc.id) != enc:
             _upsert(store, enc)
             known[enc.id] = enc
-    stale = [e.id for e in known.values() if e.kind == "adapted" and not (Path(e.path) / CARD).exists()]
+    stale = [e.id for e in known.values() if e.kind == "adapted" and not (Path(e.path) / CARD_FILE).exists()]
     if stale:
         with store.transaction() as con:
             con.execute("DELETE FROM encoders WHERE list_contains(?, id)", [stale])

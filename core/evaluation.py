@@ -23,6 +23,7 @@ from functools import cache, cached_property, partial
 import numpy as np
 import pandas as pd
 
+from core.errors import UserError
 from core.fewshot import LearningCurve, compare_curves, learning_curve
 from core.intervals import paired_difference
 from core.options import EmbedOptions, EvaluateOptions, PretrainOptions
@@ -228,7 +229,7 @@ def labels_digest(labels) -> str:
 
 class _Task:
     """One label of one corpus and a list of encoders: checked inputs, cache keys, stored pieces.
-    With `finetune`, also SetFit curves ("setfit"), which stop at `should_stop` (core.setfit.Cancelled)."""
+    With `finetune`, also SetFit curves ("setfit"), which stop at `should_stop` (core.errors.Cancelled)."""
 
     def __init__(self, store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
                  finetune: PretrainOptions | None = None, should_stop: Callable[[], bool] | None = None):
@@ -239,14 +240,14 @@ class _Task:
         except ValueError:
             shots = [0]
         if min(shots, default=1) < 1:
-            raise ValueError(f"shots must be whole numbers >= 1 separated by commas (got '{opts.shots}')")
+            raise UserError(f"shots must be whole numbers >= 1 separated by commas (got '{opts.shots}')")
         if opts.seeds < 1:
-            raise ValueError(f"seeds must be at least 1 (got {opts.seeds})")
+            raise UserError(f"seeds must be at least 1 (got {opts.seeds})")
         if not 0 < opts.test_size < 1:
-            raise ValueError(f"the test size is a fraction between 0 and 1 (got {opts.test_size})")
+            raise UserError(f"the test size is a fraction between 0 and 1 (got {opts.test_size})")
         self.ids = list(dict.fromkeys(encoder_ids))
         if not self.ids:
-            raise ValueError("name at least one encoder")
+            raise UserError("name at least one encoder")
         self.embedding = {e: _embedding(store, e) for e in self.ids}  # first: unknown encoders fail here
         self.labels = as_labels(resolve_labels(store, corpus.name, opts.label, self.ids))
         self.inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash,
@@ -338,7 +339,7 @@ def fewshot_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateOp
     task = _Task(store, corpus_name, encoder_ids, opts, finetune, should_stop)
     report, kind = progress or _quiet, "setfit" if finetune is not None else "fewshot"
     if not opts.shot_list():
-        raise ValueError("choose at least one number of labelled notes per class")
+        raise UserError("choose at least one number of labelled notes per class")
     pieces = task.pieces([kind], report, compute)
     if pieces is None:
         return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core.errors import UserError
 from core.intervals import N_BOOT, paired_difference, percentile_interval, resample_counts
 from core.separability import as_labels, keep_classes, normalise, single_blas
 
@@ -42,7 +43,7 @@ def make_classifier(name: str = "logreg", n_train: int = 0, knn_k: int = 10, see
 
         # distance weights: with 1 shot per class a uniform vote would be a k-way tie
         return KNeighborsClassifier(n_neighbors=max(1, min(knn_k, n_train)), weights="distance", metric="cosine")
-    raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
+    raise UserError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
 
 
 def text_groups(groups, n: int) -> np.ndarray:
@@ -271,7 +272,7 @@ def paired_curve(y, features: Features, shots=(1, 2, 4, 8, 16), seeds: int = 5, 
     rows = np.flatnonzero(mask)
     classes, codes = np.unique(y[mask].astype(str), return_inverse=True)
     if len(classes) < 2:
-        raise ValueError("few-shot needs at least two classes with >= 2 different notes each")
+        raise UserError("few-shot needs at least two classes with >= 2 different notes each")
     train_pool, test = split_train_test(codes, test_size, seed, g[mask])
     pool_texts = pd.DataFrame({"code": codes[train_pool], "text": g[mask][train_pool]}).drop_duplicates()
     pool_sizes = {str(classes[c]): int(n) for c, n in pool_texts["code"].value_counts().items()}
@@ -359,7 +360,7 @@ def train_from_labels(X, labelled_idx, labels, classifier: str = "logreg", knn_k
     idx, lab = idx[once], lab[once]
     classes, codes = np.unique(lab, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError("label notes of at least two different classes first")
+        raise UserError("label notes of at least two different classes first")
     Xn = normalise(X)
     with _fitting():
         clf = make_classifier(classifier, len(idx), knn_k, seed).fit(Xn[idx], codes)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core.clusters import cluster_names, latest_clustering
+from core.errors import UserError
 from core.fewshot import LabelModel, suggest_next, train_from_labels
 from core.options import EmbedOptions
 from core.store import Corpus, Store
@@ -24,10 +25,10 @@ MAX_LABEL_CHARS = 200
 def _checked(corpus: Corpus, label_set: str, ords) -> tuple[str, list[int]]:
     label_set = str(label_set or "").strip()
     if not label_set or len(label_set) > 64:
-        raise ValueError("a label set needs a name of 1-64 characters")
+        raise UserError("a label set needs a name of 1-64 characters")
     ords = sorted({int(o) for o in np.asarray(ords if ords is not None else [], dtype=np.int64).ravel()})
     if ords and (ords[0] < 0 or ords[-1] >= corpus.n_docs):
-        raise ValueError(f"note positions must lie between 0 and {corpus.n_docs - 1} in corpus '{corpus.name}'")
+        raise UserError(f"note positions must lie between 0 and {corpus.n_docs - 1} in corpus '{corpus.name}'")
     return label_set, ords
 
 
@@ -37,7 +38,7 @@ def add_labels(store: Store, corpus_name: str, label_set: str, ords, label: str)
     label_set, ords = _checked(corpus, label_set, ords)
     label = str(label or "").strip()
     if not label or len(label) > MAX_LABEL_CHARS:
-        raise ValueError(f"a label needs 1-{MAX_LABEL_CHARS} characters")
+        raise UserError(f"a label needs 1-{MAX_LABEL_CHARS} characters")
     if not ords:
         return 0
     with store.transaction() as con:

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from core import background
+from core.errors import UserError
 from core.options import EmbedOptions, ProjectOptions
 from core.store import Corpus, Store, StoreError, arrow, quote, vector_table
 
@@ -43,7 +44,7 @@ def method_params(opts: ProjectOptions) -> dict:
     if opts.method == "umap":
         return {"method": "umap", "n_neighbors": opts.n_neighbors, "min_dist": opts.min_dist,
                 "metric": opts.metric, "seed": opts.seed}
-    raise ValueError(f"unknown projection method {opts.method!r} (umap or pca)")
+    raise UserError(f"unknown projection method {opts.method!r} (umap or pca)")
 
 
 def _key(store: Store, corpus: Corpus, opts: ProjectOptions) -> tuple:

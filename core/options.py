@@ -33,7 +33,10 @@ class Options:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    def add_arguments(cls, parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                      choices: dict[str, Any] | None = None) -> None:
+        """A flag per field; `choices` gives a field's allowed values where a registry, not this
+        schema, knows them (the objectives)."""
         for f in dataclasses.fields(cls):
             if f.name in skip:
                 continue
@@ -41,8 +44,9 @@ class Options:
             flag = meta.get("flag") or "--" + f.name.replace("_", "-")
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             kwargs: dict[str, Any] = {"dest": f.name, "help": meta.get("help", ""), "default": default}
-            if meta.get("choices"):
-                kwargs["choices"] = meta["choices"]
+            allowed = (choices or {}).get(f.name, meta.get("choices"))
+            if allowed is not None:  # not truth-tested: a registry's names load when argparse reads them
+                kwargs["choices"] = allowed
             if isinstance(default, bool):
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif default is not None and not isinstance(default, (list, tuple)):
@@ -87,9 +91,9 @@ class ClusterOptions(Options):
 
 @dataclass(frozen=True)
 class PretrainOptions(Options):
-    objective: str = opt("mlm", "continued pre-training objective", ("mlm", "declutr", "metadata"))
+    objective: str = opt("mlm", "continued pre-training objective (core/training/objectives/)")
     name: str = opt("", "name of the new encoder (a folder under models/)")
-    label: str = opt("", "metadata column used as label by the metadata objective")
+    label: str = opt("", "metadata column used as label by objectives that need one (metadata)")
     base: str = opt(DEFAULT_ENCODER, "encoder to start from (any registered encoder)")
     steps: int = opt(300, "optimizer steps")
     batch_size: int = opt(16, "documents per batch")

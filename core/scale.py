@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from core.embed import Embedder, Settings, _count_missing_docs, _missing_ords, _write_vectors, embedding_set
 from core.encoders import Encoder, get_encoder
+from core.errors import UserError
 from core.options import EmbedOptions
 from core.store import Corpus, Store
 
@@ -50,7 +51,7 @@ def import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise RuntimeError("--engine ray needs the optional extra 'scale': pip install 'notespace[scale]' "
+        raise UserError("--engine ray needs the optional extra 'scale': pip install 'notespace[scale]' "
                            "(Ray Data 2.60)") from None
     return ray
 

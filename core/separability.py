@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core.errors import UserError
 from core.intervals import N_BOOT, percentile_interval, resample_counts
 
 MISSING = "(missing)"
@@ -310,7 +311,7 @@ def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_bo
     g = pd.factorize(np.asarray(groups, dtype=object)[mask])[0] if groups is not None else None
     classes, codes = np.unique(yk, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"need at least two classes with >= 2 notes each (got {len(classes)})")
+        raise UserError(f"need at least two classes with >= 2 notes each (got {len(classes)})")
     n, C = len(Xn), len(classes)
     sil = silhouette_samples_cosine(Xn, codes)
     q = sample_rows(n, max_queries, seed)

@@ -3,7 +3,7 @@ contrastively on just those notes, embed with the tuned weights, and fit logisti
 
 The fine-tune is the metadata objective of core/training (supervised contrastive loss on
 class-balanced batches: same-label notes pulled together, the others pushed apart) with its MLM term
-off, run through the training loop's setup and step for a few steps. The weights live in memory for
+off, run through the training loop's `build_run` and `run_step` for a few steps. The weights live in memory for
 one draw and are never saved. Split and shot samples come from `core.fewshot.paired_curve`, so a
 SetFit curve is scored on the same notes, trained on the same notes, as the frozen-embedding curves.
 
@@ -16,16 +16,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from core.errors import Cancelled
 from core.fewshot import LearningCurve, paired_curve
 from core.options import PretrainOptions
 from core.separability import as_labels, normalise
 from core.training.sampling import split_by_class
 
 EMBED_CHUNK = 256  # notes embedded between two looks at the cancel flag
-
-
-class Cancelled(Exception):
-    """`should_stop` said stop: raised between fine-tuning steps and embedding chunks."""
 
 
 def finetune_options(**changes) -> PretrainOptions:
@@ -48,14 +45,14 @@ def trainable(labels: Sequence[str]) -> bool:
 def fine_tune(texts: list[str], labels: list[str], base_path: str, opts: PretrainOptions,
               should_stop: Callable[[], bool], progress: Callable[[float, str], None]):
     """The base encoder (a SentenceTransformer, in memory) after `opts.steps` SupCon steps on these notes."""
-    from core.training.loop import _setup, _step  # the training loop's own pieces, minus its saving
+    from core.training.loop import build_run, run_step  # the training loop's own pieces, minus its saving
 
-    run = _setup(texts, labels, base_path, opts)
+    run = build_run(texts, labels, base_path, opts)
     batches = run.objective.index_batches(opts.seed)
     for step in range(1, opts.steps + 1):
         if should_stop():
             raise Cancelled
-        loss, _, _ = _step(run, opts, batches, step)
+        loss, _, _ = run_step(run, opts, batches, step)
         progress(step / opts.steps, f"fine-tuning step {step}/{opts.steps} (loss {loss:.2f})")
     return run.st_model.eval()
 
@@ -79,7 +76,7 @@ def setfit_curve(texts: Sequence[str], y, base_path: str, base_vectors: np.ndarr
                  should_stop: Callable[[], bool] | None = None) -> LearningCurve:
     """Like `core.fewshot.learning_curve` (logistic regression), on vectors of an encoder fine-tuned per
     draw on its training notes only. `base_vectors` (the frozen vectors, row per text) serve the draws
-    too small to fine-tune on (see `trainable`). Raises Cancelled when `should_stop` returns True."""
+    too small to fine-tune on (see `trainable`). Raises core.errors.Cancelled when `should_stop` returns True."""
     texts, labels, frozen = list(texts), as_labels(y), normalise(base_vectors)
     stop = should_stop or (lambda: False)
 

@@ -21,9 +21,10 @@ import numpy as np
 
 from core import background
 from core.encoders import get_encoder
-from core.jobs import detect_device
+from core.devices import resolve_device
 from core.options import PretrainOptions
 from core.store import Store, StoreError
+from core.training.registry import get_objective
 from core.training.settings import check_options
 
 REFRESH_DAYS = 30
@@ -42,7 +43,7 @@ def machine(device: str) -> dict:
 
 def _key(store: Store, opts: PretrainOptions) -> tuple[str, dict, dict]:
     """(cache key, machine, settings) of `opts`; raises ValueError for settings no run could use."""
-    base, device = get_encoder(store, opts.base), detect_device(opts.device)
+    base, device = get_encoder(store, opts.base), resolve_device(opts.device)
     check_options(opts, base.path)
     settings = {"base": opts.base, "fingerprint": base.fingerprint, "objective": opts.objective,
                 "batch_size": opts.batch_size, "grad_accum": opts.grad_accum, "max_length": opts.max_length,
@@ -72,12 +73,11 @@ def stored(store: Store, opts: PretrainOptions) -> dict | None:
 def measure(store: Store, corpus: str, opts: PretrainOptions, progress=None) -> dict:
     """Time a few steps of `opts` on a sample of `corpus` and store the figure; returns `stored`'s dict."""
     from core.training.loop import measure_speed
-    from core.training.worker import training_data
+    from core.jobs.runners import column_values, training_data
 
     key, here, settings = _key(store, opts)
     c = store.corpus(corpus)
-    if opts.objective == "metadata" and opts.label not in c.meta:
-        raise StoreError("pick the label column the metadata objective pulls together")
+    get_objective(opts.objective).check_corpus(opts, c.name, list(c.meta), lambda column: column_values(store, c, column))
     if progress:
         progress(0.1, "loading the base encoder and a sample of the notes")
     size = min(c.n_docs, max(64, 8 * opts.batch_size))

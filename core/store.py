@@ -23,6 +23,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from core.errors import UserError
+
 SCHEMA_VERSION = 2
 # Threads of one process share DuckDB's instance and its optimistic transactions: two sessions making
 # the same first-time write (a table, a sequence, an encoder row) would conflict. Writes within a
@@ -84,7 +86,7 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError):
     """A user-facing problem with the store (missing corpus, unknown encoder, ...)."""
 
 

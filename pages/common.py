@@ -1,11 +1,16 @@
-"""Shared bits of the Streamlit views: the store, pickers, progress bars. No logic beyond the UI."""
+"""Shared bits of the Streamlit views: the store, pickers, progress bars, failures. No logic beyond the UI."""
 
 from __future__ import annotations
+
+import logging
 
 import streamlit as st
 
 from core.encoders import list_encoders
+from core.errors import UserError
 from core.store import Corpus, Store
+
+log = logging.getLogger("notespace.pages")
 
 
 @st.cache_resource
@@ -108,3 +113,17 @@ def progress_bar(text: str):
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message or text)
 
     return bar, update
+
+
+def failure_text(exc: Exception) -> str:
+    """What a page says about a failure: a UserError's own message (the user can act on it); anything
+    else is a bug, said in one short line, with its whole traceback in the server log."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    log.error("internal error on a page", exc_info=exc)
+    return f"Internal error ({type(exc).__name__}); the details are in the server log."
+
+
+def show_failure(exc: Exception, where=None) -> None:
+    """An error box with `failure_text(exc)`, in `where` (a container or column; default: the page)."""
+    (where or st).error(failure_text(exc), icon=":material/error:")

@@ -9,7 +9,7 @@ from core.corpus import (IngestError, InMemoryFile, check, corpus_info, default_
 from core.embed import embed_corpus
 from core.options import EmbedOptions
 from core.store import StoreError
-from pages.common import choose, corpus_picker, encoder_picker, progress_bar, store
+from pages.common import choose, corpus_picker, encoder_picker, failure_text, progress_bar, show_failure, store
 from sample_data.demo import DEMOS
 
 ROW_NUMBER = "(row number)"
@@ -97,8 +97,8 @@ def delete_section() -> None:
 def _delete(name: str) -> None:
     try:
         d = delete_corpus(store(), name)["deleted"]
-    except StoreError as exc:
-        st.session_state["delete_outcome"] = ("error", str(exc))
+    except Exception as exc:
+        st.session_state["delete_outcome"] = ("error", failure_text(exc))
         return
     st.session_state["delete_outcome"] = ("success", f"Deleted '{name}': {d['documents']:,} notes, {d['vectors']:,} "
                                                      f"vectors, {d['maps']} maps, {d['clusters']} clusterings, "
@@ -146,8 +146,8 @@ if corpus:
         try:
             result = embed_corpus(store(), corpus, EmbedOptions(encoder=encoder, long_notes=long_notes,
                                                                precision=precision), progress=update)
-        except StoreError as exc:
-            st.error(str(exc))
+        except Exception as exc:
+            show_failure(exc)
         else:
             bar.progress(1.0, text="Done")
             st.success(f"{result['n']:,} notes: {result['computed']:,} embedded now, {result['cached']:,} "

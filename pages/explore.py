@@ -28,7 +28,8 @@ from pages.components.filters import filter_mask
 from pages.components.labelling import labelling_panel
 from core.clusters import column_kind
 from pages.components.map import PLOTLY_CONFIG, draw_map
-from pages.components.selection import md_plain, note_reader, search_results, selection_panel
+from pages.components.selection import note_reader, search_results, selection_panel
+from pages.text import for_markdown
 
 MAX_POINTS = int(os.environ.get("NOTESPACE_MAP_MAX_POINTS", "100000"))
 state.start()
@@ -168,7 +169,7 @@ if colour in frame and colour != OVERLAP:
     colours = category_colours(frame[colour].to_numpy(dtype=object), grey=grey, top=top_colours)
     values = [v for v in category_order(frame[colour].to_numpy(dtype=object)) if v not in grey + [MISSING]]
     if column_kind(frame[colour], kinds) == "categorical" and len(values) > top_colours:
-        caption_slot.caption(f"**{md_plain(colour)}** has {len(values):,} values: the {top_colours} most common have "
+        caption_slot.caption(f"**{for_markdown(colour)}** has {len(values):,} values: the {top_colours} most common have "
                              f"a colour each, the other {len(values) - top_colours:,} share grey, as “"
                              f"{other_name(len(values) - top_colours)}” on the map of all notes. Change how many "
                              "under Display → Colours.")

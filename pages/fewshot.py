@@ -1,7 +1,6 @@
 """Few-shot: learning curves of a classifier trained on a few labelled notes per class, on frozen embeddings,
 and optionally SetFit curves of the encoder fine-tuned on those notes (a background job)."""
 
-import html
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -16,8 +15,8 @@ from core.export import safe_csv
 from core.fewshot import LearningCurve, summary_frame
 from core.options import EvaluateOptions, PretrainOptions
 from core.setfit import finetune_options
-from core.store import StoreError
-from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
+from pages.common import corpus_picker, encoder_picker, failure_text, label_picker, progress_bar, show_failure, store
+from pages.text import for_plotly
 
 SHOTS = [1, 2, 4, 8, 16, 32, 64, 128]
 CLASSIFIERS = {"logreg": "Logistic regression", "knn": "k nearest neighbours"}
@@ -29,11 +28,6 @@ METRIC_MEANING = {"macro_f1": "Macro-F1 (higher is better): the F1 score of each
 MAX_CLASSES_SHOWN = 25  # a confusion matrix of 100 classes is unreadable
 OTHER = "(other classes)"
 SETFIT = " + SetFit"  # a SetFit curve's name: its encoder's, then this
-
-
-def plain(text) -> str:
-    """User text (class names) for plotly, which would otherwise read it as HTML."""
-    return html.escape(str(text), quote=False)
 
 
 def curve_chart(frame, metric: str, colours: dict, baselines: dict[str, float]) -> go.Figure:
@@ -63,7 +57,7 @@ def curve_chart(frame, metric: str, colours: dict, baselines: dict[str, float]) 
 def confusion_chart(cm) -> go.Figure:
     """Counts summed over seeds; colour is the share of each true class, so small classes stay visible."""
     share = cm.div(cm.sum(axis=1).clip(lower=1), axis=0)
-    fig = go.Figure(go.Heatmap(z=share.to_numpy(), x=[plain(c) for c in cm.columns], y=[plain(c) for c in cm.index],
+    fig = go.Figure(go.Heatmap(z=share.to_numpy(), x=[for_plotly(c) for c in cm.columns], y=[for_plotly(c) for c in cm.index],
                                text=cm.where(cm > 0, "").to_numpy(), colorscale="Blues", zmin=0, zmax=1,
                                texttemplate="%{text}", customdata=cm.to_numpy(),
                                colorbar=dict(title="share of row"),
@@ -157,8 +151,8 @@ def show_result(result: dict, corpus_name: str, colours: dict) -> None:
 def launch_setfit(corpus: str, encoders: list[str], opts: EvaluateOptions, finetune: PretrainOptions) -> None:
     try:
         jobs.submit_setfit(store(), corpus, encoders, opts, finetune)
-    except (StoreError, ValueError) as exc:
-        st.session_state["fs_setfit_error"] = str(exc)
+    except Exception as exc:
+        st.session_state["fs_setfit_error"] = failure_text(exc)
 
 
 @st.fragment(run_every=2)
@@ -236,8 +230,8 @@ if corpus:
         bar, update = progress_bar("Loading the vectors…")
         try:
             results[key] = fewshot_corpus(store(), corpus, encoders, opts, progress=update)
-        except (StoreError, ValueError) as exc:
-            st.error(str(exc))
+        except Exception as exc:
+            show_failure(exc)
         bar.empty()
     elif encoders and shots and key not in results:  # run before (this or an earlier session): shown at once
         found = fewshot_corpus(store(), corpus, encoders, opts, compute=False)

@@ -4,18 +4,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import background, jobs, speed
+from core.devices import resolve_device
 from core.encoders import list_encoders
 from core.options import PretrainOptions
-from core.store import StoreError
 from core.training.progress import duration
-from core.training.settings import OBJECTIVE_HELP, OBJECTIVE_NAMES, suggested_options
-from pages.common import choose, corpus_picker, store
+from core.training.registry import get_objective, objectives
+from core.training.settings import suggested_options
+from pages.common import choose, corpus_picker, failure_text, store
 
 
 st.title("Pretrain")
 st.caption("Continue pre-training an encoder on your notes so that it organises them better. Training runs in "
            "the background on this machine: you can leave this page, reload it or follow it from another tab.")
-device = jobs.detect_device()
+device = resolve_device()
 
 
 def chosen_options(corpus: str) -> PretrainOptions:
@@ -24,7 +25,7 @@ def chosen_options(corpus: str) -> PretrainOptions:
     tag = f"{device}_{objective}"
     return PretrainOptions(
         objective=objective, name=state[f"pt_name_{corpus}_{objective}"].strip(), base=state["pt_base"],
-        label=(state.get("pt_label") or "") if objective == "metadata" else "", steps=int(state[f"pt_steps_{tag}"]),
+        label=(state.get("pt_label") or "") if get_objective(objective).needs_label else "", steps=int(state[f"pt_steps_{tag}"]),
         batch_size=int(state[f"pt_batch_{tag}"]), lr=float(state[f"pt_lr_{tag}"]),
         max_length=int(state[f"pt_length_{tag}"]), device=device, nproc=int(state.get("pt_nproc", 1)))
 
@@ -33,8 +34,8 @@ def launch(corpus: str) -> None:
     opts = chosen_options(corpus)
     try:
         job_id = jobs.submit_pretrain(store(), corpus, opts)
-    except (StoreError, ValueError) as exc:
-        st.session_state["pt_message"] = ("error", str(exc))
+    except Exception as exc:
+        st.session_state["pt_message"] = ("error", failure_text(exc))
     else:
         st.session_state["pt_message"] = ("success", f"Job {job_id} queued: it will save the encoder '{opts.name}'.")
         del st.session_state[f"pt_name_{corpus}_{opts.objective}"]  # the next run suggests a fresh name
@@ -46,8 +47,8 @@ def estimate_panel(corpus: str, opts: PretrainOptions) -> None:
     try:
         estimate = speed.stored(store(), opts)
         job = speed.measure_in_background(store(), corpus, opts) if estimate is None or estimate["stale"] else None
-    except (StoreError, ValueError) as exc:
-        st.warning(f"No run-time estimate: {exc}")
+    except Exception as exc:
+        st.warning(f"No run-time estimate: {failure_text(exc)}")
         return
     if estimate is None:
         measuring(job)
@@ -86,12 +87,16 @@ with st.container(border=True):
         left.selectbox("Start from encoder", [e.id for e in encoders], key="pt_base",
                        format_func={e.id: f"{e.id} ({e.kind}, {e.dim}-d)" for e in encoders}.get,
                        help="Any registered encoder, one adapted here too: e.g. MLM first, then DeCLUTR.")
-        objective = middle.selectbox("Objective", OBJECTIVE_NAMES, key="pt_objective",
-                                     help=" ".join(f"**{k}**: {v}" for k, v in OBJECTIVE_HELP.items()))
+        registered = objectives()  # every objective of core/training/objectives/, with what it declares
+        names = list(registered)
+        objective = middle.selectbox("Objective", names, key="pt_objective",
+                                     index=names.index(PretrainOptions().objective),
+                                     help=" ".join(f"**{k}**: {o.help}" for k, o in registered.items()))
+        chosen = registered[objective]
         right.selectbox("Label column", [k for k, kind in c.meta.items() if kind == "categorical"], key="pt_label",
-                        disabled=objective != "metadata",
-                        help="Metadata objective only: notes with the same value are pulled together.")
-        st.caption(OBJECTIVE_HELP[objective])
+                        disabled=not chosen.needs_label,
+                        help="For objectives that learn from a label: notes with the same value are pulled together.")
+        st.caption(chosen.help)
         name_key = f"pt_name_{corpus}_{objective}"
         if name_key not in st.session_state:
             st.session_state[name_key] = jobs.suggest_name(store(), corpus, objective)
@@ -100,7 +105,7 @@ with st.container(border=True):
         d, tag = suggested_options(device, objective), f"{device}_{objective}"
         cols = st.columns(4)
         cols[0].number_input("Steps", 1, 1_000_000, d["steps"], key=f"pt_steps_{tag}")
-        cols[1].number_input("Batch size (notes)", 1, 1024, d["batch_size"], key=f"pt_batch_{tag}")
+        cols[1].number_input("Batch size (notes)", chosen.min_batch, 1024, d["batch_size"], key=f"pt_batch_{tag}")
         cols[2].number_input("Max length (tokens)", 8, 4096, d["max_length"], key=f"pt_length_{tag}")
         cols[3].number_input("Learning rate", 1e-7, 1e-2, d["lr"], format="%.0e", key=f"pt_lr_{tag}")
         st.number_input("Training processes", 1, 64, 1, key="pt_nproc",
@@ -121,7 +126,7 @@ def loss_figure(curve: list, steps: int) -> go.Figure:
 
 def describe(j: dict) -> str:
     o = j["params"]["options"]
-    objective = f"metadata ({o['label']})" if o["objective"] == "metadata" else o["objective"]
+    objective = f"{o['objective']} ({o['label']})" if o["label"] else o["objective"]
     return f"**#{j['id']} {o['name']}** · {objective} from `{o['base']}` on `{j['params']['corpus']}`"
 
 

@@ -1,6 +1,5 @@
 """Separability: how clearly each encoder's space separates a metadata column, and which columns it encodes."""
 
-import html
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -11,8 +10,8 @@ from core.evaluation import (
 )
 from core.intervals import N_BOOT
 from core.options import EvaluateOptions
-from core.store import StoreError
-from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
+from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, show_failure, store
+from pages.text import for_markdown, for_plotly
 
 COLOURS = qualitative.Plotly
 MAX_CLASSES_SHOWN = 25  # a bar chart of 100+ classes is unreadable; the table has them all
@@ -20,15 +19,10 @@ PER_CLASS = {"knn_accuracy": "Nearest notes share the label", "silhouette": "Nea
              "alignment": "Spread inside the label (lower is tighter)"}
 
 
-def plain(text) -> str:
-    """User text (class and column names) for plotly, which would otherwise read it as HTML."""
-    return html.escape(str(text), quote=False)
-
-
 def headline(name: str, entry: dict) -> None:
     """In words: how well the label separates, the kNN accuracy beside its baselines and beyond chance."""
     score, (low, high) = entry.get("knn_chance_corrected"), entry["knn_accuracy_ci"]
-    st.markdown(f"**{plain(name)}**: the label separates **{separation_words(score)}**. "
+    st.markdown(f"**{for_markdown(name)}**: the label separates **{separation_words(score)}**. "
                 f"For {entry['knn_accuracy']:.0%} of notes (95% interval {low:.0%} to {high:.0%}) most of the "
                 f"{entry['knn_k']} nearest notes share its label, against {entry['majority_baseline']:.0%} by always "
                 f"answering the largest class and {entry['chance']:.0%} by guessing. Beyond chance: "
@@ -55,10 +49,10 @@ def show_result(result: dict, colours: dict) -> None:
     for name, entry in result["encoders"].items():
         weak = struggling_classes(entry["per_class"], "knn_accuracy", entry["knn_accuracy"])
         if not weak:
-            st.caption(f"{plain(name)}: no class is 0.2 or more below the overall kNN accuracy "
+            st.caption(f"{for_markdown(name)}: no class is 0.2 or more below the overall kNN accuracy "
                        f"({fmt(entry['knn_accuracy'])}).")
             continue
-        st.caption(f"{plain(name)}: {len(weak)} classes at least 0.2 below the overall kNN accuracy "
+        st.caption(f"{for_markdown(name)}: {len(weak)} classes at least 0.2 below the overall kNN accuracy "
                    f"({fmt(entry['knn_accuracy'])}), worst first.")
         st.dataframe([{"Class": w["class"], "Notes": w["n"], PER_CLASS["knn_accuracy"]: w["knn_accuracy"],
                        PER_CLASS["silhouette"]: w["silhouette"]} for w in weak], hide_index=True, width="stretch",
@@ -76,7 +70,7 @@ def show_result(result: dict, colours: dict) -> None:
         st.caption(f"The {len(shown)} largest of {len(sizes)} classes; the table below lists every class.")
     groups = list(per.set_index("class").loc[shown].reset_index().groupby("encoder", sort=False))
     # grouped horizontal bars stack the first trace lowest: add them reversed so each group reads like the legend
-    fig = go.Figure([go.Bar(y=[plain(c) for c in part["class"]], x=part[metric], name=enc, orientation="h",
+    fig = go.Figure([go.Bar(y=[for_plotly(c) for c in part["class"]], x=part[metric], name=enc, orientation="h",
                             marker_color=colours[enc]) for enc, part in groups[::-1]])
     fig.update_layout(barmode="group", height=80 + len(shown) * (12 + 10 * len(groups)),
                       xaxis_title=PER_CLASS[metric], margin=dict(t=10, b=10, l=10, r=10),
@@ -100,7 +94,7 @@ def show_audit(audit: dict, label: str) -> None:
     else:
         ranked = ranking[::-1]  # plotly draws horizontal bars bottom-up: best at the top
         fig = go.Figure(go.Bar(
-            y=[plain(r["column"]) for r in ranked], x=[r["score"] for r in ranked], orientation="h",
+            y=[for_plotly(r["column"]) for r in ranked], x=[r["score"] for r in ranked], orientation="h",
             marker_color=["#d62728" if r["column"] == label else "#1f77b4" for r in ranked],
             hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
         fig.update_layout(height=max(220, 34 * len(ranked) + 80), margin=dict(t=10, b=10, l=10, r=10),
@@ -137,8 +131,8 @@ if corpus:
         bar, update = progress_bar("Loading the vectors…")
         try:
             results[key] = evaluate_corpus(store(), corpus, encoders, opts, progress=update)
-        except (StoreError, ValueError) as exc:
-            st.error(str(exc))
+        except Exception as exc:
+            show_failure(exc)
         bar.empty()
     elif encoders and key not in results:  # measured before (this or an earlier session): shown at once
         found = evaluate_corpus(store(), corpus, encoders, opts, compute=False)

@@ -6,6 +6,7 @@ import threading
 import time
 
 from core import background
+from core.errors import UserError
 
 
 def _finished(job: background.Job) -> background.Job:
@@ -32,15 +33,27 @@ def test_one_job_per_key_reports_progress_and_is_dropped_when_it_finishes_well()
 
 def test_a_failed_job_keeps_its_error_until_forgotten():
     def fail(progress):
-        raise ValueError("no vectors\nsecond line")
+        raise UserError("no vectors\nsecond line")
 
     bad = _finished(background.start(("test", "bad"), None, fail))
-    assert bad.error == "no vectors" and background.start(("test", "bad"), None, fail) is bad
+    assert bad.error == "no vectors" and bad.traceback is None
+    assert background.start(("test", "bad"), None, fail) is bad
     background.forget(bad)
     again = background.start(("test", "bad"), None, fail)
     assert again is not bad
     _finished(again)
     background.forget(again)
+
+
+def test_a_bug_says_internal_error_and_keeps_its_whole_traceback_in_the_log(caplog):
+    def deep_inside(progress):
+        return {}["missing"]
+
+    bug = _finished(background.start(("test", "bug"), None, deep_inside))
+    assert bug.error == "internal error: 'missing'"
+    assert "Traceback" in bug.traceback and "deep_inside" in bug.traceback and "KeyError" in bug.traceback
+    assert any("deep_inside" in r.getMessage() for r in caplog.records if r.name == "core.background")
+    background.forget(bug)
 
 
 def test_a_once_job_never_runs_again_until_forgotten():

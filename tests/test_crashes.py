@@ -208,7 +208,7 @@ def test_worker_killed_while_saving_registers_no_half_encoder(db_path, models_di
         assert j["state"] == "done" and j["result"]["steps"] == 40, j["error"]
         assert "saved" in registered() and not [e for e in registered() if e.startswith(".")]
     finally:
-        for j in jobs._rows(store, "state = 'running'"):
+        for j in jobs.state.select(store, states=("running",)):
             try:
                 os.kill(j["pid"], signal.SIGKILL)
             except ProcessLookupError:

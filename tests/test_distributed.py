@@ -19,13 +19,13 @@ import shutil
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from core import jobs
+from core import encoders, jobs
 from core.corpus import ingest_frame
 from core.encoders import get_encoder, list_encoders
 from core.options import PretrainOptions
 from core.store import Store, StoreError
 from core.training.loop import train
-from core.training.worker import training_data
+from core.jobs.runners import training_data
 
 K = 4
 
@@ -51,7 +51,7 @@ def options(objective: str, name: str, **kw) -> PretrainOptions:
 def test_two_processes_train_as_one_on_the_same_global_batch(store, tmp_path, objective, extra):
     opts = options(objective, f"ddp-{objective}", nproc=2, **extra)
     result = jobs.run_pretrain_now(store, "clinic", opts)
-    card = json.loads((jobs.models_dir() / opts.name / "notespace_card.json").read_text())
+    card = json.loads((encoders.models_dir() / opts.name / "notespace_card.json").read_text())
     assert result["steps"] == K and card["processes"] == 2 and card["params"]["nproc"] == 2
 
     texts, labels = training_data(store, store.corpus("clinic"), opts)
@@ -59,7 +59,7 @@ def test_two_processes_train_as_one_on_the_same_global_batch(store, tmp_path, ob
     assert card["losses"] == pytest.approx(single.losses, rel=1e-4)
     assert len(set(single.losses)) == K  # the losses move: equal curves mean equal training
 
-    path = jobs.models_dir() / opts.name  # rank 0 saved a loadable sentence-transformers folder
+    path = encoders.models_dir() / opts.name  # rank 0 saved a loadable sentence-transformers folder
     assert f"ddp-{objective}" in {e.id for e in list_encoders(store)}
     vectors = SentenceTransformer(str(path), device="cpu").encode(texts[:3])
     assert vectors.shape == (3, 32)
@@ -74,7 +74,7 @@ def test_a_batch_that_does_not_divide_over_the_processes_is_refused(store):
 def test_a_stopped_parallel_run_resumes_from_rank_zeros_checkpoint(store, tmp_path, monkeypatch):
     """A stop (SIGTERM: the machine going down) reaches every rank, rank 0 checkpoints, the job is
     resumable, and the rerun finishes with the losses of an uninterrupted single-process run."""
-    from core.training import worker
+    from core.jobs import runners
 
     steps = 60  # rank 0 writes progress every 2 s: the stop lands mid-run
     opts = options("mlm", "resumed", nproc=2, steps=steps)
@@ -82,25 +82,25 @@ def test_a_stopped_parallel_run_resumes_from_rank_zeros_checkpoint(store, tmp_pa
     def stop_once_training() -> bool:  # the parent's view of a SIGTERM, once rank 0 reported a step
         return jobs.job(store, 1)["progress"].get("step", 0) >= 1
 
-    from core.training import launch
+    from core.jobs import launch
 
     real = launch.run_ranks
     monkeypatch.setattr(launch, "run_ranks", lambda *a, **k: real(*a[:5], stopping=stop_once_training, poll_s=0.2))
-    monkeypatch.setattr(worker, "_terminating", False)
-    j = jobs._insert(store, "clinic", opts, pid=os.getpid())
-    assert jobs.claim(store, j["id"])
-    monkeypatch.setattr(worker, "_terminating", True)  # how _run_ranks learns the stop was a shutdown
-    assert worker.run_job(store, j["id"]) is None
+    monkeypatch.setattr(runners, "_halting", False)
+    j = jobs.queue_pretrain(store, "clinic", opts, pid=os.getpid())
+    assert jobs.state.claim(store, j["id"], os.getpid())
+    monkeypatch.setattr(runners, "_halting", True)  # how _run_ranks learns the stop was a shutdown
+    assert runners.run_pretrain(store, j["id"]) is None
     stopped = jobs.job(store, j["id"])
     assert stopped["state"] == "interrupted" and 1 <= stopped["progress"]["step"] < steps
     assert any(p.name.startswith("step-") for p in jobs.checkpoint_dir(store, j["id"]).iterdir())
 
-    monkeypatch.setattr(worker, "_terminating", False)
+    monkeypatch.setattr(runners, "_halting", False)
     monkeypatch.setattr(launch, "run_ranks", real)
-    assert jobs.claim(store, j["id"])
-    result = worker.run_job(store, j["id"])
+    assert jobs.state.claim(store, j["id"], os.getpid())
+    result = runners.run_pretrain(store, j["id"])
     assert result["steps"] == steps and jobs.job(store, j["id"])["state"] == "done"
-    card = json.loads((jobs.models_dir() / "resumed" / "notespace_card.json").read_text())
+    card = json.loads((encoders.models_dir() / "resumed" / "notespace_card.json").read_text())
     assert 1 <= card["resumed_from"] < steps
 
     texts, labels = training_data(store, store.corpus("clinic"), opts)
@@ -111,12 +111,12 @@ def test_a_stopped_parallel_run_resumes_from_rank_zeros_checkpoint(store, tmp_pa
 
 def test_store_errors_in_rank_zero_fail_the_job_in_one_line(store):
     opts = options("mlm", "gone", nproc=2)
-    j = jobs._insert(store, "clinic", opts, pid=os.getpid())
-    assert jobs.claim(store, j["id"])
+    j = jobs.queue_pretrain(store, "clinic", opts, pid=os.getpid())
+    assert jobs.state.claim(store, j["id"], os.getpid())
     with store.transaction() as con:  # the corpus changes after the job was queued
         con.execute("UPDATE corpora SET data_hash = 'changed' WHERE name = 'clinic'")
-    from core.training import worker
+    from core.jobs import runners
 
     with pytest.raises(StoreError, match="changed after the job was submitted"):
-        worker.run_job(store, j["id"])
+        runners.run_pretrain(store, j["id"])
     assert jobs.job(store, j["id"])["state"] == "failed"

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 import pytest
 
-from core import jobs
+from core import encoders, jobs
 from core.corpus import ingest_frame
 from core.embed import load_embeddings
 from core.encoders import list_encoders
@@ -45,7 +45,7 @@ def store(db_path, models_dir, synthetic_df, monkeypatch):
     s = Store(db_path)
     ingest_frame(s, synthetic_df, "clinic", "text", "note_id", ["specialty", "site"])
     yield s
-    for j in jobs._rows(s, "state = 'running'"):  # a failed test must not leave a worker training
+    for j in jobs.state.select(s, states=("running",)):  # a failed test must not leave a worker training
         try:
             os.kill(j["pid"], signal.SIGKILL)
         except ProcessLookupError:
@@ -91,7 +91,7 @@ def test_bad_settings_are_refused_before_anything_is_queued(store, corpus, chang
 
 
 def test_a_name_being_made_is_taken_and_suggestions_avoid_it(store):
-    store_job = jobs._insert(store, "clinic", tiny("clinic-mlm"), pid=os.getpid())
+    store_job = jobs.queue_pretrain(store, "clinic", tiny("clinic-mlm"), pid=os.getpid())
     assert jobs.suggest_name(store, "clinic", "mlm") == "clinic-mlm-2"
     with pytest.raises(StoreError, match=f"job {store_job['id']} is already making"):
         jobs.submit_pretrain(store, "clinic", tiny("clinic-mlm"))
@@ -109,7 +109,7 @@ def test_run_now_registers_an_encoder_that_embeds_differently(store):
     assert set(result) == RESULT_KEYS and result["steps"] == 12 and result["usable_docs"] == 120
     assert reports[-1][0] == 1.0 and reports[-1][1].startswith("step 12/12 loss ") and "tok/s" in reports[-1][1]
     assert "adapted" in {e.id for e in list_encoders(store)}
-    card = json.loads((jobs.models_dir() / "adapted" / "notespace_card.json").read_text())
+    card = json.loads((encoders.models_dir() / "adapted" / "notespace_card.json").read_text())
     clinic = store.corpus("clinic")
     assert (card["corpus"], card["data_hash"], card["job_id"], card["base_encoder"]) == ("clinic", clinic.data_hash, 1, "tiny")
     assert card["objective"] == "mlm" and len(card["losses"]) == 12 and card["hardware"]["device"] == "cpu"
@@ -149,7 +149,7 @@ def test_cancel_queued_and_running_jobs_while_a_command_waits_its_turn(store):
     wait_for(lambda: state(store, running) == "cancelled", timeout=30)
     command.join(60)
     assert results["r"]["encoder"] == "foreground" and results["r"]["steps"] == 5
-    assert not (jobs.models_dir() / "long").exists() and not jobs.checkpoint_dir(store, running).exists()
+    assert not (encoders.models_dir() / "long").exists() and not jobs.checkpoint_dir(store, running).exists()
     assert {"long", "later"}.isdisjoint(e.id for e in list_encoders(store))
 
 
@@ -171,18 +171,18 @@ def test_ctrl_c_at_any_moment_cancels_the_foreground_job(store, ctrl_c, monkeypa
             press_once()
 
     if moment == "recorded":  # the job's row is committed; reading it back is the last call of the insert
-        real_job = jobs.job
+        real_get = jobs.state.get
 
         def job_after_ctrl_c(*args) -> dict:
             press_once()
-            return real_job(*args)
+            return real_get(*args)
 
-        monkeypatch.setattr(jobs, "job", job_after_ctrl_c)
+        monkeypatch.setattr(jobs.state, "get", job_after_ctrl_c)
     device_busy = jobs.hold(jobs.lock_path(store, "cpu")) if moment == "queued" else contextlib.nullcontext()
     with device_busy, pytest.raises(KeyboardInterrupt):
         jobs.run_pretrain_now(store, "clinic", tiny("stopped", steps=50), progress=progress)
     assert pressed and [(j["state"], j["error"]) for j in jobs.list_jobs(store)] == [("cancelled", "cancelled with Ctrl-C")]
-    assert not jobs.pending(store, "cpu") and not (jobs.models_dir() / "stopped").exists()
+    assert not jobs.pending(store, "cpu") and not (encoders.models_dir() / "stopped").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C raises again
 
 
@@ -203,7 +203,7 @@ def test_killed_worker_is_recovered_and_resumed_from_its_checkpoint(store, monke
     j = jobs.job(store, job_id)
     assert j["state"] == "done" and j["result"]["steps"] == 60, j["error"]
     assert j["progress"]["resumed_from"] > 0 and not folder.exists()
-    card = json.loads((jobs.models_dir() / "resumed" / "notespace_card.json").read_text())
+    card = json.loads((encoders.models_dir() / "resumed" / "notespace_card.json").read_text())
     assert card["resumed_from"] == j["progress"]["resumed_from"] and len(card["losses"]) == 60
 
 

@@ -16,7 +16,8 @@ from core.corpus import ingest_frame
 from core.evaluation import fewshot_corpus
 from core.fewshot import learning_curve
 from core.options import EvaluateOptions
-from core.setfit import Cancelled, finetune_options, setfit_curve
+from core.errors import Cancelled
+from core.setfit import finetune_options, setfit_curve
 from core.store import Store, StoreError
 from sample_data.synthetic import synthetic_notes
 

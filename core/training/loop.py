@@ -26,7 +26,9 @@ import torch
 from core.options import PretrainOptions
 from core.training import parallel
 from core.training.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
-from core.training.encoder import TrainableEncoder, load_sentence_transformer, pick_device, quiet_transformers
+from core.devices import resolve_device
+from core.training.encoder import TrainableEncoder, load_sentence_transformer, quiet_transformers
+from core.training.registry import get_objective
 from core.training.save import hardware, save_encoder
 
 MAX_WARMUP = 200  # the paper's MLM warm-up; short runs warm up over their first 10 %
@@ -96,7 +98,9 @@ def _fingerprint(texts, labels, base_path: str, opts: PretrainOptions) -> str:
 
 
 @dataclass
-class _Setup:
+class Run:
+    """A run ready to step: the base loaded on its device, the objective's data prepared, the optimizer."""
+
     device: torch.device
     st_model: object
     objective: object
@@ -106,23 +110,21 @@ class _Setup:
     usable: int
 
 
-def _setup(texts: list[str], labels: list[str] | None, base_path: str, opts: PretrainOptions) -> _Setup:
+def build_run(texts: list[str], labels: list[str] | None, base_path: str, opts: PretrainOptions) -> Run:
     """Load the base, let the objective pick its documents, build the optimizer."""
-    from core.training import get_objective
-
     if opts.steps < 1 or opts.batch_size < 1 or opts.grad_accum < 1 or opts.max_length < 8:
         raise ValueError("need steps, batch_size and grad_accum >= 1 and max_length >= 8")
     torch.manual_seed(opts.seed)  # the MLM head's initial weights
-    device = pick_device(opts.device)
+    device = torch.device(resolve_device(opts.device))
     st_model = load_sentence_transformer(base_path, device)
     objective = get_objective(opts.objective)(opts, st_model[0].tokenizer)
     usable = objective.prepare(_tokenize(st_model[0].tokenizer, texts), labels)
     model = TrainableEncoder(st_model, with_mlm_head=objective.uses_mlm).train()
     optimizer, scheduler = _optimizer(model, opts, device)
-    return _Setup(device, st_model, objective, model, optimizer, scheduler, usable)
+    return Run(device, st_model, objective, model, optimizer, scheduler, usable)
 
 
-def _step(run: _Setup, opts: PretrainOptions, batches, step: int) -> tuple[float, dict, int]:
+def run_step(run: Run, opts: PretrainOptions, batches, step: int) -> tuple[float, dict, int]:
     """One optimizer step (with gradient accumulation): (loss, loss parts, real tokens seen)."""
     step_loss, parts, tokens = 0.0, {}, 0
     for micro in range(opts.grad_accum):
@@ -151,13 +153,13 @@ def measure_speed(texts: list[str], labels: list[str] | None, base_path: str, op
     """Time a few steps on these (sample) texts, saving nothing: {setup_s (load the base, prepare the
     texts), step_s (median seconds per step; the first step, with its one-off allocations, left out)}."""
     t0 = time.perf_counter()
-    run = _setup(texts, labels, base_path, opts)
+    run = build_run(texts, labels, base_path, opts)
     setup_s = time.perf_counter() - t0
     batches = run.objective.index_batches(opts.seed)
     times = []
     for step in range(1, steps + 2):
         t = time.perf_counter()
-        _step(run, opts, batches, step)
+        run_step(run, opts, batches, step)
         if run.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
@@ -178,7 +180,7 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
     is emptied once the model is saved. `card_extra` (e.g. corpus, data hash, job) joins the card.
     Raises FileExistsError if `out_dir` holds files, ValueError for unusable data or settings.
 
-    Data-parallel (started by torchrun, see core/training/rank.py): rank 0 passes everything and
+    Data-parallel (started by torchrun, see core/jobs/rank.py): rank 0 passes everything and
     alone reads checkpoints, asks `should_stop`, reports and saves; the other ranks pass None for the
     texts, labels, base, options and folders and get rank 0's.
     """
@@ -191,7 +193,7 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
         out_dir = Path(out_dir)
         if out_dir.exists() and any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} already holds files; pick another name")
-    run = _setup(texts, labels, base_path, opts)
+    run = build_run(texts, labels, base_path, opts)
     device, st_model, objective, model = run.device, run.st_model, run.objective, run.model
     optimizer, scheduler, usable = run.optimizer, run.scheduler, run.usable
 
@@ -236,7 +238,7 @@ def train(texts: list[str], labels: list[str] | None, base_path: str, opts: Pret
             snapshot(step - 1)
             return result(None, cancelled=True)
         t0 = time.perf_counter()
-        step_loss, parts, step_tokens = _step(run, opts, batches, step)
+        step_loss, parts, step_tokens = run_step(run, opts, batches, step)
         tokens += step_tokens
         seconds += time.perf_counter() - t0
         losses.append(step_loss)

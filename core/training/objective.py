@@ -1,19 +1,36 @@
 """What every training objective provides, plus the small tensor helpers they share.
 
-An objective owns its data view (which documents it can use and how they are cut), its endless
-batch stream, and its loss. The loop only calls `prepare`, `index_batches` and `compute_loss`.
+An objective declares what the CLI, the pages and the jobs need before any model loads (`help`,
+`needs_label`, `suggested` settings per device, `min_batch`, `check_corpus`), and owns its data view
+(which documents it can use and how they are cut), its endless batch stream, and its loss. The loop
+only calls `prepare`, `index_batches` and `compute_loss`. Register a subclass with
+`core.training.registry.register` in a module of core/training/objectives/.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 import torch
 
+from core.errors import UserError
 from core.options import PretrainOptions
+
+
+@dataclass(frozen=True)
+class Suggested:
+    """Settings that suit a device: a few minutes on a laptop CPU, ~10 minutes on one GPU."""
+
+    steps: int
+    batch_size: int
+    max_length: int
+    lr: float = 5e-5
+
+    def as_dict(self) -> dict:
+        return {"steps": self.steps, "batch_size": self.batch_size, "max_length": self.max_length, "lr": self.lr}
 
 
 @dataclass
@@ -24,7 +41,12 @@ class LossOut:
 
 
 class Objective:
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by `register`
+    help: ClassVar[str] = ""  # one or two sentences for the CLI and the Pretrain page
+    needs_label: ClassVar[bool] = False  # trains on a metadata column (`--label`)
+    suggested: ClassVar[dict[str, Suggested]] = {}  # "cpu" and "cuda" (other devices get the CPU's)
+    min_batch: ClassVar[int] = 1  # notes per batch below which the loss is undefined
+    order: ClassVar[int] = 100  # where the CLI and the page list it (ties: in registration order)
     default_temperature: ClassVar[float] = 0.0
     # Does the MLM head need building? Objectives override with their own rule.
     uses_mlm: bool = False
@@ -34,6 +56,19 @@ class Objective:
         self.tokenizer = tokenizer
         self.temperature = opts.temperature or self.default_temperature
         self.usable_docs = 0
+
+    @classmethod
+    def suggested_for(cls, device: str) -> Suggested:
+        return cls.suggested.get(device, cls.suggested["cpu"])
+
+    @classmethod
+    def check_corpus(cls, opts: PretrainOptions, corpus: str, columns: Sequence[str],
+                     values: Callable[[str], Sequence]) -> None:
+        """Raise UserError if no run could use this corpus (`columns`: its metadata columns, `values`
+        reads one). Before any model loads: the job is refused at once, not failed minutes later."""
+        if cls.needs_label and opts.label not in columns:
+            raise UserError(f"the {cls.name} objective needs a label column (--label) of corpus '{corpus}': "
+                            f"one of {', '.join(columns) or 'none (the corpus has no metadata)'}")
 
     def prepare(self, token_ids: list[list[int]], labels: Sequence[str | None] | None) -> int:
         """Keep what this objective can use; returns (and stores) the number of usable documents."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.embed import length_batches
-from core.training.mlm import IGNORE, mask_tokens, mlm_loss
+from core.batching import length_batches
+from core.training.masking import IGNORE, mask_tokens, mlm_loss
 from core.training.objective import mean_pool, pad_batch
 
 # Padded tokens per forward pass: small groups pad little, and on a CPU they cost no efficiency at

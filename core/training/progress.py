@@ -9,10 +9,11 @@ and a failed round is simply tried again. Store-free: the callbacks decide where
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 from collections.abc import Callable
 
+log = logging.getLogger(__name__)
 FIGURES = ("step", "steps", "loss", "tokens_per_s", "eta_s", "elapsed_s")
 
 
@@ -79,7 +80,7 @@ class JobProgress:
                 if not closing and self.read_cancel():
                     self._cancel.set()
             except Exception as exc:  # noqa: BLE001 - the store stayed busy: keep training, retry next round
-                print(f"progress not saved yet: {exc}", file=sys.stderr, flush=True)
+                log.warning("progress not saved yet: %s", exc)
                 with self._lock:
                     self._latest = self._latest or state
             if closing:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import UserError
+
 
 def shuffled_epochs(n: int, rng: np.random.Generator) -> Iterator[int]:
     """0..n-1 in a fresh random order each epoch, forever."""
@@ -99,9 +101,9 @@ def balanced_batches(split: ClassSplit, batch_size: int, seed: int) -> Iterator[
     """Batches of `min(n_classes, batch_size // 2)` classes, each with >= 2 distinct documents."""
     classes = list(split.groups)
     if len(classes) < 2:
-        raise ValueError("the metadata objective needs at least 2 classes with 2 or more documents each")
+        raise UserError("the metadata objective needs at least 2 classes with 2 or more documents each")
     if batch_size < 4:
-        raise ValueError("the metadata objective needs batch_size >= 4 (2 classes x 2 documents)")
+        raise UserError("the metadata objective needs batch_size >= 4 (2 classes x 2 documents)")
     rng = np.random.default_rng(seed)
     class_stream = shuffled_epochs(len(classes), rng)
     doc_streams = [shuffled_epochs(len(split.groups[c]), rng) for c in classes]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-CARD_FILE = "notespace_card.json"
+from core.cards import CARD_FILE
+
 
 
 def hardware(device: torch.device) -> dict:

@@ -7,7 +7,6 @@ clusters like on any metadata column. Noise (-1) is always its own group, named 
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,13 +16,15 @@ import streamlit as st
 
 from core import background
 from core.clusters import (
-    cluster_corpus, cluster_names, cluster_summary, compare_to_corpus, default_k, default_min_cluster_size,
+    cluster_corpus, cluster_names, cluster_summary, default_k, default_min_cluster_size,
     latest_clustering, load_clustering,
 )
 from core.options import ClusterOptions
 from core.store import Store, StoreError
-from pages.common import progress_bar
+from pages.common import progress_bar, show_failure
 from pages.components import state
+from pages.components.differences import show_differences
+from pages.text import for_plotly
 
 EXAMPLE_CHARS = 600
 
@@ -50,9 +51,9 @@ def _compute(store: Store, corpus: str, opts: ClusterOptions) -> int | None:
     bar, update = progress_bar("Loading the vectors…")
     try:
         result = cluster_corpus(store, corpus, opts, progress=update)
-    except (ValueError, StoreError) as exc:
+    except Exception as exc:
         bar.empty()
-        st.error(str(exc))
+        show_failure(exc)
         return None
     bar.empty()
     st.success(f"{result['n_clusters']} clusters and {result['noise']:,} noise notes ({result['seconds']:.1f} s).")
@@ -169,7 +170,7 @@ def cluster_annotations(frame_with_xy: pd.DataFrame, labels, names: dict[int, st
         short = name if len(name) <= max_chars else name[:max_chars - 1].rstrip() + "…"
         out.append({"x": float(np.median(frame_with_xy["x"].to_numpy()[rows])),
                     "y": float(np.median(frame_with_xy["y"].to_numpy()[rows])), "xref": "x", "yref": "y",
-                    "text": html.escape(short), "hovertext": html.escape(name), "showarrow": False,
+                    "text": for_plotly(short), "hovertext": for_plotly(name), "showarrow": False,
                     "font": {"size": 12, "color": "#1a1a1a"}, "bgcolor": "rgba(255,255,255,0.8)",
                     "bordercolor": "rgba(0,0,0,0.25)", "borderwidth": 1, "borderpad": 2})
     return out
@@ -192,22 +193,6 @@ def _summary_table(view: ClusterView, meta: pd.DataFrame, kinds: dict[str, str])
     return table
 
 
-def _comparison(cmp: pd.DataFrame) -> None:
-    """compare_to_corpus as two tables: values of categorical columns, and medians and means of the
-    others (as text, since numbers and dates share those columns)."""
-    values = cmp[cmp["kind"] == "categorical"]
-    if len(values):
-        st.dataframe(values[["column", "value", "count_in_selection", "share_in_selection", "share_overall", "lift"]],
-                     hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                    for c in ("share_in_selection", "share_overall", "lift")})
-    stats = cmp[cmp["kind"] != "categorical"]
-    if len(stats):
-        shown = ["median_in_selection", "median_overall", "mean_in_selection", "mean_overall"]
-        text = stats[shown].map(lambda v: v.strftime("%Y-%m-%d") if isinstance(v, pd.Timestamp) else f"{v:,.3g}")
-        st.dataframe(pd.concat([stats[["column"]], text], axis=1), hide_index=True, width="stretch")
-
-
 def cluster_table(view: ClusterView, frame: pd.DataFrame, kinds: dict[str, str]) -> None:
     """Per cluster: size, label terms, top metadata values against the corpus, central notes, and a
     button that selects the cluster on the map (pages/components/state.py)."""
@@ -226,7 +211,7 @@ def cluster_table(view: ClusterView, frame: pd.DataFrame, kinds: dict[str, str])
     mask = view.labels == cluster
     if kinds:
         st.caption("How this cluster differs from all notes shown (lift > 1: more common in the cluster).")
-        _comparison(compare_to_corpus(mask, meta, kinds, top_n=5))
+        show_differences(mask, meta, kinds, "cluster")
     st.caption("Most central notes (closest to the cluster's centre in the embedding space):")
     for text in view.examples.get(cluster, []):
         with st.container(border=True):

@@ -14,8 +14,6 @@ Each chart shows all notes in grey and, in colour, the notes passing the *other*
 
 from __future__ import annotations
 
-import html
-import re
 from functools import partial
 
 import numpy as np
@@ -24,6 +22,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.clusters import column_kind
+from pages.text import for_markdown, for_plotly
 
 FILTER = "facet_filter::"
 TOP_N = 10  # categorical bars; the rest share one "(other)" bar
@@ -108,7 +107,7 @@ def _chart(series: pd.Series, kind: str, shown: np.ndarray | None, rule: dict | 
 
         def bars(rows: np.ndarray) -> dict:
             counts = values[rows].value_counts().reindex(custom, fill_value=0).to_numpy()
-            return dict(y=[html.escape(v) for v in custom], x=counts, orientation="h",
+            return dict(y=[for_plotly(v) for v in custom], x=counts, orientation="h",
                         hovertemplate="%{y}: %{x:,} notes<extra></extra>")
     else:
         numbers = _numbers(series, kind)
@@ -144,16 +143,11 @@ def _chart(series: pd.Series, kind: str, shown: np.ndarray | None, rule: dict | 
     return fig
 
 
-def md_escape(text: str) -> str:
-    """User values inside Streamlit markdown: escape markdown (raw HTML is never rendered anyway)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
-
-
 def _describe(column: str, rule: dict) -> str:
     if "values" in rule:
-        return f"{md_escape(column)} ∈ {{{', '.join(md_escape(v) for v in rule['values'])}}}"
+        return f"{for_markdown(column)} ∈ {{{', '.join(for_markdown(v) for v in rule['values'])}}}"
     lo, hi = (_short(v) for v in rule["range"])
-    return f"{md_escape(lo)} ≤ {md_escape(column)} < {md_escape(hi)}"
+    return f"{for_markdown(lo)} ≤ {for_markdown(column)} < {for_markdown(hi)}"
 
 
 def _short(bound) -> str:
@@ -210,7 +204,7 @@ def metadata_charts(frame: pd.DataFrame, columns, selected_ords=None, kinds: dic
             others.append(selected)
         shown = np.logical_and.reduce(others) if others else None
         head, clear = st.columns([4, 1], vertical_alignment="center")
-        head.markdown(f"**{md_escape(column)}**")
+        head.markdown(f"**{for_markdown(column)}**")
         if column in filters:
             clear.button("✕", key=f"facet_clear::{column}", help=f"clear the filter on {column}", type="tertiary",
                          on_click=clear_filters, args=([column],))

@@ -11,8 +11,9 @@ import streamlit as st
 
 from core.labels import add_labels, clear_labels, get_labels, label_sets, predict_from_labels
 from core.store import Store
+from pages.common import failure_text
 from pages.components import state
-from pages.components.facets import md_escape
+from pages.text import for_markdown
 
 PREVIEW_CHARS = 200
 
@@ -23,10 +24,10 @@ def _label_selection(store: Store, corpus: str, label_set: str) -> None:
     label = st.session_state["labelling_label"]
     try:
         n = add_labels(store, corpus, label_set, state.selected(), label)
-    except ValueError as exc:
-        st.session_state["labelling_message"] = ("error", str(exc))
+    except Exception as exc:
+        st.session_state["labelling_message"] = ("error", failure_text(exc))
         return
-    st.session_state["labelling_message"] = ("success", f"Labelled {n:,} notes as “{md_escape(label.strip())}”.")
+    st.session_state["labelling_message"] = ("success", f"Labelled {n:,} notes as “{for_markdown(label.strip())}”.")
     st.session_state["labelling_label"] = ""
     state.clear_selection()
 

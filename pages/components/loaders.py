@@ -17,8 +17,7 @@ from core import background, maps
 from core.background import Job
 from core.embed import embed_corpus, embed_query, load_embeddings
 from core.options import EmbedOptions, ProjectOptions
-from core.store import StoreError
-from pages.common import progress_bar, store
+from pages.common import progress_bar, show_failure, store
 from pages.components.map import hover_chars, hover_texts
 
 
@@ -65,8 +64,8 @@ def offer_embedding(corpus: str, encoder: str) -> None:
         bar, update = progress_bar("Loading the encoder…")
         try:
             embed_corpus(store(), corpus, EmbedOptions(encoder=encoder), progress=update)
-        except StoreError as exc:
-            st.error(str(exc))
+        except Exception as exc:
+            show_failure(exc)
             return
         st.rerun()
 

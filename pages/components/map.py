@@ -28,6 +28,7 @@ from core.clusters import column_kind
 from core.palette import (
     MISSING, MISSING_COLOUR, OTHER_COLOUR, SEQUENTIAL, category_colours, category_labels, other_name,
 )
+from pages.text import for_plotly as plain
 
 SINGLE_COLOUR = "#4E79A7"
 HIGHLIGHT_COLOUR = "#111111"
@@ -38,14 +39,6 @@ PLOTLY_CONFIG = {
     "toImageButtonOptions": {"format": "png", "filename": "notespace-map", "scale": 2},
 }
 _WRAP = re.compile(r"(.{1,72})(?:\s+|$)")
-
-
-def plain(value, limit: int | None = None) -> str:
-    """User text made safe for plotly labels: whitespace collapsed, truncated, HTML-escaped."""
-    text = " ".join(str(value).split())
-    if limit and len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return html.escape(text, quote=False)
 
 
 def hover_chars(n: int) -> int:

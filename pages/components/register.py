@@ -5,8 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.encoders import register_local
-from core.store import StoreError
-from pages.common import store
+from pages.common import failure_text, store
 
 _OUTCOME = "register_local_outcome"
 
@@ -30,8 +29,8 @@ def _register(select_key: str | None) -> None:
     try:
         enc = register_local(store(), st.session_state["register_local_path"].strip(),
                              st.session_state["register_local_name"].strip() or None)
-    except StoreError as exc:
-        st.session_state[_OUTCOME] = ("error", str(exc))
+    except Exception as exc:
+        st.session_state[_OUTCOME] = ("error", failure_text(exc))
         return
     st.session_state[_OUTCOME] = ("ok", f"Registered **{enc.id}** ({enc.dim}-d).")
     if select_key:

@@ -7,30 +7,21 @@ reader and for the files a user downloads (generated when the button is clicked)
 from __future__ import annotations
 
 import io
-import re
 import zlib
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.clusters import compare_to_corpus
 from core.export import safe_csv
 from core.palette import category_label
 from core.store import Corpus, Store
 from pages.components import state
+from pages.components.differences import show_differences
+from pages.text import for_markdown
 
 TABLE_ROWS = 2000  # rows sent to a table; downloads always hold every selected note
 MAP_COLUMNS = ["x", "y", "hover"]
-_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
-
-
-def md_plain(text) -> str:
-    """User text for st.markdown / st.caption: every ASCII punctuation character backslash-escaped,
-    so links, emphasis, :colour[] directives, $maths$ and HTML in a note all show as typed."""
-    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
-
-
 def _table(frame: pd.DataFrame, key: str, extra: dict | None = None) -> None:
     """Notes as a table; clicking a row opens that note in the reader."""
     shown = frame.drop(columns=[c for c in MAP_COLUMNS if c in frame]).head(TABLE_ROWS)
@@ -67,27 +58,6 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _median_text(value, kind: str) -> str:
-    if pd.isna(value):
-        return ""
-    return category_label(pd.Timestamp(value).normalize()) if kind == "date" else f"{value:,.4g}"
-
-
-def _differences(mask: np.ndarray, metadata: pd.DataFrame, kinds: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """compare_to_corpus as two tables: category shares (most over-represented first per column),
-    and medians of numbers and dates."""
-    cmp = compare_to_corpus(mask, metadata, kinds, top_n=5)
-    cats = cmp[cmp["kind"] == "categorical"].sort_values(["column", "lift"], ascending=[True, False], kind="stable")
-    cats = cats.assign(value=cats["value"].map(category_label))[
-        ["column", "value", "share_in_selection", "share_overall", "lift"]].astype(
-        {"share_in_selection": float, "share_overall": float, "lift": float})
-    nums = cmp[cmp["kind"] != "categorical"]
-    nums = pd.DataFrame({"column": nums["column"], **{
-        label: [_median_text(v, k) for v, k in zip(nums[field], nums["kind"])]
-        for label, field in (("median in selection", "median_in_selection"), ("median in corpus", "median_overall"))}})
-    return cats, nums
-
-
 def selection_panel(store: Store, corpus: Corpus, frame: pd.DataFrame, selected: list[int]) -> None:
     """The selected notes: how they differ from the corpus, the table, downloads."""
     if not selected:
@@ -104,15 +74,7 @@ def selection_panel(store: Store, corpus: Corpus, frame: pd.DataFrame, selected:
     metadata = frame[[c for c in corpus.meta if c in frame]]
     if len(metadata.columns):
         with st.expander("How the selection differs from the corpus", expanded=True):
-            cats, nums = _differences(mask, metadata, corpus.meta)
-            share = dict(format="percent", min_value=0, max_value=1)
-            st.dataframe(cats, hide_index=True, column_config={
-                "share_in_selection": st.column_config.ProgressColumn("in selection", **share),
-                "share_overall": st.column_config.ProgressColumn("in corpus", **share),
-                "lift": st.column_config.NumberColumn(format="%.2f×", help="share in selection / share in corpus"),
-            })
-            if len(nums):
-                st.dataframe(nums, hide_index=True)
+            show_differences(mask, metadata, corpus.meta, "selection")
     st.caption("Tick a row to read the whole note.")
     _table(chosen, "explore_selection_table")
     buttons = st.container(horizontal=True)
@@ -129,7 +91,7 @@ def search_results(frame: pd.DataFrame, ords: np.ndarray, sims: np.ndarray, titl
     by_ord = frame.set_index("ord", drop=False)
     results = by_ord.loc[ords].reset_index(drop=True)
     results.insert(0, "similarity", sims.astype(float))
-    st.markdown(f"**{md_plain(title)}**: {len(results)} nearest notes, ringed on the map")
+    st.markdown(f"**{for_markdown(title)}**: {len(results)} nearest notes, ringed on the map")
     st.caption(f"Cosine similarity in the full {space} embedding space (not distances on the map).")
     _table(results, "explore_search_table", {"similarity": st.column_config.ProgressColumn(
         format="%.3f", min_value=min(0.0, float(sims.min(initial=0))), max_value=1.0)})
@@ -142,10 +104,10 @@ def note_reader(store: Store, corpus: Corpus, frame: pd.DataFrame, ord_: int) ->
         return
     text = store.texts(corpus, [ord_])["text"].iloc[0]
     with st.container(border=True):
-        st.markdown(f"**Note {md_plain(row['doc_id'].iloc[0])}**")
+        st.markdown(f"**Note {for_markdown(row['doc_id'].iloc[0])}**")
         meta = {c: row[c].iloc[0] for c in corpus.meta if c in row}
         if meta:
-            st.caption(" · ".join(f"{md_plain(c)}: {md_plain(category_label(v))}" for c, v in meta.items()))
+            st.caption(" · ".join(f"{for_markdown(c)}: {for_markdown(category_label(v))}" for c, v in meta.items()))
         st.text(text, wrap=True)
         buttons = st.container(horizontal=True)
         buttons.button("Find similar notes", key="explore_find_similar", icon=":material/search:",

@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from core.training import parallel, register
-from core.training.objective import LossOut, Objective, with_special_tokens
+from core.errors import UserError
+from core.training import parallel
+from core.training.objective import LossOut, Objective, Suggested, with_special_tokens
 from core.training.pooling import pooled
+from core.training.registry import register
 from core.training.sampling import ClassSplit, balanced_batches, split_by_class
 
 
@@ -39,15 +42,28 @@ def supcon(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -
 
 @register("metadata")
 class MetadataObjective(Objective):
+    help = ("Metadata-contrastive: notes sharing a label (e.g. specialty) are pulled together, "
+            "giving clearer clusters of that label.")
+    needs_label = True
+    suggested = {"cpu": Suggested(300, 16, 128), "cuda": Suggested(2000, 64, 256)}
+    min_batch = 4  # 2 labels x 2 notes: every anchor needs a positive and a negative
+    order = 2
     default_temperature = 0.1
 
     def __init__(self, opts, tokenizer) -> None:
         super().__init__(opts, tokenizer)
         self.uses_mlm = opts.mlm_weight > 0
 
+    @classmethod
+    def check_corpus(cls, opts, corpus, columns, values) -> None:
+        super().check_corpus(opts, corpus, columns, values)
+        counts = pd.Series(values(opts.label)).dropna().astype(str).value_counts()
+        if (counts >= 2).sum() < 2:
+            raise UserError(f"column '{opts.label}' needs 2 or more values held by 2 or more notes each")
+
     def prepare(self, token_ids: list[list[int]], labels: Sequence[str | None] | None) -> int:
         if labels is None or len(labels) != len(token_ids):
-            raise ValueError("the metadata objective needs one label per text")
+            raise UserError("the metadata objective needs one label per text")
         # Empty texts cannot be embedded: treat them like unlabelled ones.
         labels = [lab if ids else None for lab, ids in zip(labels, token_ids)]
         self.split: ClassSplit = split_by_class(labels)

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.training import parallel, register
-from core.training.objective import LossOut, Objective, with_special_tokens
+from core.errors import UserError
+from core.training import parallel
+from core.training.objective import LossOut, Objective, Suggested, with_special_tokens
 from core.training.pooling import pooled
+from core.training.registry import register
 from core.training.sampling import random_batches
 from core.training.spans import SpanConfig, is_usable, sample_spans
 
@@ -42,6 +44,11 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, groups: torch.Tenso
 
 @register("declutr")
 class DeclutrObjective(Objective):
+    help = ("DeCLUTR: passages of the same note are pulled together, so the encoder learns what a note is "
+            "about without any labels. Compare it with its base on the Few-shot page before relying on it.")
+    # 6 spans per note (2 anchors with 2 positives each), so its batches hold fewer notes
+    suggested = {"cpu": Suggested(150, 8, 128), "cuda": Suggested(800, 32, 256)}
+    order = 1
     default_temperature = 0.05
 
     def __init__(self, opts, tokenizer, spans: SpanConfig | None = None) -> None:
@@ -54,7 +61,7 @@ class DeclutrObjective(Objective):
         self.docs = [ids for ids in token_ids if is_usable(len(ids), self.spans)]
         self.usable_docs = len(self.docs)
         if self.usable_docs < 2:
-            raise ValueError("DeCLUTR needs at least 2 documents with "
+            raise UserError("DeCLUTR needs at least 2 documents with "
                              f">= {self.spans.min_doc_tokens} tokens (in-batch negatives)")
         return self.usable_docs
 

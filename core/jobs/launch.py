@@ -1,7 +1,7 @@
 """Start a claimed training job as `nproc` data-parallel processes (torchrun) and wait for them.
 
 The job's own process (the worker, or `notespace pretrain`) keeps the device lock and its place in
-the jobs table; torchrun starts the ranks (core/training/rank.py), and rank 0 alone reads the
+the jobs table; torchrun starts the ranks (core/jobs/rank.py), and rank 0 alone reads the
 store, reports progress, polls the cancel flag and saves, as a single-process run would. Here we
 only relay the job's progress to `report` and pass a stop on (SIGTERM to the ranks' process group:
 they checkpoint at the next step and leave the job resumable). No torch in this module.
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from core import jobs
+from core.jobs import state
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -25,7 +25,7 @@ STOP_GRACE_S = 60  # a step and a checkpoint; then the ranks are killed
 
 def command(store: Store, job_id: int, nproc: int, device: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "core.training.rank", "--db", str(store.path), "--job", str(job_id), "--device", device]
+            "-m", "core.jobs.rank", "--db", str(store.path), "--job", str(job_id), "--device", device]
 
 
 def run_ranks(store: Store, job_id: int, nproc: int, device: str, report: Callable[[float, str], None] | None = None,
@@ -49,7 +49,7 @@ def run_ranks(store: Store, job_id: int, nproc: int, device: str, report: Callab
                 os.killpg(proc.pid, signal.SIGTERM)
                 stopped = True
             if report is not None:
-                progress = jobs.job(store, job_id)["progress"]
+                progress = state.get(store, job_id)["progress"]
                 report(progress.get("fraction", 0.0), progress.get("message", ""))
     except BaseException:
         _stop(proc)
