@@ -256,9 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     except Cancelled as exc:  # cancelled from elsewhere (the page, another command)
         print(f"notespace {args.verb}: {str(exc) or 'cancelled'}", file=sys.stderr)
         return 130
-    # What the user can fix ends in one clear line. ValueError: the ingest's IngestError is one until it
-    # derives from UserError; a missing or unreadable file (OSError) is the user's to fix too.
-    except (UserError, ValueError, OSError) as exc:
+    # What the user can fix ends in one clear line; a missing or unreadable file (OSError) is the user's to fix too.
+    except (UserError, OSError) as exc:
         if os.environ.get("NOTESPACE_DEBUG"):
             raise
         print(f"notespace {args.verb}: error: {one_line(exc)}", file=sys.stderr)

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserError
+
 Progress = Callable[[float, str], None]
 
 
-class IngestError(ValueError):
+class IngestError(UserError):
     """Bad input: the message names the file, row or column and says what to do."""
 
 
