@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Threads of one process share DuckDB's instance and its optimistic transactions: two sessions making
 # the same first-time write (a table, a sequence, an encoder row) would conflict. Writes within a
 # process therefore take turns; reads stay concurrent. Across processes the file lock serialises.
@@ -75,6 +75,19 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE IF NOT EXISTS map_labels (
             corpus_id INTEGER, label_set VARCHAR, ord INTEGER, label VARCHAR,
             created TIMESTAMP DEFAULT current_timestamp)""",
+    ],
+    [  # the embedding space each corpus was last embedded in, per encoder (core/space.py)
+        """CREATE TABLE IF NOT EXISTS corpus_spaces (
+            corpus_id INTEGER, encoder_id VARCHAR, space JSON, updated TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (corpus_id, encoder_id))""",
+        # stores embedded before: the settings of each corpus's latest embed run with each encoder
+        """INSERT INTO corpus_spaces (corpus_id, encoder_id, space)
+            SELECT corpus_id, encoder_id, json_object('encoder', encoder_id,
+                'max_length', CAST(params->>'max_length' AS INTEGER), 'long_notes', params->>'long_notes',
+                'precision', params->>'precision')
+            FROM runs WHERE kind = 'embed' AND corpus_id IS NOT NULL AND params->>'long_notes' IN ('truncate', 'chunk')
+            QUALIFY row_number() OVER (PARTITION BY corpus_id, encoder_id ORDER BY id DESC) = 1
+            ON CONFLICT DO NOTHING""",
     ],
 ]
 
