@@ -20,7 +20,8 @@ def clinic(db_path, models_dir, synthetic_df):
 
     store = Store(db_path)
     ingest_frame(store, synthetic_df.head(60), "clinic", "text", "note_id", ["specialty", "site"])
-    embed_corpus(store, "clinic", EmbedOptions(encoder="tiny"))  # in this process: the CLI only evaluates
+    # in this process, whole notes in 16-token windows: the CLI only evaluates, in that space
+    embed_corpus(store, "clinic", EmbedOptions(encoder="tiny", max_length=16, long_notes="chunk", precision="fp32"))
     return {"NOTESPACE_MODELS": str(models_dir)}
 
 
@@ -30,7 +31,9 @@ def test_evaluate_prints_the_documented_json_and_writes_a_report(db_path, clinic
                     "--shots", "1,2,4", "--seeds", "2", "--out", report, db=db_path, env_extra=clinic)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) == {"corpus", "label", "encoders"}
+    assert set(result) == {"corpus", "label", "encoders", "embedding"}
+    assert result["embedding"] == {"tiny": {"encoder": "tiny", "max_length": 16, "long_notes": "chunk",
+                                            "precision": "fp32"}}
     assert (result["corpus"], result["label"], list(result["encoders"])) == ("clinic", "specialty", ["tiny"])
     entry = result["encoders"]["tiny"]
     assert REQUIRED <= set(entry)
