@@ -5,8 +5,8 @@
 Builds sample_data.long_notes (synthetic notes of 300-1,500 tokens from HPO definitions, labelled by
 organ system), cuts every note into the overlapping 256-token windows NoteSpace uses, embeds each
 window once with the packaged MiniLM, and compares ways of making one vector per note from them:
-the first window only (what truncation embeds), the plain mean of the windows, and the mean
-weighted by each window's tokens (NoteSpace's pooling). Separability (core/separability.py) and
+the first window only (what truncation embeds), the plain mean of the windows (NoteSpace's
+pooling, chosen by this measurement), and the mean weighted by each window's tokens. Separability (core/separability.py) and
 few-shot macro-F1 (core/fewshot.py) per layout, with 95 % intervals. Prints a Markdown table and
 saves bench/out/long_notes.json.
 """
@@ -41,8 +41,8 @@ SHOTS = (2, 8)
 def schemes(vectors: np.ndarray, owner: np.ndarray, lengths: np.ndarray, n: int) -> dict[str, np.ndarray]:
     first = np.searchsorted(owner, np.arange(n))
     return {"first window (truncate)": vectors[first],
-            "mean of windows": normalise(pool(vectors, owner, np.ones_like(lengths), n)),
-            "token-weighted mean (NoteSpace)": normalise(pool(vectors, owner, lengths, n))}
+            "mean of windows (NoteSpace)": normalise(pool(vectors, owner, np.ones_like(lengths), n)),
+            "token-weighted mean": normalise(pool(vectors, owner, lengths, n))}
 
 
 def scores(X: np.ndarray, y: np.ndarray, seeds: int) -> dict:

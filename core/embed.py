@@ -3,7 +3,7 @@
 Vectors are cached per embedding space (core/space.py: encoder fingerprint, max length, long-note
 mode, precision) and text hash, so only texts never embedded in that space are computed; identical
 texts are embedded once. Notes longer than the window are read whole by default when they are common
-(more than LONG_SHARE of the corpus): overlapping windows, each embedded, pooled into one vector.
+(more than LONG_SHARE of the corpus): overlapping windows, each embedded, averaged into one vector.
 The corpus streams through in chunks (memory stays flat): each chunk is tokenised in a background
 thread while the previous one computes, split into batches of similar token length under a token
 budget (little padding), run in bf16 where the hardware supports it (on CPUs, through the rewrites
@@ -187,12 +187,13 @@ class Embedder:
     def dimension(self) -> int:
         return self.model.get_embedding_dimension()
 
-    def pool_windows(self, vectors: np.ndarray, owner: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
-        """One vector per note: its windows' vectors averaged, weighted by their tokens (renormalised
-        when the encoder normalises). A one-window note keeps its window's vector exactly."""
+    def pool_windows(self, vectors: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+        """One vector per note: the plain mean of its windows' vectors (renormalised when the encoder
+        normalises); a one-window note keeps its window's vector exactly. The plain mean separated the
+        synthetic long notes at least as well as a mean weighted by tokens (docs/results.md)."""
         if len(owner) == n:
             return vectors
-        pooled = pool(vectors, owner, lengths, n)
+        pooled = pool(vectors, owner, np.ones(len(owner)), n)
         if self.normalises:
             pooled /= np.linalg.norm(pooled, axis=1, keepdims=True).clip(1e-12)
         single = np.bincount(owner, minlength=n) == 1
@@ -201,8 +202,7 @@ class Embedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         windows, owner, _ = self.tokenize(texts)
-        lengths = np.fromiter((len(w) for w in windows), dtype=np.float64, count=len(windows))
-        return self.pool_windows(self.encode_windows(windows), owner, lengths, len(texts))
+        return self.pool_windows(self.encode_windows(windows), owner, len(texts))
 
 
 def split_windows(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
@@ -330,9 +330,8 @@ def embed_corpus(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptio
             hashes, (windows, owner, n_longer) = upcoming.result()
             if i + 1 < len(chunks):
                 upcoming = tokenizer_pool.submit(prepare, chunks[i + 1])
-            lengths = np.fromiter((len(w) for w in windows), dtype=np.float64, count=len(windows))
             encoded = emb.encode_windows(windows, lambda d, w=len(windows), t=len(hashes): batch_done(w, t, d))
-            vectors = emb.pool_windows(encoded, owner, lengths, len(hashes))
+            vectors = emb.pool_windows(encoded, owner, len(hashes))
             if pending_write:
                 pending_write.result()
             pending_write = writer.submit(_write_vectors, store, set_id, enc.dim, hashes, vectors)

@@ -52,7 +52,8 @@ class EmbeddingSpace:
         # The device is left out: the same precision gives the same vectors (within float noise) anywhere.
         params = {"fingerprint": enc.fingerprint, "max_length": self.max_length, "precision": self.precision,
                   "long_notes": self.long_notes}
-        return params | ({"overlap": overlap(self.max_length)} if self.long_notes == "chunk" else {})
+        chunked = {"overlap": overlap(self.max_length), "pooling": "mean"}
+        return params | (chunked if self.long_notes == "chunk" else {})
 
     def _key(self, enc: Encoder) -> str:
         return hashlib.sha256(json.dumps(self.cache_params(enc), sort_keys=True).encode()).hexdigest()[:32]

@@ -20,13 +20,16 @@ import random
 
 import pandas as pd
 
-WORDS_PER_TOKEN = 0.75  # MiniLM's WordPiece: about 1.3 tokens per English word on this text
+# A planning guess: MiniLM's WordPiece makes about 1.7 tokens per word of these definitions, so the
+# notes run to ~380-2,200 tokens (bench/long_notes.py reports the measured range).
+WORDS_PER_TOKEN = 0.75
 
 
 def long_notes(n_per_system: int = 40, systems: int = 8, min_tokens: int = 300, max_tokens: int = 1500,
                seed: int = 0) -> pd.DataFrame:
     """note_id, text, organ_system, layout, n_words: `n_per_system` notes for each of the `systems`
-    organ systems with the most definitions, half of each layout, lengths uniform in tokens."""
+    organ systems with the most definitions, half of each layout, lengths uniform in words between
+    min_tokens and max_tokens times WORDS_PER_TOKEN."""
     from sample_data.demo import hpo
 
     terms = hpo()
