@@ -77,7 +77,7 @@ if corpus:
         encoder = encoder_picker()
     long_notes = middle.radio(
         "Notes longer than the model's window", ["auto", "chunk", "truncate"], horizontal=True,
-        format_func={"auto": "auto", "chunk": "read whole", "truncate": "cut"}.get,
+        format_func={"auto": "auto", "chunk": "read whole", "truncate": "cut"}.get, key="embed_long_notes",
         help="read whole: embed every overlapping window of a long note and average them; cut: only its first "
              "window. auto: as the corpus was last embedded, else read whole when more than 10% of its notes "
              "are longer than the window")
