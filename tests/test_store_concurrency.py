@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from core.embed import Settings, embedding_set
+from core.embed import Settings
 from core.encoders import get_encoder, list_encoders
 from core.options import EmbedOptions
 from core.store import Store
@@ -53,9 +53,9 @@ def test_sessions_creating_the_first_vector_set_of_a_dimension_at_once(tmp_path,
     for attempt in range(ATTEMPTS):
         store = Store(tmp_path / f"fresh{attempt}.duckdb")
         enc = get_encoder(store, "tiny")
-        params = Settings.resolve(enc, EmbedOptions(encoder="tiny")).cache_params(enc)
+        space = Settings.resolve(enc, EmbedOptions(encoder="tiny")).space(enc)
         ids: list[int] = []
-        assert at_once(lambda: ids.append(embedding_set(store, enc, params, enc.dim))) == []
+        assert at_once(lambda: ids.append(space.create_set(store))) == []
         assert len(set(ids)) == 1 and len(ids) == USERS  # one set, found by everyone
 
 
