@@ -16,8 +16,8 @@ import streamlit as st
 
 from core import background, maps
 from core.background import Job
-from core.embed import embed_corpus, embed_query
-from core.options import EmbedOptions, ProjectOptions
+from core.embed import corpus_space, embed_query
+from core.options import ProjectOptions
 from core.space import EmbeddingSpace
 from core.store import StoreError
 from pages.common import progress_bar, store
@@ -77,7 +77,7 @@ def offer_embedding(corpus: str, encoder: str) -> None:
     if st.button(f"Embed with {encoder}", type="primary", key=f"explore_embed_{encoder}"):
         bar, update = progress_bar("Loading the encoder…")
         try:
-            embed_corpus(store(), corpus, EmbedOptions(encoder=encoder), progress=update)
+            corpus_space(store(), corpus, encoder, progress=update)  # the corpus's space, else the defaults
         except StoreError as exc:
             st.error(str(exc))
             return
