@@ -17,7 +17,7 @@ from core.embed import embed_corpus
 from core.options import EmbedOptions, ProjectOptions
 from core.store import Store, StoreError
 
-KEYS = {"projection", "corpus", "encoder", "method", "n", "seconds", "cached"}
+KEYS = {"projection", "corpus", "encoder", "method", "n", "seconds", "cached", "embedding"}
 PCA = ProjectOptions(encoder="tiny", method="pca")
 
 
