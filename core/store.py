@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Threads of one process share DuckDB's instance and its optimistic transactions: two sessions making
 # the same first-time write (a table, a sequence, an encoder row) would conflict. Writes within a
 # process therefore take turns; reads stay concurrent. Across processes the file lock serialises.

@@ -23,10 +23,9 @@ from sklearn.metrics import balanced_accuracy_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
 import core.corpus as corpus_mod
-import core.cpu_inference as cpu_inference
 from core.clusters import label_clusters
 from core.corpus import IngestError, ingest_file, ingest_frame
-from core.embed import cpu_has_bf16, embed_corpus, load_embeddings
+from core.embed import embed_corpus, load_embeddings
 from core.options import EmbedOptions
 from core.separability import confound_audit
 from core.store import Store
@@ -44,11 +43,9 @@ def bf16_exact(X: np.ndarray) -> np.ndarray:
 # ---- embedding cache: one set per precision ----------------------------------------------------
 
 
-def test_bf16_and_fp32_vectors_are_cached_as_separate_sets(db_path, models_dir, synthetic_df, monkeypatch):
-    """Meaningful on any CPU: PyTorch emulates bf16 where the CPU lacks it. oneDNN's fused bf16 linear
-    does not (it fails to build its kernel), so there the model keeps PyTorch's own Linear layers."""
-    if not cpu_has_bf16():
-        monkeypatch.setattr(cpu_inference, "fused_linear_available", lambda: False)
+def test_bf16_and_fp32_vectors_are_cached_as_separate_sets(db_path, models_dir, synthetic_df):
+    """Meaningful on any CPU: PyTorch emulates bf16 where the CPU lacks it (where oneDNN's fused bf16
+    linear fails, core.cpu_inference keeps PyTorch's own Linear layers)."""
     store = Store(db_path)
     ingest_frame(store, synthetic_df, "notes", "text", "note_id")
     assert embed_corpus(store, "notes", FP32)["computed"] == 120

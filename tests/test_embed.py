@@ -3,7 +3,6 @@ import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
-import core.cpu_inference as cpu_inference
 import core.embed as embed_mod
 import core.space as space_mod
 from core.corpus import ingest_frame
@@ -98,11 +97,9 @@ def test_embed_records_provenance(store):
 
 
 @pytest.mark.real_model
-def test_bf16_stays_faithful_to_fp32_on_the_real_model(db_path, synthetic_df, monkeypatch):
+def test_bf16_stays_faithful_to_fp32_on_the_real_model(db_path, synthetic_df):
     from tests.test_claims import bf16_exact
 
-    if not embed_mod.cpu_has_bf16():  # oneDNN's fused linear has no emulated bf16; PyTorch's Linear has
-        monkeypatch.setattr(cpu_inference, "fused_linear_available", lambda: False)
     store = Store(db_path)
     ingest_frame(store, synthetic_df.head(40), "real", "text", "note_id")
     fp32 = load_embeddings(store, "real", EmbedOptions(precision="fp32"))

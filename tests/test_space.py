@@ -135,7 +135,7 @@ def test_a_store_embedded_before_spaces_existed_remembers_its_latest_space(db_pa
     for _ in range(2):  # the migration, run again on a store that already has the table, changes nothing
         with store.connect() as con:
             con.execute("DELETE FROM corpus_spaces")
-            con.execute("DELETE FROM schema_version WHERE version = 2")
+            con.execute("DELETE FROM schema_version WHERE version = 3")
         reopened = Store(db_path)
         assert remembered(reopened, reopened.corpus("old"), "tiny") == space
     assert space == EmbeddingSpace("tiny", WINDOW, "truncate", "fp32")
