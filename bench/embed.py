@@ -1,11 +1,16 @@
 """Embedding benchmark: NoteSpace vs plain sentence-transformers, cache reopen, memory at scale.
 
-    python bench/embed.py [--repeats 3] [--hpo 5000] [--big 200000] [--skip-memory]
+    python bench/embed.py [--repeats 3] [--hpo 5000] [--big 200000] [--skip-memory] [--long 320] [--only-long]
 
 Every ratio is against plain fp32 `SentenceTransformer.encode` measured in the same run, on the
 same texts and batch size; docs/s are medians of the repeats (min-max shown). The quality gate
 compares each variant's vectors with the fp32 baseline: per-document cosine >= 0.999 and kNN-10
 overlap >= 0.98. Results print as a Markdown table and are saved to bench/out/embed.json.
+
+The long-note case (`long_note_case`) reads synthetic notes of hundreds to thousands of tokens
+(sample_data/long_notes.py) whole, in overlapping 256-token windows, against plain fp32
+sentence-transformers truncating the same notes to 256 tokens: notes/s, so the ratio says whether
+reading the whole note costs more than the baseline's reading of its first window.
 """
 
 from __future__ import annotations
@@ -122,6 +127,40 @@ def compare_variants(name: str, texts: list[str], batch_size: int, repeats: int,
     return rows
 
 
+def long_note_case(n: int, batch_size: int, repeats: int, device: str) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    from core.space import EmbeddingSpace
+    from sample_data.long_notes import long_notes
+
+    texts = long_notes(n_per_system=max(1, n // 8))["text"].tolist()
+    plain = SentenceTransformer(str(packaged_path()), device=device)
+    plain.max_seq_length = 256
+    plain.encode(texts[:16], batch_size=batch_size)  # warm-up
+    enc = get_encoder(Store(Path(tempfile.mkdtemp()) / "s.duckdb"), "minilm")
+    precision = Settings.resolve(enc, EmbedOptions(device=device)).precision
+    emb = Embedder(enc, Settings.of(EmbeddingSpace("minilm", 256, "chunk", precision), device), batch_size)
+    emb.encode(texts[:16])
+    windows = len(emb.tokenize(texts)[0])
+    _, base_times = timed(lambda: plain.encode(texts, batch_size=batch_size), repeats)
+    _, whole_times = timed(lambda: emb.encode(texts), repeats)
+    base, whole = len(texts) / statistics.median(base_times), len(texts) / statistics.median(whole_times)
+    print(f"  long notes: baseline {base:.1f} notes/s, NoteSpace whole notes {whole:.1f} ({whole / base:.2f}x)",
+          file=sys.stderr)
+    return {"notes": len(texts), "windows": windows, "precision": precision,
+            "baseline_notes_per_s": base, "whole_notes_per_s": whole, "ratio": whole / base,
+            "baseline_range": [len(texts) / max(base_times), len(texts) / min(base_times)],
+            "whole_range": [len(texts) / max(whole_times), len(texts) / min(whole_times)]}
+
+
+def print_long_note_case(r: dict) -> None:
+    print(f"\nLong notes ({r['notes']} synthetic notes, {r['windows']:,} windows of 256 tokens): plain fp32 "
+          f"sentence-transformers truncating to 256 tokens {r['baseline_notes_per_s']:.1f} notes/s "
+          f"({r['baseline_range'][0]:.1f}-{r['baseline_range'][1]:.1f}); NoteSpace {r['precision']} whole notes "
+          f"{r['whole_notes_per_s']:.1f} notes/s ({r['whole_range'][0]:.1f}-{r['whole_range'][1]:.1f}): "
+          f"{r['ratio']:.2f}x per note.")
+
+
 def cache_reopen(texts: list[str]) -> dict:
     import pandas as pd
 
@@ -173,7 +212,17 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=200_000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--long", type=int, default=320, help="synthetic long notes for the long-note case")
+    parser.add_argument("--only-long", action="store_true", help="run the long-note case alone")
     args = parser.parse_args()
+    if args.only_long:
+        result = {"machine": machine(), "long_notes": long_note_case(args.long, args.batch_size, args.repeats,
+                                                                     args.device)}
+        print(f"Machine: {result['machine']}")
+        print_long_note_case(result["long_notes"])
+        (ROOT / "bench" / "out").mkdir(exist_ok=True)
+        (ROOT / "bench" / "out" / "embed_long.json").write_text(json.dumps(result, indent=2))
+        return
 
     reviews = drug_reviews()["review"].tolist()
     definitions = hpo().sample(n=args.hpo, random_state=0)["definition"].tolist()
@@ -181,6 +230,7 @@ def main() -> None:
     for name, texts in (("drug reviews (979)", reviews), (f"HPO definitions ({len(definitions):,})", definitions)):
         print(f"{name}:", file=sys.stderr)
         report["rows"] += compare_variants(name, texts, args.batch_size, args.repeats, args.device)
+    report["long_notes"] = long_note_case(args.long, args.batch_size, args.repeats, args.device)
     report["cache"] = cache_reopen(reviews)
     if not args.skip_memory:
         report["memory"] = [memory(1000), memory(args.big)]
@@ -195,6 +245,7 @@ def main() -> None:
         print(f"| {r['corpus']} | {r['variant']} | {r['docs_per_s']:.1f} ({r['min_docs_per_s']:.1f}-"
               f"{r['max_docs_per_s']:.1f}) | {r['ratio']:.2f}x | {r['min_cosine']:.5f} | {r['knn10_overlap']:.3f} | "
               f"{'pass' if r['gate'] else 'FAIL'} |")
+    print_long_note_case(report["long_notes"])
     c = report["cache"]
     print(f"\nCache: computing the drug reviews took {c['compute_s']:.2f} s; reopening the store and loading "
           f"them cached took {c['reopen_and_load_s']:.3f} s ({c['ratio']:.0f}x faster).")

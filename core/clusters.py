@@ -27,8 +27,10 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from core.errors import UserError
 from core.neighbours import unit_rows
-from core.options import ClusterOptions, EmbedOptions
-from core.store import Store, StoreError, arrow
+from core.encoders import get_encoder
+from core.options import ClusterOptions
+from core.space import EmbeddingSpace, remembered
+from core.store import Corpus, Store, StoreError, arrow
 
 # Words every clinical note uses: they would top every cluster's label and say nothing.
 CLINICAL_STOP_WORDS = frozenset("""
@@ -257,13 +259,11 @@ def cluster_names(terms: dict[int, list[str]], n_terms: int = 3) -> dict[int, st
     return {c: "noise" if c < 0 else " ".join([f"{c}:", *w]).rstrip(":") for c, w in words.items()}
 
 
-def embedding_inputs(store: Store, encoder_id: str) -> tuple[str, dict]:
-    """The encoder's id and what its vectors depend on (fingerprint, max length, precision, ...)."""
-    from core.embed import Settings
-    from core.encoders import get_encoder
-
-    enc = get_encoder(store, encoder_id)
-    return enc.id, Settings.resolve(enc, EmbedOptions(encoder=enc.id)).cache_params(enc)
+def _keyed(corpus: Corpus, space: EmbeddingSpace, enc, opts: ClusterOptions) -> tuple[dict, dict, str]:
+    """(params, inputs, cache key) of a clustering of the corpus in this embedding space."""
+    params = _resolved(opts, corpus.n_docs) | {"encoder": enc.id, "version": CACHE_VERSION}
+    inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "embedding": space.cache_params(enc)}
+    return params, inputs, hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _resolved(opts: ClusterOptions, n: int) -> dict:
@@ -282,24 +282,27 @@ def _resolved(opts: ClusterOptions, n: int) -> dict:
 
 def cluster_corpus(store: Store, corpus_name: str, opts: ClusterOptions = ClusterOptions(),
                    progress: Callable[[float, str], None] | None = None) -> dict:
-    """The `cluster` verb: {"clustering", "n_clusters", "noise", "labels": {cluster: [terms]}, "seconds"}.
-    A clustering already in the store is returned at once (seconds = this call's time)."""
-    from core.embed import load_embeddings
+    """The `cluster` verb: {"clustering", "n_clusters", "noise", "labels": {cluster: [terms]}, "seconds",
+    "embedding"}, in the corpus's embedding space (core/space.py). A clustering already in the store is
+    returned at once (seconds = this call's time)."""
+    from core.embed import corpus_space
 
     started = time.perf_counter()
     report = progress or (lambda fraction, message="": None)
     corpus = store.corpus(corpus_name)
-    encoder_id, embedding = embedding_inputs(store, opts.encoder)
-    params = _resolved(opts, corpus.n_docs) | {"encoder": encoder_id, "version": CACHE_VERSION}
-    inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "embedding": embedding}
-    key = hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
-    hit = store.find_run("cluster", key)
+    enc = get_encoder(store, opts.encoder)
+    encoder_id = enc.id
+    _resolved(opts, corpus.n_docs)  # bad options fail before any embedding
+    space = remembered(store, corpus, encoder_id)
+    hit = store.find_run("cluster", _keyed(corpus, space, enc, opts)[2]) if space else None
     if hit:
         report(1.0, f"clustering {hit['id']} found in the store")
-        return {"clustering": hit["id"]} | hit["result"] | {"seconds": round(time.perf_counter() - started, 4)}
+        return ({"clustering": hit["id"]} | hit["result"]
+                | {"seconds": round(time.perf_counter() - started, 4), "embedding": space.public()})
 
-    X = load_embeddings(store, corpus.name, EmbedOptions(encoder=encoder_id),
-                        progress=lambda f, m="": report(0.3 * f, m))
+    space = corpus_space(store, corpus.name, encoder_id, progress=lambda f, m="": report(0.3 * f, m))
+    params, inputs, key = _keyed(corpus, space, enc, opts)
+    X = space.load(store, corpus)
     report(0.3, f"clustering {len(X):,} notes ({params['method']})")
     sizes = {k: v for k, v in params.items() if k in ("k", "min_cluster_size")}
     labels = cluster_embeddings(X, opts.replace(**sizes))
@@ -322,7 +325,8 @@ def cluster_corpus(store: Store, corpus_name: str, opts: ClusterOptions = Cluste
                         [[run_id, int(c), int(size), json.dumps(terms.get(int(c), [])), json.dumps(examples[int(c)])]
                          for c, size in zip(*np.unique(labels, return_counts=True))])
     report(1.0, f"{result['n_clusters']} clusters, {result['noise']:,} noise notes")
-    return {"clustering": run_id} | result | {"seconds": round(time.perf_counter() - started, 4)}
+    return ({"clustering": run_id} | result
+            | {"seconds": round(time.perf_counter() - started, 4), "embedding": space.public()})
 
 
 def load_clustering(store: Store, clustering_id: int) -> ClusteringResult:
@@ -344,7 +348,11 @@ def load_clustering(store: Store, clustering_id: int) -> ClusteringResult:
 def latest_clustering(store: Store, corpus_name: str, encoder_id: str) -> ClusteringResult | None:
     """The newest clustering of the corpus as it is now, with the encoder's current vectors (else None)."""
     corpus = store.corpus(corpus_name)
-    encoder_id, embedding = embedding_inputs(store, encoder_id)
+    enc = get_encoder(store, encoder_id)
+    space = remembered(store, corpus, enc.id)
+    if space is None:
+        return None
+    encoder_id, embedding = enc.id, space.cache_params(enc)
     for run in store.runs(kind="cluster", corpus_id=corpus.id):
         inputs = run["inputs"] or {}
         if (run["encoder_id"] == encoder_id and inputs.get("data_hash") == corpus.data_hash

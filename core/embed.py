@@ -1,7 +1,9 @@
 """Batched, cached embedding of a corpus.
 
-Vectors are cached per (encoder fingerprint, max length, long-note mode, precision) and text hash,
-so only texts never embedded with those settings are computed; identical texts are embedded once.
+Vectors are cached per embedding space (core/space.py: encoder fingerprint, max length, long-note
+mode, precision) and text hash, so only texts never embedded in that space are computed; identical
+texts are embedded once. Notes longer than the window are read whole by default when they are common
+(more than LONG_SHARE of the corpus): overlapping windows, each embedded, averaged into one vector.
 The corpus streams through in chunks (memory stays flat): each chunk is tokenised in a background
 thread while the previous one computes, split into batches of similar token length under a token
 budget (little padding), run in bf16 where the hardware supports it (on CPUs, through the rewrites
@@ -11,7 +13,6 @@ finished chunk and resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -21,18 +22,21 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from core.batching import length_batches
 from core.cpu_inference import lanes
 from core.devices import resolve_device
 from core.encoders import Encoder, get_encoder, load_model
-from core.options import EmbedOptions
+from core.options import DEFAULT_MAX_LENGTH, EmbedOptions
+from core.space import EmbeddingSpace, overlap, remember, remembered, write_vectors
 from core.store import Corpus, Store, StoreError, vector_table
 
 CHUNK_DOCS = 2048
-LOAD_BATCH_ROWS = 16384
+# Whole notes by default when more than this share of a corpus is longer than the window.
+LONG_SHARE = 0.10
+LONG_SAMPLE = 2000  # notes tokenised to measure that share
+LOADING = 0.05  # the share of the progress bar for loading the encoder
 # On CPUs each core runs its own batch (cpu_inference.lanes); 4,096 tokens beat 2,048 and 8,192-16,384 there.
 TOKENS_PER_BATCH = {"cpu": 4096, "mps": 16384, "cuda": 131072}
 Progress = Callable[[float, str], None]
@@ -67,9 +71,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # ---- the encoder in a given precision --------------------------------------------------------
 
 
+def window(enc: Encoder) -> int:
+    """The longest input the encoder's position embeddings allow."""
+    config = Path(enc.path) / "config.json"
+    return int(json.loads(config.read_text()).get("max_position_embeddings", 512)) if config.exists() else 512
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything that changes the vectors besides the encoder itself: part of the cache key."""
+    """Everything that changes the vectors besides the encoder itself, and the device they run on."""
 
     device: str
     precision: str
@@ -78,15 +88,18 @@ class Settings:
 
     @classmethod
     def resolve(cls, enc: Encoder, opts: EmbedOptions) -> Settings:
+        """Options resolved for texts on their own (no corpus to judge): "auto" reads whole texts."""
         device = resolve_device(opts.device)
-        config = json.loads((Path(enc.path) / "config.json").read_text()) if (Path(enc.path) / "config.json").exists() else {}
-        limit = int(config.get("max_position_embeddings", 512))
-        return cls(device, resolve_precision(opts.precision, device), min(opts.max_length, limit), opts.long_notes)
+        return cls(device, resolve_precision(opts.precision, device),
+                   min(opts.max_length or DEFAULT_MAX_LENGTH, window(enc)),
+                   "chunk" if opts.long_notes == "auto" else opts.long_notes)
 
-    def cache_params(self, enc: Encoder) -> dict:
-        # The device is left out: the same precision gives the same vectors (within float noise) anywhere.
-        return {"fingerprint": enc.fingerprint, "max_length": self.max_length, "precision": self.precision,
-                "long_notes": self.long_notes}
+    @classmethod
+    def of(cls, space: EmbeddingSpace, device: str = "auto") -> Settings:
+        return cls(resolve_device(device), space.precision, space.max_length, space.long_notes)
+
+    def space(self, enc: Encoder) -> EmbeddingSpace:
+        return EmbeddingSpace(enc.id, self.max_length, self.long_notes, self.precision)
 
 
 class Embedder:
@@ -104,26 +117,25 @@ class Embedder:
         self.token_budget = TOKENS_PER_BATCH.get(self.device, TOKENS_PER_BATCH["cpu"])
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray, int]:
-        """Token ids per window, the document of each window, and how many texts were too long."""
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_overflowing_tokens=True,
-                             return_attention_mask=False, return_token_type_ids=False)
-        owner = np.asarray(enc["overflow_to_sample_mapping"])
-        first = np.r_[True, owner[1:] != owner[:-1]]
-        truncated = int(np.count_nonzero(np.bincount(owner) > 1))
+        """Token ids per window, the note of each window, and how many notes were longer than a window."""
+        windows, owner = split_windows(self.tokenizer, texts, self.max_length)
+        longer = int(np.count_nonzero(np.bincount(owner) > 1))
         if self.chunk_long_notes:
-            return enc["input_ids"], owner, truncated
-        keep = np.flatnonzero(first)
-        return [enc["input_ids"][i] for i in keep], owner[keep], truncated
+            return windows, owner, longer
+        keep = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        return [windows[i] for i in keep], owner[keep], longer
 
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         return length_batches(lengths, self.token_budget, self.max_batch)
 
-    def encode_windows(self, windows: list[list[int]]) -> np.ndarray:
+    def encode_windows(self, windows: list[list[int]], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Vectors of the windows; `on_batch(windows_done)` after each batch, on the calling thread
+        (Streamlit draws only from there)."""
         lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
         out = np.empty((len(windows), self.dimension), dtype=np.float32)
         batches = self.batches(lengths)
 
-        def encode_batch(idx: np.ndarray) -> None:
+        def encode_batch(idx: np.ndarray) -> int:
             width = int(lengths[idx].max())
             ids = np.full((len(idx), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
@@ -136,33 +148,51 @@ class Embedder:
                 features = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in features.items()}
             with torch.inference_mode():  # per thread: the lanes need it too
                 out[idx] = self.model(features)["sentence_embedding"].float().cpu().numpy()
+            return len(idx)
 
-        if self.device == "cpu" and len(batches) > 1:
-            list(lanes().map(encode_batch, batches))
-        else:
-            for idx in batches:
-                encode_batch(idx)
+        parallel = self.device == "cpu" and len(batches) > 1
+        done = 0
+        for n in (lanes().map(encode_batch, batches) if parallel else map(encode_batch, batches)):
+            done += n
+            if on_batch:
+                on_batch(done)
         return out
 
     @property
     def dimension(self) -> int:
         return self.model.get_embedding_dimension()
 
-    def pool_windows(self, vectors: np.ndarray, owner: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
-        """Mean of each document's window vectors, weighted by window length."""
+    def pool_windows(self, vectors: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+        """One vector per note: the plain mean of its windows' vectors (renormalised when the encoder
+        normalises); a one-window note keeps its window's vector exactly. The plain mean separated the
+        synthetic long notes at least as well as a mean weighted by tokens (docs/results.md)."""
         if len(owner) == n:
             return vectors
-        pooled = np.zeros((n, vectors.shape[1]), dtype=np.float64)
-        np.add.at(pooled, owner, vectors * lengths[:, None])
-        pooled /= np.bincount(owner, weights=lengths, minlength=n)[:, None]
+        pooled = pool(vectors, owner, np.ones(len(owner)), n)
         if self.normalises:
             pooled /= np.linalg.norm(pooled, axis=1, keepdims=True).clip(1e-12)
+        single = np.bincount(owner, minlength=n) == 1
+        pooled[single] = vectors[np.searchsorted(owner, np.flatnonzero(single))]
         return pooled.astype(np.float32)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         windows, owner, _ = self.tokenize(texts)
-        lengths = np.fromiter((len(w) for w in windows), dtype=np.float64, count=len(windows))
-        return self.pool_windows(self.encode_windows(windows), owner, lengths, len(texts))
+        return self.pool_windows(self.encode_windows(windows), owner, len(texts))
+
+
+def split_windows(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
+    """Every note cut into windows of at most max_length tokens (special tokens included), consecutive
+    windows sharing `space.overlap` tokens; and the note of each window (ascending)."""
+    enc = tokenizer(texts, truncation=True, max_length=max_length, stride=overlap(max_length),
+                    return_overflowing_tokens=True, return_attention_mask=False, return_token_type_ids=False)
+    return enc["input_ids"], np.asarray(enc["overflow_to_sample_mapping"])
+
+
+def pool(vectors: np.ndarray, owner: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """Weighted mean of each note's window vectors (float64)."""
+    pooled = np.zeros((n, vectors.shape[1]), dtype=np.float64)
+    np.add.at(pooled, owner, vectors * weights[:, None])
+    return pooled / np.bincount(owner, weights=weights, minlength=n)[:, None]
 
 
 _embedders: dict[tuple, Embedder] = {}
@@ -175,145 +205,156 @@ def embedder(enc: Encoder, settings: Settings, batch_size: int) -> Embedder:
     return _embedders[key]
 
 
+# ---- which space a corpus is embedded in -------------------------------------------------------
+
+
+@cache
+def _tokenizer(path: str, fingerprint: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def share_longer(store: Store, corpus: Corpus, enc: Encoder, max_length: int) -> float:
+    """The share of the corpus's notes longer than one window (measured on up to LONG_SAMPLE notes)."""
+    if corpus.n_docs == 0:
+        return 0.0
+    ords = np.unique(np.linspace(0, corpus.n_docs - 1, min(corpus.n_docs, LONG_SAMPLE)).astype(int)).tolist()
+    texts = store.texts(corpus, ords)["text"].tolist()
+    _, owner = split_windows(_tokenizer(enc.path, enc.fingerprint), texts, max_length)
+    return float(np.mean(np.bincount(owner, minlength=len(texts)) > 1))
+
+
+def resolve_space(store: Store, corpus: Corpus, enc: Encoder, opts: EmbedOptions) -> EmbeddingSpace:
+    """The space these options ask for on this corpus. Settings left on auto (max_length 0, precision
+    and long_notes "auto") are those of the space the corpus was last embedded in with the encoder,
+    else the defaults: 256 tokens, the best precision of the device, and whole notes when more than
+    LONG_SHARE of the notes are longer than the window."""
+    known = remembered(store, corpus, enc.id)
+    max_length = min(opts.max_length or (known.max_length if known else DEFAULT_MAX_LENGTH), window(enc))
+    if opts.precision != "auto":
+        precision = opts.precision
+    else:
+        precision = known.precision if known else resolve_precision("auto", resolve_device(opts.device))
+    if opts.long_notes != "auto":
+        long_notes = opts.long_notes
+    elif known and known.max_length == max_length:
+        long_notes = known.long_notes
+    else:
+        long_notes = "chunk" if share_longer(store, corpus, enc, max_length) > LONG_SHARE else "truncate"
+    return EmbeddingSpace(enc.id, max_length, long_notes, precision)
+
+
 # ---- the cache ---------------------------------------------------------------------------------
 
 
-def embedding_set(store: Store, enc: Encoder, params: dict, dim: int) -> int:
-    """The id of the cached vector set for these settings (created on first use)."""
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:32]
-    with store.connect() as con:  # the common case only reads, so concurrent sessions never conflict
-        row = con.execute("SELECT id FROM embedding_sets WHERE cache_key = ?", [key]).fetchall()
-    if row:
-        return int(row[0][0])
-
-    def create(con) -> int:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {vector_table(dim)} "
-                    f"(set_id INTEGER, text_hash VARCHAR, vector FLOAT[{dim}], PRIMARY KEY (set_id, text_hash))")
-        found = con.execute("SELECT id FROM embedding_sets WHERE cache_key = ?", [key]).fetchall()
-        if found:
-            return int(found[0][0])
-        return int(con.execute(
-            "INSERT INTO embedding_sets (cache_key, fingerprint, dim, params) VALUES (?, ?, ?, ?) RETURNING id",
-            [key, enc.fingerprint, dim, json.dumps(params | {"encoder": enc.id})],
-        ).fetchall()[0][0])
-
-    return store.write(create)
-
-
-def _missing_ords(store: Store, corpus: Corpus, set_id: int, dim: int) -> list[int]:
-    """One document per distinct text not yet embedded with this set."""
-    with store.connect() as con:
-        rows = con.execute(
-            f"SELECT min(ord) FROM documents d WHERE corpus_id = ? AND NOT EXISTS "
-            f"(SELECT 1 FROM {vector_table(dim)} v WHERE v.set_id = ? AND v.text_hash = d.text_hash) "
-            f"GROUP BY text_hash ORDER BY 1",
-            [corpus.id, set_id],
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _write_vectors(store: Store, set_id: int, dim: int, hashes: list[str], vectors: np.ndarray) -> None:
-    table = pa.table({"text_hash": hashes,
-                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)})
-    def insert(con) -> None:
-        with store.python_data():
-            con.register("new_vectors", table)
-            con.execute(f"INSERT INTO {vector_table(dim)} SELECT ?, text_hash, vector FROM new_vectors "
-                        f"ON CONFLICT DO NOTHING", [set_id])
-            con.unregister("new_vectors")
-
-    store.write(insert)
+def _quiet(fraction: float, message: str = "") -> None:
+    pass
 
 
 def embed_corpus(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptions(),
                  progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
-    """Embed every document not yet cached; returns {"corpus", "encoder", "n", "computed", "cached", "seconds"}."""
+    """Embed every note not yet in the corpus's space (see `resolve_space`) and remember that space.
+
+    Returns {"corpus", "encoder", "n", "computed", "cached", "seconds", "truncated", "long_notes",
+    "longer", "embedding"}: computed counts distinct texts, cached notes; longer counts the notes
+    embedded now that were longer than the window, truncated those of them cut (0 with whole notes).
+    Progress: loading the encoder is its own step, then it advances per batch.
+    """
+    report = progress or _quiet
     corpus = store.corpus(corpus_name)
     enc = get_encoder(store, opts.encoder)
-    settings = Settings.resolve(enc, opts)
-    params = settings.cache_params(enc)
-    set_id = embedding_set(store, enc, params, enc.dim)
-    todo = _missing_ords(store, corpus, set_id, enc.dim)
-    cached = corpus.n_docs - _count_missing_docs(store, corpus, set_id, enc.dim)
-    emb = embedder(enc, settings, opts.batch_size) if todo else None  # all cached: no model to load
+    space = resolve_space(store, corpus, enc, opts)
+    set_id = space.create_set(store)
+    todo = space.missing_ords(store, corpus)
+    cached = corpus.n_docs - space.missing(store, corpus)
+    emb = None
+    if todo:  # all cached: no model to load
+        report(0.0, f"Loading the encoder '{enc.id}'…")
+        emb = embedder(enc, Settings.of(space, opts.device), opts.batch_size)
+        report(LOADING, f"Encoder '{enc.id}' loaded; embedding {len(todo):,} texts")
     started = time.perf_counter()
-    computed = truncated = 0
+    computed = longer = 0
     chunks = [todo[i:i + CHUNK_DOCS] for i in range(0, len(todo), CHUNK_DOCS)]
 
     def prepare(ords: list[int]):
         frame = store.texts(corpus, ords)
         return frame["text_hash"].tolist(), emb.tokenize(frame["text"].tolist())
 
+    def batch_done(n_windows: int, n_texts: int, windows_done: int) -> None:
+        done = computed + n_texts * windows_done / max(n_windows, 1)
+        report(LOADING + (1 - LOADING) * done / len(todo), f"{int(done):,} of {len(todo):,} new texts embedded")
+
     with ThreadPoolExecutor(1) as tokenizer_pool, ThreadPoolExecutor(1) as writer:
         pending_write = None
         upcoming = tokenizer_pool.submit(prepare, chunks[0]) if chunks else None
         for i in range(len(chunks)):
-            hashes, (windows, owner, n_truncated) = upcoming.result()
+            hashes, (windows, owner, n_longer) = upcoming.result()
             if i + 1 < len(chunks):
                 upcoming = tokenizer_pool.submit(prepare, chunks[i + 1])
-            lengths = np.fromiter((len(w) for w in windows), dtype=np.float64, count=len(windows))
-            vectors = emb.pool_windows(emb.encode_windows(windows), owner, lengths, len(hashes))
+            encoded = emb.encode_windows(windows, lambda d, w=len(windows), t=len(hashes): batch_done(w, t, d))
+            vectors = emb.pool_windows(encoded, owner, len(hashes))
             if pending_write:
                 pending_write.result()
-            pending_write = writer.submit(_write_vectors, store, set_id, enc.dim, hashes, vectors)
+            pending_write = writer.submit(write_vectors, store, set_id, enc.dim, hashes, vectors)
             computed += len(hashes)
-            truncated += n_truncated
-            if progress:
-                progress(computed / len(todo), f"{computed:,} of {len(todo):,} new texts embedded")
+            longer += n_longer
             if should_stop and should_stop():
                 break
         if pending_write:
             pending_write.result()
     seconds = time.perf_counter() - started
+    remember(store, corpus, space)
     result = {"corpus": corpus.name, "encoder": enc.id, "n": corpus.n_docs, "computed": computed,
-              "cached": cached, "seconds": round(seconds, 4)}
+              "cached": cached, "seconds": round(seconds, 4),
+              "truncated": longer if space.long_notes == "truncate" else 0, "long_notes": space.long_notes,
+              "longer": longer, "embedding": space.public()}
     if computed:
         with store.transaction() as con:
-            store.record_run(con, "embed", corpus_id=corpus.id, encoder_id=enc.id, params=opts.as_params() | params,
-                             inputs={"data_hash": corpus.data_hash, "set_id": set_id},
-                             result=result | {"truncated": truncated}, seconds=seconds)
-    if truncated and progress:
-        progress(1.0, f"{truncated:,} notes were longer than {settings.max_length} tokens and were "
-                      f"{'chunked and pooled' if settings.long_notes == 'chunk' else 'truncated'}")
+            store.record_run(con, "embed", corpus_id=corpus.id, encoder_id=enc.id,
+                             params=opts.as_params() | space.cache_params(enc) | {"encoder": enc.id},
+                             inputs={"data_hash": corpus.data_hash, "set_id": set_id}, result=result, seconds=seconds)
+    if longer:
+        report(1.0, long_note_summary(result))
     return result
 
 
-def _count_missing_docs(store: Store, corpus: Corpus, set_id: int, dim: int) -> int:
-    with store.connect() as con:
-        return con.execute(
-            f"SELECT count(*) FROM documents d WHERE corpus_id = ? AND NOT EXISTS "
-            f"(SELECT 1 FROM {vector_table(dim)} v WHERE v.set_id = ? AND v.text_hash = d.text_hash)",
-            [corpus.id, set_id],
-        ).fetchone()[0]
+def long_note_summary(result: dict) -> str:
+    """What happened to the notes longer than the window, in words (the CLI's stderr, the Data page)."""
+    window_ = result["embedding"]["max_length"]
+    longer = f"{result['longer']:,} of the {result['computed']:,} texts embedded now were longer than {window_} tokens"
+    if result["long_notes"] == "chunk":
+        return f"{longer} and were read whole (overlapping {window_}-token windows, averaged)"
+    return f"{longer} and were cut to their first {window_} tokens (long notes: truncate)"
+
+
+def corpus_space(store: Store, corpus_name: str, encoder_id: str, progress: Progress | None = None) -> EmbeddingSpace:
+    """The corpus's space for this encoder (the one it was last embedded in, else the defaults), with
+    every note embedded there: what readers of vectors use unless told otherwise."""
+    return EmbeddingSpace(**embed_corpus(store, corpus_name, EmbedOptions(encoder=encoder_id), progress)["embedding"])
+
+
+def vectors_in(store: Store, corpus_name: str, space: EmbeddingSpace, progress: Progress | None = None) -> np.ndarray:
+    """The corpus's vectors in this space, embedding the notes still missing there first."""
+    corpus = store.corpus(corpus_name)
+    if space.missing(store, corpus):
+        embed_corpus(store, corpus_name, EmbedOptions(encoder=space.encoder, max_length=space.max_length,
+                                                      long_notes=space.long_notes, precision=space.precision), progress)
+    return space.load(store, corpus)
 
 
 def load_embeddings(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptions(),
                     compute_missing: bool = True, progress: Progress | None = None) -> np.ndarray:
-    """The corpus's vectors in document order (n x dim float32), embedding what is missing first."""
+    """The corpus's vectors in the space these options resolve to, in note order (n x dim float32),
+    embedding what is missing first."""
     corpus = store.corpus(corpus_name)
-    enc = get_encoder(store, opts.encoder)
-    set_id = embedding_set(store, enc, Settings.resolve(enc, opts).cache_params(enc), enc.dim)
-    if _count_missing_docs(store, corpus, set_id, enc.dim):
-        if not compute_missing:
-            raise StoreError(f"corpus '{corpus.name}' is not fully embedded with '{enc.id}'; run embed first")
-        embed_corpus(store, corpus_name, opts, progress)
-    vectors = np.empty((corpus.n_docs, enc.dim), dtype=np.float32)
-    with store.connect() as con:  # streamed into place by ord: no sort, no second copy of the result
-        batches = con.sql(
-            f"SELECT d.ord, v.vector FROM documents d JOIN {vector_table(enc.dim)} v "
-            f"ON v.set_id = ? AND v.text_hash = d.text_hash WHERE d.corpus_id = ?",
-            params=[set_id, corpus.id],
-        ).to_arrow_reader(LOAD_BATCH_ROWS)
-        filled = 0
-        for batch in batches:
-            vectors[batch.column(0).to_numpy()] = batch.column(1).flatten().to_numpy().reshape(-1, enc.dim)
-            filled += batch.num_rows
-    if filled != corpus.n_docs:
-        raise StoreError(f"corpus '{corpus.name}' changed while its vectors were read; try again")
-    return vectors
+    if compute_missing:
+        space = EmbeddingSpace(**embed_corpus(store, corpus_name, opts, progress)["embedding"])
+    else:
+        space = resolve_space(store, corpus, get_encoder(store, opts.encoder), opts)
+    return space.load(store, corpus)
 
 
-def embed_query(store: Store, text: str, opts: EmbedOptions = EmbedOptions()) -> np.ndarray:
-    """One typed query embedded with the same encoder and settings as the corpus vectors."""
-    enc = get_encoder(store, opts.encoder)
-    return embedder(enc, Settings.resolve(enc, opts), opts.batch_size).encode([text])[0]
+def embed_query(store: Store, text: str, space: EmbeddingSpace) -> np.ndarray:
+    """One typed query embedded in the space of the corpus vectors it is compared with."""
+    return embedder(get_encoder(store, space.encoder), Settings.of(space), EmbedOptions().batch_size).encode([text])[0]

@@ -23,11 +23,13 @@ from functools import cache, cached_property, partial
 import numpy as np
 import pandas as pd
 
+from core.encoders import get_encoder
 from core.errors import UserError
 from core.fewshot import LearningCurve, compare_curves, learning_curve
 from core.intervals import paired_difference
-from core.options import EmbedOptions, EvaluateOptions, PretrainOptions
+from core.options import EvaluateOptions, PretrainOptions
 from core.separability import as_labels, confound_audit, separability
+from core.space import EmbeddingSpace, remembered
 from core.store import Corpus, Store, StoreError
 
 Progress = Callable[[float, str], None]
@@ -158,21 +160,23 @@ def _frame_hash(frame: pd.DataFrame | pd.Series) -> str:
     return _digest(pd.util.hash_pandas_object(frame, index=False).tolist())
 
 
-def _embedding(store: Store, encoder_id: str) -> dict:
-    """What an encoder's vectors depend on (fingerprint, max length, precision, long-note mode)."""
-    from core.encoders import get_encoder
-
+def _space(store: Store, corpus: Corpus, encoder_id: str, compute: bool, progress: Progress) -> EmbeddingSpace | None:
+    """The corpus's embedding space for the encoder (core/space.py): the one it was last embedded in;
+    when there is none, the default one, embedded now (compute=False: None then)."""
     enc = get_encoder(store, encoder_id)  # first: an unknown id fails before torch is imported
-    from core.embed import Settings
+    space = remembered(store, corpus, enc.id)
+    if space is None and compute:
+        from core.embed import corpus_space
 
-    return Settings.resolve(enc, EmbedOptions(encoder=enc.id)).cache_params(enc)
+        space = corpus_space(store, corpus.name, enc.id, progress)
+    return space
 
 
-def _vectors(store: Store, corpus: Corpus, encoder_id: str, progress: Progress) -> Callable[[], np.ndarray]:
+def _vectors(store: Store, corpus: Corpus, space: EmbeddingSpace, progress: Progress) -> Callable[[], np.ndarray]:
     """Loads (embedding what is missing) on first call only: fully cached results never touch vectors."""
-    from core.embed import load_embeddings
+    from core.embed import vectors_in
 
-    return cache(lambda: load_embeddings(store, corpus.name, EmbedOptions(encoder=encoder_id), progress=progress))
+    return cache(lambda: vectors_in(store, corpus.name, space, progress=progress))
 
 
 def _stored(store: Store, kind: str, key: str, compute: Callable[[], dict] | None, *, corpus: Corpus,
@@ -232,7 +236,8 @@ class _Task:
     With `finetune`, also SetFit curves ("setfit"), which stop at `should_stop` (core.errors.Cancelled)."""
 
     def __init__(self, store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
-                 finetune: PretrainOptions | None = None, should_stop: Callable[[], bool] | None = None):
+                 finetune: PretrainOptions | None = None, should_stop: Callable[[], bool] | None = None,
+                 compute: bool = True, progress: Progress = _quiet):
         self.store, self.opts, self.finetune, self.should_stop = store, opts, finetune, should_stop
         self.corpus = corpus = store.corpus(corpus_name)
         try:
@@ -248,7 +253,10 @@ class _Task:
         self.ids = list(dict.fromkeys(encoder_ids))
         if not self.ids:
             raise UserError("name at least one encoder")
-        self.embedding = {e: _embedding(store, e) for e in self.ids}  # first: unknown encoders fail here
+        spaces = {e: _space(store, corpus, e, compute, progress) for e in self.ids}  # first: unknown encoders fail
+        # None when an encoder has no embedding space on this corpus yet and nothing may be computed
+        self.spaces = spaces if all(spaces.values()) else None
+        self.embedding = {e: s.cache_params(get_encoder(store, e)) for e, s in (self.spaces or {}).items()}
         self.labels = as_labels(resolve_labels(store, corpus.name, opts.label, self.ids))
         self.inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash,
                        "labels_hash": labels_digest(self.labels)}
@@ -276,7 +284,6 @@ class _Task:
         return self.store.text_hashes(self.corpus)
 
     def _setfit(self, encoder_id: str, vectors: np.ndarray, report: Progress) -> dict:
-        from core.encoders import get_encoder
         from core.setfit import setfit_curve
 
         texts = self.store.texts(self.corpus)["text"].tolist()
@@ -287,10 +294,12 @@ class _Task:
 
     def pieces(self, kinds: list[str], progress: Progress, compute: bool) -> dict[str, dict] | None:
         """{encoder: {kind: result}} from the store, computing what is missing (compute=False: None then)."""
+        if self.spaces is None:
+            return None
         out: dict[str, dict] = {}
         for i, e in enumerate(self.ids):
             report = _part(progress, i / len(self.ids), (i + 1) / len(self.ids), f"{e}: ")
-            X = _vectors(self.store, self.corpus, e, _part(report, 0.0, 0.3))
+            X = _vectors(self.store, self.corpus, self.spaces[e], _part(report, 0.0, 0.3))
             out[e] = {}
             for kind in kinds:
                 inputs = self.inputs | {"embedding": self.embedding[e]}
@@ -305,12 +314,16 @@ class _Task:
 
 def evaluate_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
                     progress: Progress | None = None, compute: bool = True) -> dict | None:
-    """The `evaluate` verb: {"corpus", "label", "encoders": {id: metrics + "fewshot" {K: ...}}}.
+    """The `evaluate` verb: {"corpus", "label", "encoders": {id: metrics + "fewshot" {K: ...}},
+    "embedding": {id: the embedding space read}}.
 
     Stored as an "evaluate" run; an identical evaluation is answered from the store. compute=False
     only looks there (None when it is not), so a page can show earlier results without waiting.
     """
-    task, report = _Task(store, corpus_name, encoder_ids, opts), progress or _quiet
+    report = progress or _quiet
+    task = _Task(store, corpus_name, encoder_ids, opts, compute=compute, progress=_part(report, 0.0, 0.3))
+    if task.spaces is None:
+        return None
     kinds = ["separability"] + (["fewshot"] if opts.shot_list() else [])
     inputs = task.inputs | {"fingerprints": {e: p["fingerprint"] for e, p in task.embedding.items()},
                             "embedding": task.embedding}
@@ -322,9 +335,10 @@ def evaluate_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateO
     key = _digest(["evaluate", task.ids, task.params["fewshot"], kinds, inputs])  # ids: the order shown
     result = _stored(store, "evaluate", key, run if compute else None, corpus=task.corpus, encoder_id=None,
                      params=opts.as_params() | {"encoders": task.ids}, inputs=inputs)
-    if result is not None:
-        report(1.0, "done")
-    return result
+    if result is None:
+        return None
+    report(1.0, "done")
+    return result | {"embedding": {e: space.public() for e, space in task.spaces.items()}}
 
 
 def fewshot_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateOptions,
@@ -336,8 +350,8 @@ def fewshot_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateOp
     the encoder fine-tuned per draw, on the same split and shot samples, stored as "setfit" runs; a
     background job computes them (core.jobs.submit_setfit) and `should_stop` cancels them.
     """
-    task = _Task(store, corpus_name, encoder_ids, opts, finetune, should_stop)
     report, kind = progress or _quiet, "setfit" if finetune is not None else "fewshot"
+    task = _Task(store, corpus_name, encoder_ids, opts, finetune, should_stop, compute, _part(report, 0.0, 0.3))
     if not opts.shot_list():
         raise UserError("choose at least one number of labelled notes per class")
     pieces = task.pieces([kind], report, compute)
@@ -353,9 +367,12 @@ def audit_corpus(store: Store, corpus_name: str, encoder_id: str, k: int = 10, n
     corpus = store.corpus(corpus_name)
     meta = store.documents(corpus, with_text=False)[list(corpus.meta)]
     params = {"encoder": encoder_id, "k": k, "n_bins": n_bins, "version": RESULTS_VERSION}
+    space = _space(store, corpus, encoder_id, compute, _part(progress or _quiet, 0.0, 0.6))
+    if space is None:
+        return None
     inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "meta_hash": _frame_hash(meta),
-              "embedding": _embedding(store, encoder_id)}
-    X = _vectors(store, corpus, encoder_id, _part(progress or _quiet, 0.0, 0.6))
+              "embedding": space.cache_params(get_encoder(store, encoder_id))}
+    X = _vectors(store, corpus, space, _part(progress or _quiet, 0.0, 0.6))
 
     def run() -> dict:
         vectors = X()

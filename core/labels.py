@@ -16,7 +16,6 @@ import pandas as pd
 from core.clusters import cluster_names, latest_clustering
 from core.errors import UserError
 from core.fewshot import LabelModel, suggest_next, train_from_labels
-from core.options import EmbedOptions
 from core.store import Corpus, Store
 
 MAX_LABEL_CHARS = 200
@@ -134,10 +133,10 @@ def predict_from_labels(store: Store, corpus_name: str, encoder_id: str, label_s
                         classifier: str = "logreg") -> MapPredictions:
     """Train the few-shot classifier on the set's labels (encoder vectors), predict every note,
     and suggest the next notes to label (uncertain and diverse). Needs two classes."""
-    from core.embed import load_embeddings
+    from core.embed import corpus_space
 
     labels = get_labels(store, corpus_name, label_set)
-    X = load_embeddings(store, corpus_name, EmbedOptions(encoder=encoder_id))
+    X = corpus_space(store, corpus_name, encoder_id).load(store, store.corpus(corpus_name))
     model = train_from_labels(X, labels["ord"].to_numpy(dtype=np.int64), labels["label"], classifier=classifier,
                               groups=store.text_hashes(store.corpus(corpus_name)))
     return MapPredictions(model, suggest_next(X, model.proba, model.labelled_idx, n=n_suggest),

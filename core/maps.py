@@ -23,9 +23,11 @@ import pandas as pd
 import pyarrow as pa
 
 from core import background
+from core.encoders import get_encoder
 from core.errors import UserError
-from core.options import EmbedOptions, ProjectOptions
-from core.store import Corpus, Store, StoreError, arrow, quote, vector_table
+from core.options import ProjectOptions
+from core.space import EmbeddingSpace, ready, remembered
+from core.store import Corpus, Store, StoreError, arrow, quote
 
 Progress = background.Progress
 KIND = "projection"
@@ -47,17 +49,13 @@ def method_params(opts: ProjectOptions) -> dict:
     raise UserError(f"unknown projection method {opts.method!r} (umap or pca)")
 
 
-def _key(store: Store, corpus: Corpus, opts: ProjectOptions) -> tuple:
-    """(encoder, params, inputs, cache key) of the map these options ask for. Read-only: a lookup
-    must not write, so the inputs name the embedding settings, not yet the stored set's id."""
-    from core.embed import Settings
-    from core.encoders import get_encoder
-
+def _key(store: Store, corpus: Corpus, opts: ProjectOptions, space: EmbeddingSpace) -> tuple:
+    """(encoder, params, inputs, cache key) of the map these options ask for in this embedding space.
+    Read-only: a lookup must not write, so the inputs name the space, not yet its stored set's id."""
     enc = get_encoder(store, opts.encoder)
-    embedding = Settings.resolve(enc, EmbedOptions(encoder=enc.id)).cache_params(enc)
     params = method_params(opts) | {"encoder": enc.id, "version": CACHE_VERSION}
     inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "fingerprint": enc.fingerprint,
-              "embedding": embedding}
+              "embedding": space.cache_params(enc)}
     key = hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
     return enc, params, inputs, key
 
@@ -65,21 +63,23 @@ def _key(store: Store, corpus: Corpus, opts: ProjectOptions) -> tuple:
 def find_projection(store: Store, corpus_name: str, opts: ProjectOptions = ProjectOptions()) -> dict | None:
     """The stored map for these options (the `project` JSON with cached=True), else None; never computes."""
     started = time.perf_counter()
-    _, _, _, key = _key(store, store.corpus(corpus_name), opts)
-    hit = store.find_run(KIND, key)
+    corpus = store.corpus(corpus_name)
+    space = remembered(store, corpus, get_encoder(store, opts.encoder).id)
+    hit = store.find_run(KIND, _key(store, corpus, opts, space)[3]) if space else None
     if hit is None:
         return None
-    return ({"projection": hit["id"]} | hit["result"]
+    return ({"projection": hit["id"]} | hit["result"] | {"embedding": space.public()}
             | {"seconds": round(time.perf_counter() - started, 4), "cached": True})
 
 
 def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = ProjectOptions(),
                    progress: Progress | None = None) -> dict:
-    """The `project` verb: {"projection", "corpus", "encoder", "method", "n", "seconds", "cached"}.
+    """The `project` verb: {"projection", "corpus", "encoder", "method", "n", "seconds", "cached", "embedding"}.
 
-    Vectors not yet embedded with the encoder are embedded first (cached, as by `embed`).
+    The map is drawn in the corpus's embedding space (core/space.py); notes not yet embedded there are
+    embedded first (cached, as by `embed`).
     """
-    from core.embed import load_embeddings
+    from core.embed import corpus_space
     from core.projection import compute_projection
 
     started = time.perf_counter()
@@ -91,12 +91,11 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
     corpus = store.corpus(corpus_name)
     if corpus.n_docs == 0:
         raise StoreError(f"corpus '{corpus.name}' holds no notes to draw")
-    enc, params, inputs, key = _key(store, corpus, opts)
+    space = corpus_space(store, corpus.name, opts.encoder, progress=lambda f, m="": report(0.5 * f, m))
+    enc, params, inputs, key = _key(store, corpus, opts, space)
     encoder_id = enc.id
-    X = load_embeddings(store, corpus.name, EmbedOptions(encoder=encoder_id),
-                        progress=lambda f, m="": report(0.5 * f, m))
-    with store.connect() as con:
-        inputs["embedding_set"] = _stored_set(con, enc, inputs["embedding"])
+    X = space.load(store, corpus)
+    inputs["embedding_set"] = space.stored_set(store)
     report(0.5, f"{opts.method.upper()} map of {len(X):,} notes")
     xy = compute_projection(X, opts, progress=lambda f, m="": report(0.5 + 0.5 * f, m))
     seconds = time.perf_counter() - started
@@ -112,7 +111,7 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
             con.execute("INSERT INTO projections SELECT ?, ord, x, y FROM new_xy", [run_id])
             con.unregister("new_xy")
     report(1.0, f"map {run_id} stored")
-    return {"projection": run_id} | result | {"seconds": round(time.perf_counter() - started, 4), "cached": False}
+    return {"projection": run_id} | result | {"embedding": space.public(), "seconds": round(time.perf_counter() - started, 4), "cached": False}
 
 
 def _run(store: Store, projection_id: int) -> dict:
@@ -167,45 +166,22 @@ def export_projection(store: Store, projection_id: int, out_path: str | Path) ->
     return out
 
 
-def _stored_set(con, enc, embedding: dict) -> int | None:
-    """The id of the encoder's stored vector set with these settings, if any; read-only, unlike
-    embed.embedding_set, so that opening a page never writes (sessions would conflict)."""
-    rows = con.execute("SELECT id, params FROM embedding_sets WHERE fingerprint = ? ORDER BY id",
-                       [enc.fingerprint]).fetchall()
-    for set_id, params in rows:
-        stored = json.loads(params or "{}")
-        if all(stored.get(k) == v for k, v in embedding.items()):
-            return int(set_id)
-    return None
-
-
 def embedded(store: Store, corpus_name: str, encoder_id: str) -> bool:
-    """Whether every note of the corpus has its vector for this encoder (default embedding settings)."""
-    from core.embed import Settings
-    from core.encoders import get_encoder
-
-    corpus = store.corpus(corpus_name)
-    enc = get_encoder(store, encoder_id)
-    embedding = Settings.resolve(enc, EmbedOptions(encoder=enc.id)).cache_params(enc)
-    with store.connect() as con:
-        set_id = _stored_set(con, enc, embedding)
-        if set_id is None or not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?",
-                                             [vector_table(enc.dim)]).fetchone():
-            return False
-        return not con.execute(
-            f"SELECT 1 FROM documents d WHERE corpus_id = ? AND NOT EXISTS (SELECT 1 FROM {vector_table(enc.dim)} v "
-            f"WHERE v.set_id = ? AND v.text_hash = d.text_hash) LIMIT 1", [corpus.id, set_id]).fetchone()
+    """Whether every note of the corpus has its vector in its embedding space for this encoder."""
+    return ready(store, corpus_name, encoder_id) is not None
 
 
 def neighbourhood_overlap(store: Store, corpus_name: str, encoder_a: str, encoder_b: str, k: int = 10) -> np.ndarray:
     """Per note (ord order), the Jaccard overlap of its k nearest neighbours under the two encoders,
-    each in its full embedding space."""
-    from core.embed import load_embeddings
+    each in the corpus's full embedding space for it (both must be embedded)."""
     from core.neighbours import neighbourhood_overlap as overlap
 
-    XA = load_embeddings(store, corpus_name, EmbedOptions(encoder=encoder_a), compute_missing=False)
-    XB = load_embeddings(store, corpus_name, EmbedOptions(encoder=encoder_b), compute_missing=False)
-    return overlap(XA, XB, k)
+    corpus = store.corpus(corpus_name)
+    spaces = [remembered(store, corpus, get_encoder(store, e).id) for e in (encoder_a, encoder_b)]
+    for encoder, space in zip((encoder_a, encoder_b), spaces):
+        if space is None:
+            raise StoreError(f"corpus '{corpus.name}' is not embedded with '{encoder}' yet; run embed first")
+    return overlap(spaces[0].load(store, corpus), spaces[1].load(store, corpus), k)
 
 
 # ---- maps computed in the background ---------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_ENCODER = "minilm"
+DEFAULT_MAX_LENGTH = 256  # tokens per window, when neither the user nor the corpus's space says otherwise
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, flag: str | None = None) -> Any:
@@ -64,10 +65,12 @@ class EmbedOptions(Options):
     encoder: str = opt(DEFAULT_ENCODER, "encoder id (see `notespace encoders`)")
     batch_size: int = opt(64, "texts per batch (upper bound; batches are also capped by tokens)")
     device: str = opt("auto", "where to run the encoder", ("auto", "cpu", "cuda", "mps"))
-    precision: str = opt("auto", "auto picks bf16 where the CPU/GPU supports it", ("auto", "fp32", "bf16", "fp16"))
-    max_length: int = opt(256, "tokens per text (or per chunk when --long-notes chunk)")
-    long_notes: str = opt("truncate", "notes longer than max_length: truncate, or chunk and mean-pool",
-                          ("truncate", "chunk"))
+    precision: str = opt("auto", "auto: the corpus's embedding space, else bf16 where the CPU/GPU supports it",
+                         ("auto", "fp32", "bf16", "fp16"))
+    max_length: int = opt(0, "tokens per window (0: the corpus's embedding space, else 256)")
+    long_notes: str = opt("auto", "notes longer than max_length: truncate (first window only), or chunk (whole "
+                                  "note: overlapping windows, averaged); auto: the corpus's embedding space, else "
+                                  "chunk when more than 10%% of its notes are longer", ("auto", "truncate", "chunk"))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ through the store's own vector writer, then notes the shard as imported and dele
 Resuming: a rerun first imports the result shards a killed driver left behind (skipping those its
 list says were imported already), then computes only what the store still misses; a killed worker
 is restarted by Ray and its batch retried. The folder is removed once every vector is in the store.
-Vectors and cache keys are those of the local path (core/embed.py): same Settings, same Embedder.
+Vectors and cache keys are those of the local path (core/embed.py): the same embedding space
+(core/space.py: the corpus's remembered space, else the defaults, whole notes when many are long),
+the same Embedder; the space is remembered for the corpus as a local run would.
 
 Nothing reaches out: Ray's usage statistics and dashboard are off; a local Ray spills objects
 into the private folder (its servers do listen on every interface while it runs: docs/scale.md). Ray is the optional extra `scale`.
@@ -33,15 +35,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.embed import Embedder, Settings, _count_missing_docs, _missing_ords, _write_vectors, embedding_set
+from core.embed import Embedder, Settings, resolve_space
 from core.encoders import Encoder, get_encoder
 from core.errors import UserError
 from core.options import EmbedOptions
+from core.space import EmbeddingSpace, remember, remembered, write_vectors
 from core.store import Corpus, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARD_ROWS = 1024  # texts per shard: one actor batch, one import transaction
 IMPORTED = "imported.txt"  # result shards already in the store, one name a line
+LONGER = b"longer"  # a result shard's metadata: how many of its texts were longer than the window
 
 
 def import_ray():
@@ -80,10 +84,11 @@ class EmbedShards:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         hashes = batch.column("text_hash").to_pylist()
-        vectors = self.embedder.encode(batch.column("text").to_pylist())
+        windows, owner, longer = self.embedder.tokenize(batch.column("text").to_pylist())
+        vectors = self.embedder.pool_windows(self.embedder.encode_windows(windows), owner, len(hashes))
         name = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32] + ".parquet"
         table = pa.table({"text_hash": hashes, "vector": pa.FixedSizeListArray.from_arrays(
-            pa.array(vectors.ravel(), pa.float32()), vectors.shape[1])})
+            pa.array(vectors.ravel(), pa.float32()), vectors.shape[1])}).replace_schema_metadata({LONGER: str(longer)})
         tmp = self.out_dir / f".tmp-{os.getpid()}-{name}"
         pq.write_table(table, tmp)
         os.replace(tmp, self.out_dir / name)  # complete or absent, never half-written
@@ -115,25 +120,31 @@ def _cluster_has_gpus(ray) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def ray_settings(enc: Encoder, opts: EmbedOptions, gpus: bool) -> Settings:
-    """The cache key's settings for the actors' hardware, not the driver's (which may have no GPU)."""
-    cpu = Settings.resolve(enc, opts.replace(device="cpu"))
-    if gpus and opts.device in ("auto", "cuda"):
-        return dataclasses.replace(cpu, device="cuda", precision="bf16" if opts.precision == "auto" else opts.precision)
-    return cpu
+def ray_space(store: Store, corpus: Corpus, enc: Encoder, opts: EmbedOptions, gpus: bool) -> tuple[EmbeddingSpace, Settings]:
+    """The space the local path would choose (core.embed.resolve_space), with its precision and device
+    judged by the actors' hardware, not the driver's (which may have no GPU): bf16 on GPU actors when
+    the precision is left on auto and the corpus has no space with this encoder yet."""
+    space = resolve_space(store, corpus, enc, opts.replace(device="cpu"))
+    if not (gpus and opts.device in ("auto", "cuda")):
+        return space, Settings.of(space, "cpu")
+    if opts.precision == "auto" and remembered(store, corpus, enc.id) is None:
+        space = dataclasses.replace(space, precision="bf16")
+    return space, Settings(device="cuda", precision=space.precision, max_length=space.max_length,
+                           long_notes=space.long_notes)
 
 
-def _import_shards(store: Store, set_id: int, dim: int, out_dir: Path, names: list[str]) -> int:
-    """Import finished result shards into the store (one transaction each); returns rows imported."""
+def _import_shards(store: Store, set_id: int, dim: int, out_dir: Path, names: list[str]) -> tuple[int, int]:
+    """Import finished result shards into the store (one transaction each); returns (rows imported,
+    how many of them were longer than the window)."""
     ledger = out_dir.parent / IMPORTED
     done = set(ledger.read_text().split()) if ledger.exists() else set()
-    rows = 0
+    rows = longer = 0
     for name in names:
         shard = out_dir / name
         if name not in done:
             table = pq.read_table(shard)
             vectors = table.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-            _write_vectors(store, set_id, dim, table.column("text_hash").to_pylist(), vectors)
+            write_vectors(store, set_id, dim, table.column("text_hash").to_pylist(), vectors)
             # Should the driver die between the commit and this line, a rerun's insert skips the rows
             # already there (ON CONFLICT DO NOTHING): nothing lands twice either way.
             with open(ledger, "a") as fh:
@@ -141,8 +152,9 @@ def _import_shards(store: Store, set_id: int, dim: int, out_dir: Path, names: li
                 fh.flush()
                 os.fsync(fh.fileno())
             rows += table.num_rows
+            longer += int((table.schema.metadata or {}).get(LONGER, 0))
         shard.unlink(missing_ok=True)
-    return rows
+    return rows, longer
 
 
 def _finished_shards(out_dir: Path) -> list[str]:
@@ -163,7 +175,8 @@ def _write_inputs(store: Store, corpus: Corpus, ords: list[int], in_dir: Path, s
 
 def embed_on_ray(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptions(), address: str | None = None,
                  workers: int | None = None, progress=None, shard_rows: int = SHARD_ROWS) -> dict:
-    """Embed what the store misses on Ray; returns `embed`'s JSON plus engine and workers."""
+    """Embed what the store misses on Ray, in the space `embed` would use; returns `embed`'s JSON plus
+    engine and workers."""
     ray = import_ray()
     corpus = store.corpus(corpus_name)
     enc = get_encoder(store, opts.encoder)
@@ -171,15 +184,14 @@ def embed_on_ray(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptio
     started = time.perf_counter()
     probe_dir = work_dir(store, corpus, 0)  # spill folder until the set id is known
     with _ray_session(ray, address, workers, _private_dir(probe_dir) / "spill"):
-        gpus = _cluster_has_gpus(ray)
-        settings = ray_settings(enc, opts, gpus)
-        params = settings.cache_params(enc)
-        set_id = embedding_set(store, enc, params, enc.dim)
+        space, settings = ray_space(store, corpus, enc, opts, _cluster_has_gpus(ray))
+        set_id = space.create_set(store)
         folder = _private_dir(work_dir(store, corpus, set_id))
         in_dir, out_dir = folder / "in", _private_dir(folder / "out")
-        computed = _import_shards(store, set_id, enc.dim, out_dir, _finished_shards(out_dir))  # a killed run's
-        todo = _missing_ords(store, corpus, set_id, enc.dim)
-        cached = corpus.n_docs - _count_missing_docs(store, corpus, set_id, enc.dim)
+        # a killed run's results first
+        computed, longer = _import_shards(store, set_id, enc.dim, out_dir, _finished_shards(out_dir))
+        todo = space.missing_ords(store, corpus)
+        cached = corpus.n_docs - space.missing(store, corpus)
         total = computed + len(todo)
         if todo:
             shards = _write_inputs(store, corpus, todo, in_dir, shard_rows)
@@ -194,7 +206,8 @@ def embed_on_ray(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptio
             rows = iter(results.iter_rows())
             try:
                 for row in rows:  # streamed: shards are imported while others compute
-                    computed += _import_shards(store, set_id, enc.dim, out_dir, [row["shard"]])
+                    rows_in, longer_in = _import_shards(store, set_id, enc.dim, out_dir, [row["shard"]])
+                    computed, longer = computed + rows_in, longer + longer_in
                     if progress:
                         progress(computed / total, f"{computed:,} of {total:,} new texts embedded on {workers} Ray workers")
             finally:
@@ -202,11 +215,15 @@ def embed_on_ray(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptio
     shutil.rmtree(probe_dir, ignore_errors=True)
     shutil.rmtree(work_dir(store, corpus, set_id), ignore_errors=True)  # every vector is in the store
     seconds = time.perf_counter() - started
+    remember(store, corpus, space)
     result = {"corpus": corpus.name, "encoder": enc.id, "n": corpus.n_docs, "computed": computed, "cached": cached,
-              "seconds": round(seconds, 4), "engine": "ray", "workers": workers}
+              "seconds": round(seconds, 4), "truncated": longer if space.long_notes == "truncate" else 0,
+              "long_notes": space.long_notes, "longer": longer, "embedding": space.public(),
+              "engine": "ray", "workers": workers}
     if computed:
         with store.transaction() as con:
             store.record_run(con, "embed", corpus_id=corpus.id, encoder_id=enc.id,
-                             params=opts.as_params() | params | {"engine": "ray", "workers": workers},
+                             params=opts.as_params() | space.cache_params(enc) | {"encoder": enc.id, "engine": "ray",
+                                                                                  "workers": workers},
                              inputs={"data_hash": corpus.data_hash, "set_id": set_id}, result=result, seconds=seconds)
     return result

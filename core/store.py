@@ -25,7 +25,7 @@ import pandas as pd
 
 from core.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Threads of one process share DuckDB's instance and its optimistic transactions: two sessions making
 # the same first-time write (a table, a sequence, an encoder row) would conflict. Writes within a
 # process therefore take turns; reads stay concurrent. Across processes the file lock serialises.
@@ -82,6 +82,19 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE IF NOT EXISTS speed_estimates (
             cache_key VARCHAR PRIMARY KEY, machine JSON, params JSON, setup_s DOUBLE, step_s DOUBLE,
             device VARCHAR, measured TIMESTAMP DEFAULT current_timestamp)""",
+    ],
+    [  # the embedding space each corpus was last embedded in, per encoder (core/space.py)
+        """CREATE TABLE IF NOT EXISTS corpus_spaces (
+            corpus_id INTEGER, encoder_id VARCHAR, space JSON, updated TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (corpus_id, encoder_id))""",
+        # stores embedded before: the settings of each corpus's latest embed run with each encoder
+        """INSERT INTO corpus_spaces (corpus_id, encoder_id, space)
+            SELECT corpus_id, encoder_id, json_object('encoder', encoder_id,
+                'max_length', CAST(params->>'max_length' AS INTEGER), 'long_notes', params->>'long_notes',
+                'precision', params->>'precision')
+            FROM runs WHERE kind = 'embed' AND corpus_id IS NOT NULL AND params->>'long_notes' IN ('truncate', 'chunk')
+            QUALIFY row_number() OVER (PARTITION BY corpus_id, encoder_id ORDER BY id DESC) = 1
+            ON CONFLICT DO NOTHING""",
     ],
 ]
 

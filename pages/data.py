@@ -6,8 +6,9 @@ import streamlit as st
 
 from core.corpus import (IngestError, InMemoryFile, check, corpus_info, default_text_column, delete_corpus,
                          deletion_summary, ingest_file, ingest_frame, preview, stored_preview)
-from core.embed import embed_corpus
+from core.embed import embed_corpus, long_note_summary
 from core.options import EmbedOptions
+from core.space import EmbeddingSpace
 from core.store import StoreError
 from pages.common import choose, corpus_picker, encoder_picker, failure_text, progress_bar, show_failure, store
 from sample_data.demo import DEMOS
@@ -138,11 +139,15 @@ if corpus:
     left, middle, right = st.columns(3)
     with left:
         encoder = encoder_picker()
-    long_notes = middle.radio("Notes longer than the model's limit", ["truncate", "chunk"], horizontal=True,
-                              help="chunk: embed every 256-token window and average them")
+    long_notes = middle.radio(
+        "Notes longer than the model's window", ["auto", "chunk", "truncate"], horizontal=True,
+        format_func={"auto": "auto", "chunk": "read whole", "truncate": "cut"}.get, key="embed_long_notes",
+        help="read whole: embed every overlapping window of a long note and average them; cut: only its first "
+             "window. auto: as the corpus was last embedded, else read whole when more than 10% of its notes "
+             "are longer than the window")
     precision = right.selectbox("Precision", ["auto", "fp32", "bf16"], help="auto: bf16 where the CPU supports it")
     if st.button("Embed", type="primary", key="embed"):
-        bar, update = progress_bar("Loading the encoder…")
+        bar, update = progress_bar("Starting…")
         try:
             result = embed_corpus(store(), corpus, EmbedOptions(encoder=encoder, long_notes=long_notes,
                                                                precision=precision), progress=update)
@@ -150,8 +155,13 @@ if corpus:
             show_failure(exc)
         else:
             bar.progress(1.0, text="Done")
+            repeats = result["n"] - result["cached"] - result["computed"]
             st.success(f"{result['n']:,} notes: {result['computed']:,} embedded now, {result['cached']:,} "
-                       f"from the cache ({result['seconds']:.1f} s).")
+                       f"from the cache ({result['seconds']:.1f} s)"
+                       + (f"; {repeats:,} repeat the text of another note and share its vector" if repeats > 0 else "")
+                       + f". Embedding space: {EmbeddingSpace(**result['embedding']).describe()}.")
+            if result["longer"]:
+                st.info(long_note_summary(result) + ".")
     c = store().corpus(corpus)
     st.caption(f"**{c.name}**: {c.n_docs:,} notes ({c.skipped} empty skipped) from `{c.source}`; "
                f"metadata: {', '.join(f'{k} ({v})' for k, v in c.meta.items()) or 'none'}")

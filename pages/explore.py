@@ -19,6 +19,7 @@ from core.labels import label_series, label_sets
 from core.neighbours import nearest
 from core.options import ProjectOptions
 from core.palette import DEFAULT_TOP, MISSING, PALETTE, category_colours, category_order, other_name
+from core.space import EmbeddingSpace
 from pages.common import corpus_picker, encoder_picker, store
 from pages.components import loaders, state
 from pages.components.clusters import cluster_annotations, cluster_panel, cluster_table, default_clustering
@@ -137,15 +138,16 @@ query = controls[3].text_input("Find notes like…", key=state.QUERY, on_change=
                                placeholder="type a phrase, e.g. shortness of breath on exertion")
 search = None
 if st.session_state[state.SEARCH_NOTE] is not None or query.strip():
-    X = loaders.vectors(db, corpus_name, encoder, corpus.data_hash)
+    space = EmbeddingSpace(**result["embedding"])  # the map's space: search reads the vectors it was drawn from
+    X = loaders.vectors(db, corpus_name, corpus.data_hash, space)
     note = st.session_state[state.SEARCH_NOTE]
     if note is not None:
         idx, sims = nearest(X, X[note], k_results, exclude=[note])
         title = f"Notes like {frame['doc_id'].iloc[note]}"
     else:
-        idx, sims = nearest(X, loaders.query_vector(db, encoder, query.strip()), k_results)
+        idx, sims = nearest(X, loaders.query_vector(db, space, query.strip()), k_results)
         title = f"Notes like “{query.strip()}”"
-    search = (idx, sims, title, f"{X.shape[1]}-d {encoder}")
+    search = (idx, sims, title, f"{X.shape[1]}-d {space.describe()}")
 st.session_state[state.HIGHLIGHT] = search[0].tolist() if search else []
 
 # ---- the map: filtered, then sampled above the limit (never silently) ---------------------------

@@ -38,11 +38,31 @@ def test_ingest_embed_and_list(db_path, models_dir, notes_csv):
     first = notespace("embed", "--corpus", "clinic", "--encoder", "tiny", db=db_path, env_extra=env)
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout)
-    assert set(result) == {"corpus", "encoder", "n", "computed", "cached", "seconds"}
+    assert set(result) == {"corpus", "encoder", "n", "computed", "cached", "seconds", "truncated", "long_notes",
+                           "longer", "embedding"}
     assert (result["computed"], result["cached"]) == (40, 0)
+    assert result["embedding"]["encoder"] == "tiny" and result["embedding"]["long_notes"] == result["long_notes"]
     assert "embedded" in first.stderr  # progress goes to stderr, never into the JSON
     again = json.loads(notespace("embed", "--corpus", "clinic", "--encoder", "tiny", db=db_path, env_extra=env).stdout)
     assert (again["computed"], again["cached"]) == (0, 40)
+
+
+def test_project_and_cluster_say_which_embedding_space_they_read(db_path, models_dir, notes_csv):
+    env = {"NOTESPACE_MODELS": str(models_dir)}
+    notespace("ingest", notes_csv, "--name", "clinic", "--text", "text", db=db_path, env_extra=env)
+    embedded = json.loads(notespace("embed", "--corpus", "clinic", "--encoder", "tiny", "--max-length", "16",
+                                    "--long-notes", "chunk", db=db_path, env_extra=env).stdout)
+    space = {"encoder": "tiny", "max_length": 16, "long_notes": "chunk", "precision": embedded["embedding"]["precision"]}
+    assert embedded["embedding"] == space and embedded["truncated"] == 0 and embedded["longer"] > 0
+    projected = notespace("project", "--corpus", "clinic", "--encoder", "tiny", "--method", "pca", db=db_path,
+                          env_extra=env)
+    assert projected.returncode == 0, projected.stderr
+    assert json.loads(projected.stdout)["embedding"] == space
+    clustered = notespace("cluster", "--corpus", "clinic", "--encoder", "tiny", "--method", "kmeans", "--k", "3",
+                          db=db_path, env_extra=env)
+    assert clustered.returncode == 0, clustered.stderr
+    assert json.loads(clustered.stdout)["embedding"] == space
+    assert "embedded" not in projected.stderr + clustered.stderr  # nothing embedded again
 
 
 @pytest.mark.parametrize("args, message", [

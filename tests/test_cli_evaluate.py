@@ -22,8 +22,9 @@ def clinic(db_path, models_dir, synthetic_df):
     shutil.copytree(models_dir / "tiny", models_dir / "tiny-b")  # a second encoder to compare with
     store = Store(db_path)
     ingest_frame(store, synthetic_df.head(60), "clinic", "text", "note_id", ["specialty", "site"])
-    for encoder in ("tiny", "tiny-b"):  # in this process: the CLI only evaluates
-        embed_corpus(store, "clinic", EmbedOptions(encoder=encoder))
+    # in this process, whole notes in 16-token windows: the CLI only evaluates, in that space
+    for encoder in ("tiny", "tiny-b"):
+        embed_corpus(store, "clinic", EmbedOptions(encoder=encoder, max_length=16, long_notes="chunk", precision="fp32"))
     return {"NOTESPACE_MODELS": str(models_dir)}
 
 
@@ -33,7 +34,9 @@ def test_evaluate_prints_the_documented_json_and_writes_a_report(db_path, clinic
                     "--shots", "1,2,4", "--seeds", "2", "--out", report, db=db_path, env_extra=clinic)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert {"corpus", "label", "encoders", "comparisons"} <= set(result)
+    assert {"corpus", "label", "encoders", "comparisons", "embedding"} <= set(result)
+    assert result["embedding"] == {e: {"encoder": e, "max_length": 16, "long_notes": "chunk", "precision": "fp32"}
+                                   for e in ("tiny-b", "tiny")}
     assert (result["corpus"], result["label"], list(result["encoders"])) == ("clinic", "specialty", ["tiny-b", "tiny"])
     for entry in result["encoders"].values():
         assert REQUIRED <= set(entry) and "bootstrap" not in entry

@@ -115,17 +115,17 @@ def notes_store(db_path, models_dir, synthetic_df):
 
 def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store, monkeypatch):
     import core.clusters as clusters
-    import core.embed as embed
+    from core.space import EmbeddingSpace
     from core.clusters import cluster_corpus, latest_clustering, load_clustering
 
     opts = ClusterOptions(encoder="tiny", method="kmeans", k=4)
     first = cluster_corpus(notes_store, "notes", opts)
-    assert set(first) == {"clustering", "n_clusters", "noise", "labels", "seconds"}
+    assert set(first) == {"clustering", "n_clusters", "noise", "labels", "seconds", "embedding"}
     assert (first["n_clusters"], first["noise"]) == (4, 0)
     assert sorted(first["labels"]) == ["0", "1", "2", "3"] and all(first["labels"].values())
 
-    work = [record_calls(monkeypatch, module, name) for module, name in
-            [(embed, "load_embeddings"), (clusters, "cluster_embeddings"), (clusters, "label_clusters")]]
+    work = [record_calls(monkeypatch, owner, name) for owner, name in
+            [(EmbeddingSpace, "load"), (clusters, "cluster_embeddings"), (clusters, "label_clusters")]]
     again = cluster_corpus(notes_store, "notes", opts)
     assert again["clustering"] == first["clustering"] and again["labels"] == first["labels"]
     assert work == [[], [], []]  # answered from the store: no vectors, no clustering, no labelling
@@ -182,7 +182,7 @@ def test_cli_cluster_prints_exact_keys(notes_store, db_path, models_dir):
                     "--seed", "1", db=db_path, env_extra=env)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) == {"clustering", "n_clusters", "noise", "labels", "seconds"}
+    assert set(result) == {"clustering", "n_clusters", "noise", "labels", "seconds", "embedding"}
     assert result["n_clusters"] == 3 and result["noise"] == 0 and sorted(result["labels"]) == ["0", "1", "2"]
     assert "clusters" in out.stderr  # progress on stderr, never in the JSON
 

@@ -4,9 +4,11 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 import core.embed as embed_mod
+import core.space as space_mod
 from core.corpus import ingest_frame
 from core.embed import Embedder, Settings, embed_corpus, embed_query, load_embeddings
 from core.encoders import get_encoder
+from core.space import EmbeddingSpace
 from core.options import EmbedOptions
 from core.store import Store
 
@@ -30,7 +32,7 @@ def test_second_embed_is_all_cached_and_identical(store):
 
 
 def test_vectors_match_plain_sentence_transformers(store, models_dir, synthetic_df, monkeypatch):
-    monkeypatch.setattr(embed_mod, "LOAD_BATCH_ROWS", 7)  # read back in many batches, each put in place by ord
+    monkeypatch.setattr(space_mod, "LOAD_BATCH_ROWS", 7)  # read back in many batches, each put in place by ord
     X = load_embeddings(store, "notes", TINY)
     reference = SentenceTransformer(str(models_dir / "tiny"), device="cpu").encode(synthetic_df["text"].tolist())
     np.testing.assert_allclose(X, reference, atol=2e-5)
@@ -64,7 +66,7 @@ def test_long_notes_truncate_or_chunk(db_path, models_dir):
     long_note = " ".join(["cardiology chest pain troponin"] * 60)
     ingest_frame(store, pd.DataFrame({"text": [long_note, "short note"]}), "long", "text")
     opts = TINY.replace(max_length=32)
-    truncated = load_embeddings(store, "long", opts)
+    truncated = load_embeddings(store, "long", opts.replace(long_notes="truncate"))
     chunked = load_embeddings(store, "long", opts.replace(long_notes="chunk"))
     assert not np.allclose(truncated[0], chunked[0])  # the long note differs ...
     np.testing.assert_allclose(truncated[1], chunked[1], atol=1e-6)  # ... a short one does not
@@ -82,8 +84,9 @@ def test_batches_cover_every_text_under_the_token_budget(db_path, models_dir):
 
 
 def test_query_embedding_matches_the_corpus_vector(store, synthetic_df):
-    X = load_embeddings(store, "notes", TINY)
-    q = embed_query(store, synthetic_df["text"].iloc[5], TINY)
+    result = embed_corpus(store, "notes", TINY)
+    X = load_embeddings(store, "notes", TINY, compute_missing=False)
+    q = embed_query(store, synthetic_df["text"].iloc[5], EmbeddingSpace(**result["embedding"]))
     np.testing.assert_allclose(q, X[5], atol=1e-5)
 
 

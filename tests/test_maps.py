@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import core.embed as embed
 import core.projection as projection
 from core import maps
 from core.corpus import ingest_frame
 from core.embed import embed_corpus
 from core.options import EmbedOptions, ProjectOptions
+from core.space import EmbeddingSpace
 from core.store import Store, StoreError
 from tests.conftest import record_calls
 
-KEYS = {"projection", "corpus", "encoder", "method", "n", "seconds", "cached"}
+KEYS = {"projection", "corpus", "encoder", "method", "n", "seconds", "cached", "embedding"}
 PCA = ProjectOptions(encoder="tiny", method="pca")
 
 
@@ -39,7 +39,7 @@ def test_project_corpus_is_stored_once_then_found_with_its_provenance(store, mon
     first = maps.project_corpus(store, "clinic", PCA)  # embeds the missing vectors first
     assert set(first) == KEYS and first["cached"] is False and first["n"] == 60
     assert maps.embedded(store, "clinic", "tiny")
-    work = [record_calls(monkeypatch, embed, "load_embeddings"), record_calls(monkeypatch, projection, "compute_projection")]
+    work = [record_calls(monkeypatch, EmbeddingSpace, "load"), record_calls(monkeypatch, projection, "compute_projection")]
     again = maps.project_corpus(store, "clinic", PCA.replace(seed=7, n_neighbors=5))  # PCA ignores UMAP settings
     assert set(again) == KEYS and again["cached"] is True and again["projection"] == first["projection"]
     assert work == [[], []]  # found in the store: no vectors read, nothing projected

@@ -20,6 +20,7 @@ from core.corpus import ingest_frame  # noqa: E402
 from core.embed import embed_corpus, load_embeddings  # noqa: E402
 from core.options import EmbedOptions  # noqa: E402
 from core.scale import ROOT, embed_on_ray, import_ray, work_dir  # noqa: E402
+from core.space import remembered  # noqa: E402
 from core.store import Store  # noqa: E402
 
 OPTS = EmbedOptions(encoder="tiny")
@@ -48,12 +49,12 @@ def store(db_path, models_dir, synthetic_df):
     return s
 
 
-def local_vectors(tmp_path: Path, synthetic_df) -> tuple[np.ndarray, str]:
-    """The same corpus embedded in process, in a store of its own: (vectors, cache key)."""
+def local_vectors(tmp_path: Path, synthetic_df) -> tuple[np.ndarray, list[str], dict]:
+    """The same corpus embedded in process, in a store of its own: (vectors, cache keys, embed's JSON)."""
     other = Store(tmp_path / "local.duckdb")
     ingest_frame(other, synthetic_df, "clinic", "text", "note_id", ["specialty", "site"])
-    embed_corpus(other, "clinic", OPTS)
-    return load_embeddings(other, "clinic", OPTS, compute_missing=False), cache_keys(other)
+    result = embed_corpus(other, "clinic", OPTS)
+    return load_embeddings(other, "clinic", OPTS, compute_missing=False), cache_keys(other), result
 
 
 def cache_keys(s: Store) -> list[str]:
@@ -77,10 +78,15 @@ def test_ray_gives_the_local_vectors_under_the_same_cache_key(store, tmp_path, s
     result = embed_on_ray(store, "clinic", OPTS, workers=2, shard_rows=ROWS, progress=lambda f, m: reports.append(f))
     distinct = synthetic_df["text"].nunique()
     assert result | {"seconds": 0} == {"corpus": "clinic", "encoder": "tiny", "n": 120, "computed": distinct,
-                                       "cached": 0, "seconds": 0, "engine": "ray", "workers": 2}
+                                       "cached": 0, "seconds": 0, "truncated": result["truncated"],
+                                       "long_notes": result["long_notes"], "longer": result["longer"],
+                                       "embedding": result["embedding"], "engine": "ray", "workers": 2}
     assert reports[-1] == 1.0 and len(reports) == -(-distinct // ROWS)  # one import per shard
-    vectors, keys = local_vectors(tmp_path, synthetic_df)
+    vectors, keys, local = local_vectors(tmp_path, synthetic_df)
     assert cache_keys(store) == keys
+    same_space = ("truncated", "long_notes", "longer", "embedding")  # the space the local path chose, remembered
+    assert {k: result[k] for k in same_space} == {k: local[k] for k in same_space}
+    assert remembered(store, store.corpus("clinic"), "tiny").public() == result["embedding"]
     assert min_cosine(load_embeddings(store, "clinic", OPTS, compute_missing=False), vectors) >= 0.9999
     assert not work_dir(store, store.corpus("clinic"), 1).exists()  # the private folder is gone
     again = embed_on_ray(store, "clinic", OPTS, workers=2, shard_rows=ROWS)
@@ -116,7 +122,7 @@ def test_a_killed_worker_costs_only_a_rerun_of_what_is_missing(store, tmp_path, 
     assert killed and ROWS <= first <= 120
     rerun = embed_on_ray(store, "clinic", OPTS, workers=2, shard_rows=ROWS)
     assert first + rerun["computed"] == stored(store) == synthetic_df["text"].nunique()
-    vectors, _ = local_vectors(tmp_path, synthetic_df)
+    vectors, _, _ = local_vectors(tmp_path, synthetic_df)
     assert min_cosine(load_embeddings(store, "clinic", OPTS, compute_missing=False), vectors) >= 0.9999
 
 
@@ -144,3 +150,16 @@ def test_without_ray_the_engine_flag_names_the_extra(store, db_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "optional extra 'scale'" in err[0] and "notespace[scale]" in err[0]
     assert cache_keys(store) == []  # nothing was set up in the store
+
+
+def test_ray_reads_whole_notes_in_the_space_asked_for(store, tmp_path, synthetic_df):
+    whole = OPTS.replace(max_length=16, long_notes="chunk", precision="fp32")  # 16 tokens: nearly every note is long
+    result = embed_on_ray(store, "clinic", whole, workers=2, shard_rows=ROWS)
+    assert result["embedding"] == {"encoder": "tiny", "max_length": 16, "long_notes": "chunk", "precision": "fp32"}
+    assert result["truncated"] == 0 and result["longer"] > 0
+    other = Store(tmp_path / "local.duckdb")
+    ingest_frame(other, synthetic_df, "clinic", "text", "note_id", ["specialty", "site"])
+    local = embed_corpus(other, "clinic", whole)
+    assert (result["longer"], cache_keys(store)) == (local["longer"], cache_keys(other))
+    assert min_cosine(load_embeddings(store, "clinic", whole, compute_missing=False),
+                      load_embeddings(other, "clinic", whole, compute_missing=False)) >= 0.9999

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from core.embed import Settings, embedding_set
+from core.embed import Settings
 from core.encoders import get_encoder, list_encoders
 from core.options import EmbedOptions
 from core.store import Store
@@ -53,9 +53,9 @@ def test_sessions_creating_the_first_vector_set_of_a_dimension_at_once(tmp_path,
     for attempt in range(ATTEMPTS):
         store = Store(tmp_path / f"fresh{attempt}.duckdb")
         enc = get_encoder(store, "tiny")
-        params = Settings.resolve(enc, EmbedOptions(encoder="tiny")).cache_params(enc)
+        space = Settings.resolve(enc, EmbedOptions(encoder="tiny")).space(enc)
         ids: list[int] = []
-        assert at_once(lambda: ids.append(embedding_set(store, enc, params, enc.dim))) == []
+        assert at_once(lambda: ids.append(space.create_set(store))) == []
         assert len(set(ids)) == 1 and len(ids) == USERS  # one set, found by everyone
 
 
@@ -127,7 +127,7 @@ def test_writing_from_arrow_while_other_threads_connect(db_path):
 
     import numpy as np
 
-    from core.embed import _write_vectors
+    from core.space import write_vectors
 
     store = Store(db_path)
     with store.transaction() as con:
@@ -138,7 +138,7 @@ def test_writing_from_arrow_while_other_threads_connect(db_path):
     def write() -> None:
         try:
             for i in range(writes):  # a failed write is counted, and the next one tried
-                _collect(lambda i=i: _write_vectors(store, 1, 8, [f"h{i}-{k}" for k in range(20)],
+                _collect(lambda i=i: write_vectors(store, 1, 8, [f"h{i}-{k}" for k in range(20)],
                                                     np.ones((20, 8), np.float32)), errors)
         finally:
             stop.set()

@@ -17,6 +17,7 @@ import streamlit as st
 from core.maps import MapJob, embedded
 from core.options import ProjectOptions
 from core.projection import align_to
+from core.space import EmbeddingSpace
 from core.store import Corpus
 from pages.common import store
 from pages.components import loaders
@@ -28,7 +29,7 @@ OVERLAP_K = 10
 
 
 def describe(result: dict) -> str:
-    return f"{result['method'].upper()} of {result['encoder']}"
+    return f"{result['method'].upper()} of {EmbeddingSpace(**result['embedding']).describe()}"
 
 
 def compare_view(corpus: Corpus, opts: ProjectOptions, result_a: dict, frame: pd.DataFrame, shown_ords: Sequence[int],
@@ -60,7 +61,8 @@ def compare_view(corpus: Corpus, opts: ProjectOptions, result_a: dict, frame: pd
     frame_b = frame.assign(x=xy_b[:, 0], y=xy_b[:, 1])
 
     if colour == OVERLAP:
-        scores = loaders.overlap(db, corpus.name, opts.encoder, encoder_b, corpus.data_hash, OVERLAP_K)
+        spaces = (tuple(result_a["embedding"].values()), tuple(result_b["embedding"].values()))
+        scores = loaders.overlap(db, corpus.name, opts.encoder, encoder_b, corpus.data_hash, spaces, OVERLAP_K)
         frame = frame.assign(**{OVERLAP: scores[frame["ord"].to_numpy()]})
         frame_b = frame_b.assign(**{OVERLAP: frame[OVERLAP]})
         st.caption(f"Jaccard overlap of each note's {OVERLAP_K} nearest neighbours under {opts.encoder} and "

@@ -7,6 +7,7 @@ data hash), so they never serve stale data when a corpus or encoder changes.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ import streamlit as st
 
 from core import background, maps
 from core.background import Job
-from core.embed import embed_corpus, embed_query, load_embeddings
-from core.options import EmbedOptions, ProjectOptions
+from core.embed import corpus_space, embed_query
+from core.options import ProjectOptions
+from core.space import EmbeddingSpace
 from pages.common import progress_bar, show_failure, store
 from pages.components.map import hover_chars, hover_texts
 
@@ -35,18 +37,29 @@ def coordinates(db: str, projection_id: int) -> np.ndarray:
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the vectors…")
-def vectors(db: str, corpus: str, encoder: str, data_hash: str) -> np.ndarray:
-    """The corpus's vectors (read-only, shared by sessions: 50k x 384 is 77 MB)."""
-    return load_embeddings(store(), corpus, EmbedOptions(encoder=encoder), compute_missing=False)
+def _vectors(db: str, corpus: str, data_hash: str, space_fields: tuple) -> np.ndarray:
+    return EmbeddingSpace(*space_fields).load(store(), store().corpus(corpus))
+
+
+def vectors(db: str, corpus: str, data_hash: str, space: EmbeddingSpace) -> np.ndarray:
+    """The corpus's vectors in that space (read-only, shared by sessions: 50k x 384 is 77 MB)."""
+    return _vectors(db, corpus, data_hash, astuple(space))
 
 
 @st.cache_data(max_entries=64, show_spinner="Embedding the query…")
-def query_vector(db: str, encoder: str, text: str) -> np.ndarray:
-    return embed_query(store(), text, EmbedOptions(encoder=encoder))
+def _query_vector(db: str, space_fields: tuple, text: str) -> np.ndarray:
+    return embed_query(store(), text, EmbeddingSpace(*space_fields))
+
+
+def query_vector(db: str, space: EmbeddingSpace, text: str) -> np.ndarray:
+    """A typed query, embedded in the space of the vectors it is compared with."""
+    return _query_vector(db, astuple(space), text)
 
 
 @st.cache_data(max_entries=4, show_spinner="Comparing neighbourhoods in both full spaces…")
-def overlap(db: str, corpus: str, encoder_a: str, encoder_b: str, data_hash: str, k: int = 10) -> np.ndarray:
+def overlap(db: str, corpus: str, encoder_a: str, encoder_b: str, data_hash: str, spaces: tuple,
+            k: int = 10) -> np.ndarray:
+    """`spaces` (the two encoders' spaces, as tuples) keys the cache: re-embedding changes the answer."""
     return maps.neighbourhood_overlap(store(), corpus, encoder_a, encoder_b, k)
 
 
@@ -63,7 +76,7 @@ def offer_embedding(corpus: str, encoder: str) -> None:
     if st.button(f"Embed with {encoder}", type="primary", key=f"explore_embed_{encoder}"):
         bar, update = progress_bar("Loading the encoder…")
         try:
-            embed_corpus(store(), corpus, EmbedOptions(encoder=encoder), progress=update)
+            corpus_space(store(), corpus, encoder, progress=update)  # the corpus's space, else the defaults
         except Exception as exc:
             show_failure(exc)
             return

@@ -17,6 +17,7 @@ from playwright.sync_api import expect
 
 from core.corpus import ingest_frame
 from core.embed import embed_query, load_embeddings
+from core.space import remembered
 from core.maps import load_projection, neighbourhood_overlap, project_corpus
 from core.neighbours import nearest
 from core.options import EmbedOptions, ProjectOptions
@@ -61,7 +62,8 @@ def clinic(app_env, tmp_path_factory) -> dict:
             projection = project_corpus(store, "clinic", ProjectOptions(encoder=encoder, method="pca"))["projection"]
             xy[encoder] = load_projection(store, projection)[["x", "y"]].to_numpy()
         X = load_embeddings(store, "clinic", EmbedOptions(encoder="tiny"), compute_missing=False)
-        found, _ = nearest(X, embed_query(store, QUERY, EmbedOptions(encoder="tiny")), K)
+        space = remembered(store, store.corpus("clinic"), "tiny")  # the space the page searches in
+        found, _ = nearest(X, embed_query(store, QUERY, space), K)
         like_top, _ = nearest(X, X[found[0]], K, exclude=[found[0]])
         overlap = neighbourhood_overlap(store, "clinic", "tiny", "tiny-b", OVERLAP_K)
     ids = notes["note_id"]
