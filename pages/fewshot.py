@@ -17,7 +17,8 @@ from core.fewshot import LearningCurve, summary_frame
 from core.options import EvaluateOptions, PretrainOptions
 from core.setfit import finetune_options
 from core.store import StoreError
-from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, store
+from pages.common import corpus_picker, encoder_picker, label_picker, store
+from pages.components import steps
 
 SHOTS = [1, 2, 4, 8, 16, 32, 64, 128]
 CLASSIFIERS = {"logreg": "Logistic regression", "knn": "k nearest neighbours"}
@@ -232,15 +233,15 @@ if corpus:
     finetune = finetune_options(steps=int(steps))
     results = st.session_state.setdefault("fs_results", {})
     key = (c.id, label_key, tuple(encoders), opts)
-    if st.button("Run learning curve", type="primary", key="fs_run", disabled=not (encoders and shots)):
-        bar, update = progress_bar("Loading the vectors…")
-        try:
-            results[key] = fewshot_corpus(store(), corpus, encoders, opts, progress=update)
-        except (StoreError, ValueError) as exc:
-            st.error(str(exc))
-        bar.empty()
-    elif encoders and shots and key not in results:  # run before (this or an earlier session): shown at once
-        found = fewshot_corpus(store(), corpus, encoders, opts, compute=False)
+    db = store()
+    job_key = ("fewshot", str(db.path), *key)
+    st.button("Run learning curve", type="primary", key="fs_run",
+              disabled=not (encoders and shots) or steps.running(job_key), on_click=steps.start,
+              args=(job_key, opts, lambda progress: fewshot_corpus(db, corpus, encoders, opts, progress=progress)))
+    if curves := steps.follow(job_key, "Learning curve", "fs_cancel"):
+        results[key] = curves
+    elif encoders and shots and key not in results and not steps.running(job_key):  # run before: shown at once
+        found = fewshot_corpus(db, corpus, encoders, opts, compute=False)
         if found:
             results[key] = found
     tuned = None
@@ -253,6 +254,6 @@ if corpus:
     shown = with_setfit(results.get(key), tuned)
     if shown:
         show_result(shown, corpus, {e: qualitative.Plotly[i % 10] for i, e in enumerate(shown["encoders"])})
-    elif encoders:
+    elif encoders and not steps.running(job_key):
         st.info("Choose the label, encoders and shot counts, then **Run learning curve**. Results are kept in the "
                 "store, so they show at once next time.")

@@ -106,13 +106,16 @@ def selection_panel(store: Store, corpus: Corpus, frame: pd.DataFrame, selected:
         with st.expander("How the selection differs from the corpus", expanded=True):
             cats, nums = _differences(mask, metadata, corpus.meta)
             share = dict(format="percent", min_value=0, max_value=1)
-            st.dataframe(cats, hide_index=True, column_config={
+            named = {"column": st.column_config.TextColumn("Metadata column")}
+            st.dataframe(cats, hide_index=True, column_config=named | {
+                "value": st.column_config.TextColumn("Value"),
                 "share_in_selection": st.column_config.ProgressColumn("in selection", **share),
                 "share_overall": st.column_config.ProgressColumn("in corpus", **share),
-                "lift": st.column_config.NumberColumn(format="%.2f×", help="share in selection / share in corpus"),
+                "lift": st.column_config.NumberColumn("Lift", format="%.2f×",
+                                                      help="share in selection / share in corpus"),
             })
             if len(nums):
-                st.dataframe(nums, hide_index=True)
+                st.dataframe(nums, hide_index=True, column_config=named)
     st.caption("Tick a row to read the whole note.")
     _table(chosen, "explore_selection_table")
     buttons = st.container(horizontal=True)
