@@ -192,8 +192,9 @@ def open_map(page, app_url: str, *, corpus: str | None = None, method: str = "UM
 
 
 def settled(page) -> None:
-    """Wait until Explore computes nothing in the background (clusters, a UMAP map) and has drawn what it
-    computed: the map is redrawn as a new chart then, and a selection dragged across that redraw is lost."""
+    """Wait until the page computes nothing in the background (on Explore: clusters, a UMAP map; elsewhere a
+    long step such as Measure separability) and has drawn what it computed. On Explore the map is redrawn
+    as a new chart then, and a selection dragged across that redraw is lost."""
     expect(page.get_by_test_id("stProgress")).to_have_count(0, timeout=2 * HUNG_MS)
     wait_idle(page)
 

@@ -2,7 +2,7 @@
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import only_tiny, open_page, screenshot, wait_idle
+from tests.e2e.conftest import only_tiny, open_page, screenshot, settled, wait_idle
 
 
 def test_learning_curve_in_the_browser(embedded_clinic, page, app_url):
@@ -11,6 +11,7 @@ def test_learning_curve_in_the_browser(embedded_clinic, page, app_url):
 
     page.get_by_role("button", name="Run learning curve").click()
     wait_idle(page)
+    settled(page)  # the step runs in the background, with its progress bar
     page.get_by_text("held-out notes score every encoder").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     expect(page.locator(".js-plotly-plot")).to_have_count(2)  # the learning curve and the confusion matrix

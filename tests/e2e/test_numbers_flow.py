@@ -3,7 +3,7 @@ with baselines beside accuracies, intervals beside estimates and the classes tha
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import only_tiny, open_page, screenshot, wait_idle
+from tests.e2e.conftest import only_tiny, open_page, screenshot, settled, wait_idle
 
 
 def test_separability_page_says_what_its_numbers_mean(embedded_clinic, page, app_url):
@@ -11,6 +11,7 @@ def test_separability_page_says_what_its_numbers_mean(embedded_clinic, page, app
     only_tiny(page)
     page.get_by_role("button", name="Measure separability").click()
     wait_idle(page)
+    settled(page)  # the step runs in the background, with its progress bar
     headline = page.get_by_text("the label separates")
     headline.wait_for()
     words = headline.inner_text()
@@ -31,6 +32,7 @@ def test_fewshot_page_puts_baselines_beside_accuracy(embedded_clinic, page, app_
     only_tiny(page)
     page.get_by_role("button", name="Run learning curve").click()
     wait_idle(page)
+    settled(page)  # the step runs in the background, with its progress bar
     expect(page.get_by_text("Macro-F1 (higher is better)")).to_be_visible()
     page.get_by_test_id("stRadio").filter(has_text="Measure").get_by_text("Accuracy", exact=True).click()
     wait_idle(page)

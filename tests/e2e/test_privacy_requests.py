@@ -17,7 +17,8 @@ from core.options import ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import build_tiny_encoder
-from tests.e2e.conftest import HUNG_MS, TINY, box_select, only_tiny, open_map, open_page, pick, screenshot, wait_idle
+from tests.e2e.conftest import (HUNG_MS, TINY, box_select, only_tiny, open_map, open_page, pick, screenshot,
+                                settled, wait_idle)
 from tests.test_privacy import sockets_blocked_env
 
 pytestmark = pytest.mark.e2e
@@ -91,12 +92,14 @@ def test_every_page_and_flow_asks_only_the_apps_own_host(clinic, recorded, app_u
     only_tiny(page)
     page.get_by_role("button", name="Measure separability").click()
     wait_idle(page)
+    settled(page)  # the step runs in the background, with its progress bar
     page.get_by_test_id("stPlotlyChart").first.wait_for()
 
     open_page(page, app_url, "Few-shot")
     only_tiny(page)
     page.get_by_role("button", name="Run learning curve").click()
     wait_idle(page)
+    settled(page)  # the step runs in the background, with its progress bar
     page.get_by_text("held-out notes score every encoder").wait_for()
 
     open_page(page, app_url, "Pretrain")
