@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -42,6 +43,11 @@ from core.store import Corpus, Store
 ROOT = Path(__file__).resolve().parent.parent
 SHARD_ROWS = 1024  # texts per shard: one actor batch, one import transaction
 IMPORTED = "imported.txt"  # result shards already in the store, one name a line
+
+
+def ray_installed() -> bool:
+    """Whether the extra 'scale' is installed (found without importing Ray)."""
+    return importlib.util.find_spec("ray") is not None
 
 
 def import_ray():

@@ -8,6 +8,7 @@ from core.corpus import (IngestError, InMemoryFile, check, corpus_info, default_
                          deletion_summary, ingest_file, ingest_frame, preview, stored_preview)
 from core.embed import embed_corpus
 from core.options import EmbedOptions
+from core.scale import embed_on_ray, ray_installed
 from core.store import StoreError
 from pages.common import choose, corpus_picker, encoder_picker, progress_bar, store
 from sample_data.demo import DEMOS
@@ -141,12 +142,24 @@ if corpus:
     long_notes = middle.radio("Notes longer than the model's limit", ["truncate", "chunk"], horizontal=True,
                               help="chunk: embed every 256-token window and average them")
     precision = right.selectbox("Precision", ["auto", "fp32", "bf16"], help="auto: bf16 where the CPU supports it")
+    engine, address, workers = "local", None, None
+    if ray_installed():  # the extra 'scale': `notespace embed --engine ray`, with its progress here too
+        engine_col, address_col, workers_col = st.columns(3)
+        engine = engine_col.radio("Engine", ["local", "ray"], horizontal=True, key="embed_engine",
+                                  format_func={"local": "this process", "ray": "Ray"}.get,
+                                  help="Ray: the notes go out as Parquet shards to Ray workers, the vectors come "
+                                       "back into this store (docs/scale.md)")
+        if engine == "ray":
+            address = address_col.text_input("Ray address", key="embed_ray_address",
+                                             placeholder="empty: a local Ray on this machine (loopback only)") or None
+            workers = int(workers_col.number_input("Ray workers", 1, 256, 1, key="embed_ray_workers"))
     if st.button("Embed", type="primary", key="embed"):
-        bar, update = progress_bar("Loading the encoder…")
+        bar, update = progress_bar("Starting Ray…" if engine == "ray" else "Loading the encoder…")
+        opts = EmbedOptions(encoder=encoder, long_notes=long_notes, precision=precision)
         try:
-            result = embed_corpus(store(), corpus, EmbedOptions(encoder=encoder, long_notes=long_notes,
-                                                               precision=precision), progress=update)
-        except StoreError as exc:
+            result = (embed_on_ray(store(), corpus, opts, address, workers, progress=update) if engine == "ray"
+                      else embed_corpus(store(), corpus, opts, progress=update))
+        except (StoreError, RuntimeError) as exc:
             st.error(str(exc))
         else:
             bar.progress(1.0, text="Done")
