@@ -228,8 +228,8 @@ if corpus:
                                   "logistic regression is fitted on its new vectors. Same test and training notes as "
                                   "the other curves; with one note per class there is no pair to learn from, so the "
                                   "encoder is used as it is.")
-    tuning_steps = tuning.number_input("Fine-tuning steps", 1, 10_000, finetune_options().steps, key="fs_setfit_steps",
-                                disabled=not setfit, help="per seed and shot count")
+    tuning_steps = tuning.number_input("Fine-tuning steps", 1, 10_000, finetune_options().steps,
+                                       key="fs_setfit_steps", disabled=not setfit, help="per seed and shot count")
     finetune = finetune_options(steps=int(tuning_steps))
     results = st.session_state.setdefault("fs_results", {})
     key = (c.id, label_key, tuple(encoders), opts)
