@@ -165,7 +165,7 @@ def test_where_ray_is_installed_the_page_embeds_on_a_local_ray(data_page, db_pat
     at.selectbox(key="encoder").select("tiny")
     at.radio(key="embed_engine").set_value("ray").run()
     assert at.text_input(key="embed_ray_address").value == "" and at.number_input(key="embed_ray_workers").value == 1
-    at.button(key="embed").click().run()
+    at.button(key="embed").click().run(timeout=600)  # the run starts and stops a local Ray: slow on a loaded machine
     assert not at.exception and not at.error
     assert any("20 notes: 20 embedded now" in s.value for s in at.success), [s.value for s in at.success]
     assert load_embeddings(Store(db_path), "clinic", EmbedOptions(encoder="tiny"), compute_missing=False).shape == (20, 32)
