@@ -30,7 +30,7 @@ from core.devices import resolve_device
 from core.encoders import Encoder, get_encoder, load_model
 from core.options import DEFAULT_MAX_LENGTH, EmbedOptions
 from core.space import EmbeddingSpace, overlap, remember, remembered, write_vectors
-from core.store import Corpus, Store, StoreError, vector_table
+from core.store import Corpus, Store
 
 CHUNK_DOCS = 2048
 # Whole notes by default when more than this share of a corpus is longer than the window.

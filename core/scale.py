@@ -16,8 +16,8 @@ Vectors and cache keys are those of the local path (core/embed.py): the same emb
 (core/space.py: the corpus's remembered space, else the defaults, whole notes when many are long),
 the same Embedder; the space is remembered for the corpus as a local run would.
 
-Nothing reaches out: Ray's usage statistics and dashboard are off; a local Ray spills objects
-into the private folder (its servers do listen on every interface while it runs: docs/scale.md). Ray is the optional extra `scale`.
+Nothing reaches out: Ray's usage statistics and dashboard are off; a local Ray listens on loopback only
+and spills objects into the private folder. Ray is the optional extra `scale`.
 """
 
 from __future__ import annotations
@@ -25,16 +25,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.access import is_loopback
 from core.embed import Embedder, Settings, resolve_space
 from core.encoders import Encoder, get_encoder
 from core.errors import UserError
@@ -46,6 +47,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARD_ROWS = 1024  # texts per shard: one actor batch, one import transaction
 IMPORTED = "imported.txt"  # result shards already in the store, one name a line
 LONGER = b"longer"  # a result shard's metadata: how many of its texts were longer than the window
+
+
+def ray_installed() -> bool:
+    """Whether the extra 'scale' is installed (found without importing Ray)."""
+    return importlib.util.find_spec("ray") is not None
 
 
 def import_ray():
@@ -96,6 +102,21 @@ class EmbedShards:
 
 
 @contextlib.contextmanager
+def _node_on_loopback():
+    """Ray gives a local node this machine's reachable address, and binds its servers (GCS, raylet,
+    workers, agents) to it, unless its cluster mode is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read
+    when Ray is imported): off while a local Ray starts, so that nothing of it listens beyond loopback."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+@contextlib.contextmanager
 def _ray_session(ray, address: str | None, workers: int, spill_dir: Path):
     """Connect to a cluster at `address`, or start a local Ray for this machine."""
     if ray.is_initialized():  # a caller's session (tests, notebooks): use it as it is
@@ -108,8 +129,12 @@ def _ray_session(ray, address: str | None, workers: int, spill_dir: Path):
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         spill = {"type": "filesystem", "params": {"directory_path": str(spill_dir)}}
         # One CPU slot beyond the cores, for the Parquet reads: actors holding every slot would starve them
-        ray.init(num_cpus=max(workers, os.cpu_count() or 1) + 1, _node_ip_address="127.0.0.1",
-                 _system_config={"object_spilling_config": json.dumps(spill)}, **quiet)
+        with _node_on_loopback():
+            ray.init(num_cpus=max(workers, os.cpu_count() or 1) + 1,
+                     _system_config={"object_spilling_config": json.dumps(spill)}, **quiet)
+        if not all(is_loopback(node["NodeManagerAddress"]) for node in ray.nodes()):
+            ray.shutdown()  # never serve this machine's notes to the network
+            raise RuntimeError("the local Ray did not start on loopback; start Ray yourself and pass --ray-address")
     try:
         yield
     finally:

@@ -23,7 +23,7 @@ from core import background
 from core.encoders import get_encoder
 from core.devices import resolve_device
 from core.options import PretrainOptions
-from core.store import Store, StoreError
+from core.store import Store
 from core.training.registry import get_objective
 from core.training.settings import check_options
 

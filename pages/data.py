@@ -8,6 +8,7 @@ from core.corpus import (IngestError, InMemoryFile, check, corpus_info, default_
                          deletion_summary, ingest_file, ingest_frame, preview, stored_preview)
 from core.embed import embed_corpus, long_note_summary
 from core.options import EmbedOptions
+from core.scale import embed_on_ray, ray_installed
 from core.space import EmbeddingSpace
 from core.store import StoreError
 from pages.common import choose, corpus_picker, encoder_picker, failure_text, progress_bar, show_failure, store
@@ -146,11 +147,23 @@ if corpus:
              "window. auto: as the corpus was last embedded, else read whole when more than 10% of its notes "
              "are longer than the window")
     precision = right.selectbox("Precision", ["auto", "fp32", "bf16"], help="auto: bf16 where the CPU supports it")
+    engine, address, workers = "local", None, None
+    if ray_installed():  # the extra 'scale': `notespace embed --engine ray`, with its progress here too
+        engine_col, address_col, workers_col = st.columns(3)
+        engine = engine_col.radio("Engine", ["local", "ray"], horizontal=True, key="embed_engine",
+                                  format_func={"local": "this process", "ray": "Ray"}.get,
+                                  help="Ray: the notes go out as Parquet shards to Ray workers, the vectors come "
+                                       "back into this store (docs/scale.md)")
+        if engine == "ray":
+            address = address_col.text_input("Ray address", key="embed_ray_address",
+                                             placeholder="empty: a local Ray on this machine (loopback only)") or None
+            workers = int(workers_col.number_input("Ray workers", 1, 256, 1, key="embed_ray_workers"))
     if st.button("Embed", type="primary", key="embed"):
-        bar, update = progress_bar("Starting…")
+        bar, update = progress_bar("Starting Ray…" if engine == "ray" else "Loading the encoder…")
+        opts = EmbedOptions(encoder=encoder, long_notes=long_notes, precision=precision)
         try:
-            result = embed_corpus(store(), corpus, EmbedOptions(encoder=encoder, long_notes=long_notes,
-                                                               precision=precision), progress=update)
+            result = (embed_on_ray(store(), corpus, opts, address, workers, progress=update) if engine == "ray"
+                      else embed_corpus(store(), corpus, opts, progress=update))
         except Exception as exc:
             show_failure(exc)
         else:

@@ -15,7 +15,8 @@ from core.export import safe_csv
 from core.fewshot import LearningCurve, summary_frame
 from core.options import EvaluateOptions, PretrainOptions
 from core.setfit import finetune_options
-from pages.common import corpus_picker, encoder_picker, failure_text, label_picker, progress_bar, show_failure, store
+from pages.common import corpus_picker, encoder_picker, failure_text, label_picker, store
+from pages.components import steps
 from pages.text import for_plotly
 
 SHOTS = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -221,20 +222,20 @@ if corpus:
                                   "logistic regression is fitted on its new vectors. Same test and training notes as "
                                   "the other curves; with one note per class there is no pair to learn from, so the "
                                   "encoder is used as it is.")
-    steps = tuning.number_input("Fine-tuning steps", 1, 10_000, finetune_options().steps, key="fs_setfit_steps",
-                                disabled=not setfit, help="per seed and shot count")
-    finetune = finetune_options(steps=int(steps))
+    tuning_steps = tuning.number_input("Fine-tuning steps", 1, 10_000, finetune_options().steps,
+                                       key="fs_setfit_steps", disabled=not setfit, help="per seed and shot count")
+    finetune = finetune_options(steps=int(tuning_steps))
     results = st.session_state.setdefault("fs_results", {})
     key = (c.id, label_key, tuple(encoders), opts)
-    if st.button("Run learning curve", type="primary", key="fs_run", disabled=not (encoders and shots)):
-        bar, update = progress_bar("Loading the vectors…")
-        try:
-            results[key] = fewshot_corpus(store(), corpus, encoders, opts, progress=update)
-        except Exception as exc:
-            show_failure(exc)
-        bar.empty()
-    elif encoders and shots and key not in results:  # run before (this or an earlier session): shown at once
-        found = fewshot_corpus(store(), corpus, encoders, opts, compute=False)
+    db = store()
+    job_key = ("fewshot", str(db.path), *key)
+    st.button("Run learning curve", type="primary", key="fs_run",
+              disabled=not (encoders and shots) or steps.running(job_key), on_click=steps.start,
+              args=(job_key, opts, lambda progress: fewshot_corpus(db, corpus, encoders, opts, progress=progress)))
+    if curves := steps.follow(job_key, "Learning curve", "fs_cancel"):
+        results[key] = curves
+    elif encoders and shots and key not in results and not steps.running(job_key):  # run before: shown at once
+        found = fewshot_corpus(db, corpus, encoders, opts, compute=False)
         if found:
             results[key] = found
     tuned = None
@@ -247,6 +248,6 @@ if corpus:
     shown = with_setfit(results.get(key), tuned)
     if shown:
         show_result(shown, corpus, {e: qualitative.Plotly[i % 10] for i, e in enumerate(shown["encoders"])})
-    elif encoders:
+    elif encoders and not steps.running(job_key):
         st.info("Choose the label, encoders and shot counts, then **Run learning curve**. Results are kept in the "
                 "store, so they show at once next time.")

@@ -10,7 +10,8 @@ from core.evaluation import (
 )
 from core.intervals import N_BOOT
 from core.options import EvaluateOptions
-from pages.common import corpus_picker, encoder_picker, label_picker, progress_bar, show_failure, store
+from pages.common import corpus_picker, encoder_picker, label_picker, store
+from pages.components import steps
 from pages.text import for_markdown, for_plotly
 
 COLOURS = qualitative.Plotly
@@ -127,15 +128,15 @@ if corpus:
     opts = EvaluateOptions(label=label, shots="", knn_k=knn_k)
     results = st.session_state.setdefault("sep_results", {})
     key = (c.id, label_key, tuple(encoders), knn_k)
-    if st.button("Measure separability", type="primary", key="sep_run", disabled=not encoders):
-        bar, update = progress_bar("Loading the vectors…")
-        try:
-            results[key] = evaluate_corpus(store(), corpus, encoders, opts, progress=update)
-        except Exception as exc:
-            show_failure(exc)
-        bar.empty()
-    elif encoders and key not in results:  # measured before (this or an earlier session): shown at once
-        found = evaluate_corpus(store(), corpus, encoders, opts, compute=False)
+    db = store()
+    job_key = ("evaluate", str(db.path), *key)
+    st.button("Measure separability", type="primary", key="sep_run", disabled=not encoders or steps.running(job_key),
+              on_click=steps.start, args=(job_key, opts, lambda progress: evaluate_corpus(db, corpus, encoders, opts,
+                                                                                           progress=progress)))
+    if measured := steps.follow(job_key, "Measuring separability", "sep_cancel"):
+        results[key] = measured
+    elif encoders and key not in results and not steps.running(job_key):  # measured before: shown at once
+        found = evaluate_corpus(db, corpus, encoders, opts, compute=False)
         if found:
             results[key] = found
     colours = {e: COLOURS[i % len(COLOURS)] for i, e in enumerate(encoders)}
@@ -149,16 +150,18 @@ if corpus:
         audit_encoder = st.selectbox("Encoder to audit", encoders, key="sep_audit_encoder")
         audit_key = (c.id, audit_encoder, knn_k)
         audits = st.session_state.setdefault("sep_audits", {})
-        if st.button("Audit metadata columns", key="sep_audit_run"):
-            bar, update = progress_bar("Loading the vectors…")
-            audits[audit_key] = audit_corpus(store(), corpus, audit_encoder, k=knn_k, progress=update)
-            bar.empty()
-        elif audit_key not in audits:
-            found = audit_corpus(store(), corpus, audit_encoder, k=knn_k, compute=False)
+        audit_job = ("confound_audit", str(db.path), *audit_key)
+        st.button("Audit metadata columns", key="sep_audit_run", disabled=steps.running(audit_job),
+                  on_click=steps.start, args=(audit_job, audit_key, lambda progress: audit_corpus(
+                      db, corpus, audit_encoder, k=knn_k, progress=progress)))
+        if audited := steps.follow(audit_job, "Auditing the metadata columns", "sep_audit_cancel"):
+            audits[audit_key] = audited
+        elif audit_key not in audits and not steps.running(audit_job):
+            found = audit_corpus(db, corpus, audit_encoder, k=knn_k, compute=False)
             if found:
                 audits[audit_key] = found
         if audits.get(audit_key):
             show_audit(audits[audit_key], label)
-    elif encoders:
+    elif encoders and not steps.running(job_key):
         st.info("Pick a label column and encoders, then **Measure separability**. Results are kept in the store, "
                 "so they show at once next time.")

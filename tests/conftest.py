@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def wait_for(check, timeout: float = 90.0, every: float = 0.1):
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s")
+
+
+def settle(at) -> None:
+    """Wait for the work the app runs in the background (core/background.py: maps, clusters, a page's long
+    steps), then rerun the page, as its poll would."""
+    for thread in threading.enumerate():
+        if thread.name in {f"notespace-{kind}" for kind in ("map", "cluster", "evaluate", "confound_audit", "fewshot")}:
+            thread.join(300)
+    at.run()
 
 
 def record_calls(monkeypatch, owner, name: str) -> list:

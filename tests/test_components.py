@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.store import Store
 from pages.components.clusters import cluster_annotations
 from pages.components.facets import facet_mask, filter_from_points
 from sample_data.synthetic import synthetic_notes
+from tests.conftest import settle
 
 HERE = Path(__file__).resolve().parent
 
@@ -136,12 +139,40 @@ def _label(at, label: str) -> None:
     assert not at.exception
 
 
+def test_computing_clusters_shows_its_progress_and_can_be_cancelled(clusters_app, db_path, monkeypatch):
+    """Compute clusters runs in the background with a Cancel button; cancelled, no clustering is stored. The
+    real clustering waits at its start until the test has pressed Cancel, so the job is surely running then."""
+    from pages.components import clusters
+
+    started, release, compute = threading.Event(), threading.Event(), clusters.cluster_corpus
+
+    def held(*args, **kwargs):
+        started.set()
+        release.wait(60)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(clusters, "cluster_corpus", held)
+    at = clusters_app
+    at.radio(key="clusters_method").set_value("kmeans").run()
+    at.button(key="clusters_compute").click().run()
+    assert started.wait(60)
+    (bar,) = at.get("progress")
+    assert bar.proto.text.startswith("Clusters with k = ") and at.button(key="clusters_compute").disabled
+    at.button(key="clusters_cancel").click().run()
+    release.set()
+    settle(at)
+    assert any(i.value.startswith("Clusters with k = ") and i.value.endswith(": cancelled; no result was stored.")
+               for i in at.info)
+    assert at.session_state["harness_view"] is None and Store(db_path).runs("cluster") == []
+
+
 def test_cluster_panel_then_label_from_the_map(clusters_app, synthetic_df):
     at = clusters_app
     assert at.session_state["harness_view"] is None and "No clusters yet" in at.caption[0].value
     at.radio(key="clusters_method").set_value("kmeans").run()
     at.number_input(key="clusters_k").set_value(4).run()
     at.button(key="clusters_compute").click().run()
+    settle(at)
     assert not at.exception and "4 clusters and 0 noise notes" in at.success[0].value
     view = at.session_state["harness_view"]
     assert view.labels.shape == (120,) and set(view.names) == {0, 1, 2, 3}
@@ -159,9 +190,13 @@ def test_cluster_panel_then_label_from_the_map(clusters_app, synthetic_df):
     _label(at, "B")
     predicted = at.session_state["harness_predicted"]
     assert predicted.name == "predicted" and len(predicted) == 120 and set(predicted) == {"A", "B"}
-    counts = next(d.value for d in at.dataframe if "mean_confidence" in d.value)
-    assert counts.set_index("class")["labelled"].to_dict() == {"A": len(first), "B": len(second)}
-    suggested = next(d.value for d in at.dataframe if "note" in d.value)
+    counts = next(d.value for d in at.dataframe if "Predicted" in d.value)
+    assert list(counts) == ["Label", "Labelled by hand", "Predicted", "Mean confidence of the predictions"]
+    assert counts.set_index("Label")["Labelled by hand"].to_dict() == {"A": len(first), "B": len(second)}
+    suggested = next(d for d in at.dataframe if "Text" in d.value)
+    assert list(suggested.value) == ["ord", "Note", "Predicted label", "Confidence", "Text"]
+    assert json.loads(suggested.proto.columns)["ord"]["hidden"]  # the store's row number is not shown
+    suggested = suggested.value
     assert len(suggested) == 10 and not set(suggested["ord"]) & set(first + second)
 
     at.button(key="labelling_select_suggested").click().run()

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.scale import ray_installed
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
@@ -148,3 +150,22 @@ def test_the_chosen_corpus_and_encoder_follow_the_session_across_pages(data_page
     at.selectbox(key="corpus").select("first").run()
     at.switch_page("pages/data.py").run()
     assert (at.selectbox(key="corpus").value, at.selectbox(key="encoder").value) == ("first", chosen)
+
+
+@pytest.mark.skipif(not ray_installed(), reason="the optional extra 'scale' (make test installs it)")
+def test_where_ray_is_installed_the_page_embeds_on_a_local_ray(data_page, db_path, synthetic_df):
+    from core.corpus import ingest_frame
+    from core.embed import load_embeddings
+    from core.options import EmbedOptions
+    from core.store import Store
+
+    ingest_frame(Store(db_path), synthetic_df.head(20), "clinic", "text", "note_id")
+    at = data_page
+    at.run()
+    at.selectbox(key="encoder").select("tiny")
+    at.radio(key="embed_engine").set_value("ray").run()
+    assert at.text_input(key="embed_ray_address").value == "" and at.number_input(key="embed_ray_workers").value == 1
+    at.button(key="embed").click().run(timeout=600)  # the run starts and stops a local Ray: slow on a loaded machine
+    assert not at.exception and not at.error
+    assert any("20 notes: 20 embedded now" in s.value for s in at.success), [s.value for s in at.success]
+    assert load_embeddings(Store(db_path), "clinic", EmbedOptions(encoder="tiny"), compute_missing=False).shape == (20, 32)

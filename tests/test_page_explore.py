@@ -10,7 +10,6 @@ import base64
 import json
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from core.options import EmbedOptions
 from core.store import Store
 from pages.components.compare import OVERLAP
 from pages.components.map import map_figure, selected_from_event
+from tests.conftest import settle
 
 # app.py warms UMAP up in a thread; its note that our kNN graph rules out `transform` is expected
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
@@ -43,14 +43,6 @@ def ords_of(trace: dict) -> list[int]:
     if isinstance(data, dict):  # plotly 7 ships typed arrays as base64
         return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
     return list(data)
-
-
-def settle(at) -> None:
-    """Wait for the clusterings the page computes in the background, then rerun, as its poll would."""
-    for thread in threading.enumerate():
-        if thread.name == "notespace-cluster":
-            thread.join(300)
-    at.run()
 
 
 @pytest.fixture()

@@ -11,12 +11,12 @@ from streamlit.testing.v1 import AppTest
 
 from core.corpus import ingest_frame
 from core.embed import embed_corpus
-from core.labels import add_labels
 from core.options import EmbedOptions
 from core.palette import DEFAULT_TOP
 from core.store import Store
 from pages.components import state
-from tests.test_page_explore import maps_in, ords_of, settle
+from tests.conftest import settle
+from tests.test_page_explore import maps_in, ords_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -90,8 +90,8 @@ def test_labelling_uses_up_the_selection_and_counts_agree_everywhere(explore):
     at.selectbox(key="explore_colour").select("predicted").run()
     (spec,) = maps_in(at)  # recoloured by the predictions: no leftover lasso, nothing faded
     assert selected_on_map(spec) == [] and not spec["layout"].get("selections")
-    by_hand = next(d.value for d in at.dataframe if "labelled notes" in d.value).set_index("label")["labelled notes"]
-    classifier = next(d.value for d in at.dataframe if "mean_confidence" in d.value).set_index("class")["labelled"]
+    by_hand = next(d.value for d in at.dataframe if "Notes labelled" in d.value).set_index("Label")["Notes labelled"]
+    classifier = next(d.value for d in at.dataframe if "Predicted" in d.value).set_index("Label")["Labelled by hand"]
     at.selectbox(key="explore_colour").select("map: map labels").run()
     on_map = {t["name"]: len(ords_of(t)) for t in maps_in(at)[0]["data"] if t["name"] in ("a", "b")}
     assert by_hand.to_dict() == classifier.to_dict() == on_map == {"a": 4, "b": 3}
@@ -106,6 +106,7 @@ def test_the_clusters_header_and_inputs_show_the_settings_used(explore):
     assert any("found with minimum cluster size 5; press **Compute clusters** to find them with minimum cluster "
                "size 10" in i.value for i in at.info)
     at.button(key="clusters_compute").click().run()
+    settle(at)
     assert "minimum cluster size 10" in header() and not any("Compute clusters** to find" in i.value for i in at.info)
 
     at.selectbox(key="encoder").select("tiny2").run()  # another encoder: its own (default) clustering is shown

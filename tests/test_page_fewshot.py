@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import settle
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 ACTIVE = ("queued", "running", "interrupted")
 
@@ -35,6 +37,7 @@ def clinic(db_path, models_dir, synthetic_df):
 def test_learning_curve_table_confusion_and_download(clinic):
     at = open_page()
     at.button(key="fs_run").click().run()
+    settle(at)
     assert not at.exception and not at.error
     curve = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert curve["layout"]["xaxis"]["type"] == "log" and curve["layout"]["xaxis"]["tickvals"] == [1, 2, 4]
@@ -105,6 +108,7 @@ def test_setfit_runs_in_the_background_can_be_cancelled_and_draws_its_curve(clin
     names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert names == {"tiny + SetFit", None}  # its mean line and band; the frozen curve was not asked for
     at.button(key="fs_run").click().run()
+    settle(at)
     names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert names == {"tiny", "tiny + SetFit", None}  # side by side
     table = at.table[0].value

@@ -1,6 +1,7 @@
 """AppTest of the Separability page: measure two encoders, audit the metadata, find it all again later."""
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core.embed import load_embeddings
 from core.evaluation import METRICS
 from core.options import EmbedOptions
+from tests.conftest import settle
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -40,6 +42,7 @@ def test_measure_audit_and_reopen_without_recomputing(clinic):
     assert at.selectbox(key="sep_label").value == "specialty"  # the first categorical column
     assert any("Measure separability" in i.value for i in at.info)
     at.button(key="sep_run").click().run()
+    settle(at)
     assert not at.exception and not at.error
     table = at.table[0].value.reset_index()
     assert list(table["Measure"]) == [m[1] for m in METRICS] and {"tiny", "tiny-b"} <= set(table.columns)
@@ -59,6 +62,7 @@ def test_measure_audit_and_reopen_without_recomputing(clinic):
     assert "cardiology" in json.dumps(class_chart)
 
     at.button(key="sep_audit_run").click().run()
+    settle(at)
     audit_chart = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert set(audit_chart["data"][0]["y"]) == {"specialty", "site", "age"}
 
@@ -78,3 +82,35 @@ def test_clusters_are_offered_as_a_label_once_the_corpus_is_clustered(clinic):
     assert at.selectbox(key="sep_label").options == ["specialty", "site", "age", "cluster"]
     at.selectbox(key="sep_label").set_value("cluster").run()
     assert not at.exception and any("inflated by construction" in c.value for c in at.caption)
+
+
+def test_a_measurement_shows_its_progress_and_can_be_cancelled(clinic, monkeypatch):
+    """Measuring runs in the background: the page says what it is doing, Cancel stops it with nothing
+    stored, and Measure starts it afresh. The real evaluation waits at its start until the test has
+    pressed Cancel, so the job is surely running then."""
+    from core import evaluation
+
+    started, release, measure = threading.Event(), threading.Event(), evaluation.evaluate_corpus
+
+    def held(*args, **kwargs):
+        if kwargs.get("progress"):  # the page's job, not its look-up in the store
+            started.set()
+            release.wait(60)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_corpus", held)
+    at = open_page(["tiny"])
+    at.button(key="sep_run").click().run()
+    assert started.wait(60)
+    (bar,) = at.get("progress")
+    assert bar.proto.text.startswith("Measuring separability: ") and at.button(key="sep_run").disabled
+    at.button(key="sep_cancel").click().run()
+    release.set()
+    settle(at)
+    assert any(i.value == "Measuring separability: cancelled; no result was stored." for i in at.info)
+    assert clinic.runs("evaluate") == [] and not at.table and not at.get("progress")
+
+    at.button(key="sep_run").click().run()  # again, to the end
+    settle(at)
+    assert not at.exception and not at.error and len(clinic.runs("evaluate")) == 1
+    assert not any("cancelled" in i.value for i in at.info) and at.table[0].value.index.name == "Measure"

@@ -8,7 +8,6 @@ import torch
 from sentence_transformers import SentenceTransformer
 from transformers import AutoTokenizer
 
-import core.embed as embed_mod
 from core.corpus import ingest_frame
 from core.embed import Embedder, embed_corpus, load_embeddings, split_windows
 from core.options import EmbedOptions

@@ -21,8 +21,7 @@ from core.clusters import (
 )
 from core.options import ClusterOptions
 from core.store import Store, StoreError
-from pages.common import progress_bar, show_failure
-from pages.components import state
+from pages.components import state, steps
 from pages.components.differences import show_differences
 from pages.text import for_plotly
 
@@ -45,19 +44,6 @@ class ClusterView:
 
     def members(self, cluster: int) -> list[int]:
         return self.ords[self.labels == cluster].tolist()
-
-
-def _compute(store: Store, corpus: str, opts: ClusterOptions) -> int | None:
-    bar, update = progress_bar("Loading the vectors…")
-    try:
-        result = cluster_corpus(store, corpus, opts, progress=update)
-    except Exception as exc:
-        bar.empty()
-        show_failure(exc)
-        return None
-    bar.empty()
-    st.success(f"{result['n_clusters']} clusters and {result['noise']:,} noise notes ({result['seconds']:.1f} s).")
-    return result["clustering"]
 
 
 def _stored(store: Store, corpus: str, encoder: str, shown_key: str):
@@ -112,18 +98,22 @@ def cluster_panel(store: Store, corpus: str, encoder: str, frame: pd.DataFrame) 
         k = size_col.number_input("Number of clusters", 2, max(2, n), key="clusters_k",
                                   help="default: √(notes / 2), at most 50")
         opts = ClusterOptions(encoder=encoder, method=method, k=int(k))
-    if button_col.button("Compute clusters", key="clusters_compute"):
-        clustering_id = _compute(store, corpus, opts)
-        if clustering_id is not None:
-            st.session_state.update({shown_key: clustering_id, "clusters_synced": clustering_id})
-            found = _stored(store, corpus, encoder, shown_key)
+    chosen = {"method": method, "k": opts.k, "min_cluster_size": opts.min_cluster_size}
+    job_key = ("cluster", str(store.path), info.id, info.data_hash, encoder, opts)
+    button_col.button("Compute clusters", key="clusters_compute", disabled=steps.running(job_key), on_click=steps.start,
+                      args=(job_key, opts, lambda progress: cluster_corpus(store, corpus, opts, progress)))
+    computed = steps.follow(job_key, f"Clusters with {_setting(chosen)}", "clusters_cancel")
+    if computed is not None:
+        st.success(f"{computed['n_clusters']} clusters and {computed['noise']:,} noise notes "
+                   f"({computed['seconds']:.1f} s).")
+        st.session_state.update({shown_key: computed["clustering"], "clusters_synced": computed["clustering"]})
+        found = _stored(store, corpus, encoder, shown_key)
     if found is None:
         st.caption("No clusters yet for this corpus and encoder (the map starts the default ones by itself): "
                    "choose a method and press **Compute clusters**.")
         return None
     st.caption(f"Showing clustering {found.id} ({found.params['method']}, {_setting(found.params)}, seed "
                f"{found.params['seed']}); `notespace cluster` with the same settings reuses it.")
-    chosen = {"method": method, "k": opts.k, "min_cluster_size": opts.min_cluster_size}
     if _setting(chosen) != _setting(found.params):
         st.info(f"The map and this table show the clusters found with {_setting(found.params)}; press "
                 f"**Compute clusters** to find them with {_setting(chosen)}.", icon=":material/info:")

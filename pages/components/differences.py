@@ -38,9 +38,11 @@ def show_differences(mask: np.ndarray, metadata: pd.DataFrame, kinds: dict, part
     share = dict(format="percent", min_value=0, max_value=1)
     if len(cats):
         st.dataframe(cats, hide_index=True, width="stretch", column_config={
+            "column": st.column_config.TextColumn("Metadata column"), "value": st.column_config.TextColumn("Value"),
             "share_in_selection": st.column_config.ProgressColumn(f"in {part}", **share),
             "share_overall": st.column_config.ProgressColumn("in corpus", **share),
-            "lift": st.column_config.NumberColumn(format="%.2f×", help=f"share in {part} / share in corpus"),
+            "lift": st.column_config.NumberColumn("Lift", format="%.2f×", help=f"share in {part} / share in corpus"),
         })
     if len(nums):
-        st.dataframe(nums, hide_index=True, width="stretch")
+        st.dataframe(nums, hide_index=True, width="stretch",
+                     column_config={"column": st.column_config.TextColumn("Metadata column")})

@@ -16,6 +16,10 @@ from pages.components import state
 from pages.text import for_markdown
 
 PREVIEW_CHARS = 200
+# what the tables call core.labels' columns
+COUNT_NAMES = {"class": "Label", "labelled": "Labelled by hand", "predicted": "Predicted",
+               "mean_confidence": "Mean confidence of the predictions"}
+SUGGESTION_NAMES = {"id": "Note", "predicted": "Predicted label", "confidence": "Confidence", "note": "Text"}
 
 
 def _label_selection(store: Store, corpus: str, label_set: str) -> None:
@@ -64,13 +68,13 @@ def _suggestions(store: Store, corpus: str, preds) -> None:
     table = pd.DataFrame({"ord": ords, "id": texts.loc[ords, "doc_id"].to_numpy(),
                           "predicted": scores["predicted"].to_numpy(), "confidence": scores["confidence"].to_numpy(),
                           "note": [t if len(t) <= PREVIEW_CHARS else t[:PREVIEW_CHARS] + "…"
-                                   for t in texts.loc[ords, "text"]]})
+                                   for t in texts.loc[ords, "text"]]}).rename(columns=SUGGESTION_NAMES)
     head, button = st.columns([3, 1], vertical_alignment="bottom")
     head.caption("Label these next: the classifier is least sure about them, and they differ from the notes "
                  "labelled so far.")
     button.button("Select them on the map", key="labelling_select_suggested", on_click=state.select, args=(ords,))
     st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"confidence": st.column_config.NumberColumn(format="%.2f")})
+                 column_config={"ord": None, "Confidence": st.column_config.NumberColumn(format="%.2f")})
 
 
 def labelling_panel(store: Store, corpus: str, encoder: str, selected_ords, n_suggest: int = 10
@@ -95,7 +99,7 @@ def labelling_panel(store: Store, corpus: str, encoder: str, selected_ords, n_su
                    "classes to train a classifier that predicts a label for every other note.")
         return None
     counts = labels["label"].value_counts()
-    st.dataframe(counts.rename("labelled notes").rename_axis("label").reset_index(), hide_index=True)
+    st.dataframe(counts.rename("Notes labelled").rename_axis("Label").reset_index(), hide_index=True)
     _remove_controls(store, corpus, label_set, counts.index.tolist())
     if len(counts) < 2:
         st.info("Label notes of at least two different classes to train a classifier.")
@@ -103,7 +107,7 @@ def labelling_panel(store: Store, corpus: str, encoder: str, selected_ords, n_su
     preds = predict_from_labels(store, corpus, encoder, label_set, n_suggest=n_suggest)
     st.caption(f"A logistic regression on the {encoder} embeddings, trained on the {len(labels):,} labelled "
                "notes, predicts every note:")
-    st.dataframe(preds.counts(), hide_index=True, width="stretch",
-                 column_config={"mean_confidence": st.column_config.NumberColumn(format="%.2f")})
+    st.dataframe(preds.counts().rename(columns=COUNT_NAMES), hide_index=True, width="stretch",
+                 column_config={COUNT_NAMES["mean_confidence"]: st.column_config.NumberColumn(format="%.2f")})
     _suggestions(store, corpus, preds)
     return preds.predicted

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -22,14 +23,13 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Waits give up after this long: only a hang should reach it. On 2 cores at a load of 30 (other
 # test suites, a training job) a Streamlit rerun took over 2 minutes.
 HUNG_MS = 180_000
+TINY = "tiny (adapted, 32-d)"  # the tiny random encoder as the pickers name it
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 def pytest_configure(config):
     """Playwright's `expect` retries for 5 s by default; a loaded machine needs as long as every other wait."""
-    from playwright.sync_api import expect
-
     expect.set_options(timeout=HUNG_MS)
 
 
@@ -90,6 +90,23 @@ def served(script: Path, env: dict, name: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def embedded_clinic(app_env) -> str:
+    """120 synthetic notes (four specialties), embedded with 'tiny', in the served app's store."""
+    from core.corpus import ingest_frame
+    from core.embed import embed_corpus
+    from core.options import EmbedOptions
+    from core.store import Store
+    from sample_data.synthetic import synthetic_notes
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NOTESPACE_MODELS", app_env["NOTESPACE_MODELS"])  # where this process finds 'tiny'
+        store = Store(app_env["NOTESPACE_DB"])
+        ingest_frame(store, synthetic_notes(120, seed=1), "clinic", "text", "note_id", ["specialty", "site"])
+        embed_corpus(store, "clinic", EmbedOptions(encoder="tiny"))
+    return "clinic"
+
+
+@pytest.fixture(scope="module")
 def app_url(app_env):
     with served(ROOT / "app.py", app_env, "server") as url:
         yield url
@@ -138,6 +155,64 @@ def open_page(page, app_url: str, title: str) -> None:
     wait_idle(page)
     page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
     wait_idle(page)
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose an option of a selectbox once the page has finished its run (a rerun would close the list)."""
+    wait_idle(page)
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
+    box.scroll_into_view_if_needed()
+    box.click()
+    page.keyboard.type(option)  # opens the list filtered to the option, wherever the box sits on screen
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def only_tiny(page) -> None:
+    """Encoder pickers start with the packaged MiniLM too: loading it is not what these tests are about."""
+    page.get_by_role("button", name="Remove minilm (packaged, 384-d)").click()
+    wait_idle(page)
+    tags = page.get_by_test_id("stMultiSelect").filter(has_text="Encoders").locator("[data-tag]")
+    expect(tags).to_have_text([TINY])
+
+
+def open_map(page, app_url: str, *, corpus: str | None = None, method: str = "UMAP"):
+    """Explore on the stored `method` map of `corpus` (else the page's first corpus) with 'tiny';
+    returns the map once the work it started in the background (the default clusters) has landed."""
+    open_page(page, app_url, "Explore")
+    if corpus is not None:
+        pick(page, "Corpus", corpus)
+    if method != "UMAP":
+        page.get_by_test_id("stRadio").filter(has_text="UMAP").get_by_text(method, exact=True).click()
+        wait_idle(page)
+    pick(page, "Encoder", TINY)
+    page.get_by_text(f"{method} of tiny (from the store)").wait_for()
+    settled(page)
+    return page.locator(".js-plotly-plot").first
+
+
+def settled(page) -> None:
+    """Wait until the page computes nothing in the background (on Explore: clusters, a UMAP map; elsewhere a
+    long step such as Measure separability) and has drawn what it computed. On Explore the map is redrawn
+    as a new chart then, and a selection dragged across that redraw is lost."""
+    expect(page.get_by_test_id("stProgress")).to_have_count(0, timeout=2 * HUNG_MS)
+    wait_idle(page)
+
+
+def box_select(page, chart=None) -> None:
+    """Drag a box over most of the map (the first one unless `chart`) and wait for the selected notes."""
+    settled(page)
+    chart = chart or page.locator(".js-plotly-plot").first
+    chart.hover()
+    chart.locator('.modebar-btn[data-title="Box Select"]').click()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + 5, area["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.6, steps=10)
+    page.mouse.move(area["x"] + area["width"] * 0.95, area["y"] + area["height"] * 0.95, steps=10)
+    page.mouse.up()
+    wait_idle(page)
+    page.get_by_text("notes selected").wait_for()
 
 
 def screenshot(page, name: str) -> Path:

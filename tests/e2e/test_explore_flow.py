@@ -11,7 +11,7 @@ from core.maps import project_corpus
 from core.options import ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
-from tests.e2e.conftest import open_page, screenshot, wait_idle
+from tests.e2e.conftest import box_select, open_map, pick, screenshot
 
 
 @pytest.fixture(scope="module")
@@ -28,34 +28,16 @@ def clinic(app_env, tiny_encoder_path):
 
 @pytest.mark.filterwarnings("ignore:precomputed_knn")
 def test_colour_then_box_select_shows_the_selected_notes(clinic, page, app_url):
-    open_page(page, app_url, "Explore")
-    page.get_by_test_id("stSelectbox").filter(has_text="Encoder").click()
-    page.get_by_role("option", name="tiny (adapted, 32-d)").click()
-    wait_idle(page)
-    page.get_by_text("UMAP of tiny (from the store)").wait_for()
-    chart = page.locator(".js-plotly-plot").first
+    chart = open_map(page, app_url)
     chart.locator(".legendtext", has_text="cardiology").wait_for()
-    # no clusters in the store: the page computes the default ones in the background, then names them
-    label = chart.locator(".annotation-text").first
-    label.wait_for(timeout=300_000)
-    expect(label).to_have_text(re.compile(r"^0: "))
+    # no clusters in the store: the page computed the default ones in the background, then named them
+    expect(chart.locator(".annotation-text").first).to_have_text(re.compile(r"^0: "))
 
-    page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
-    page.get_by_role("option", name="site", exact=True).click()
-    wait_idle(page)
+    pick(page, "Colour by", "site")
     chart.locator(".legendtext", has_text="north").wait_for()
     expect(chart.locator(".annotation-text").first).to_be_visible()  # named whatever colours the map
 
-    chart.hover()
-    chart.locator('.modebar-btn[data-title="Box Select"]').click()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.move(area["x"] + 5, area["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(area["x"] + area["width"] * 0.5, area["y"] + area["height"] * 0.6, steps=10)
-    page.mouse.move(area["x"] + area["width"] * 0.9, area["y"] + area["height"] * 0.95, steps=10)
-    page.mouse.up()
-    wait_idle(page)
-    page.get_by_text("notes selected").wait_for()
+    box_select(page, chart)
     page.get_by_text("How the selection differs from the corpus").wait_for()
     expect(page.get_by_test_id("stDataFrame").nth(1)).to_be_visible()  # the comparison and the selected notes
     page.get_by_text("notes selected").scroll_into_view_if_needed()

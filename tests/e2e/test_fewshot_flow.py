@@ -1,37 +1,17 @@
 """In a real browser: open Few-shot on a small embedded corpus, run a learning curve, see the chart."""
 
-import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import open_page, screenshot, wait_idle
+from tests.e2e.conftest import only_tiny, open_page, screenshot, settled, wait_idle
 
 
-@pytest.fixture(scope="module")
-def clinic(app_env):
-    """120 synthetic notes, embedded with 'tiny', in the served app's store before any page loads."""
-    from core.corpus import ingest_frame
-    from core.embed import embed_corpus
-    from core.options import EmbedOptions
-    from core.store import Store
-    from sample_data.synthetic import synthetic_notes
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("NOTESPACE_MODELS", app_env["NOTESPACE_MODELS"])  # where this process finds 'tiny'
-        store = Store(app_env["NOTESPACE_DB"])
-        ingest_frame(store, synthetic_notes(120, seed=1), "clinic", "text", "note_id", ["specialty", "site"])
-        embed_corpus(store, "clinic", EmbedOptions(encoder="tiny"))
-    return "clinic"
-
-
-def test_learning_curve_in_the_browser(clinic, page, app_url):
+def test_learning_curve_in_the_browser(embedded_clinic, page, app_url):
     open_page(page, app_url, "Few-shot")
-    page.get_by_role("button", name="Remove minilm (packaged, 384-d)").click()  # no MiniLM to load here
-    wait_idle(page)
-    tags = page.get_by_test_id("stMultiSelect").filter(has_text="Encoders").locator("[data-tag]")
-    expect(tags).to_have_text(["tiny (adapted, 32-d)"])
+    only_tiny(page)
 
     page.get_by_role("button", name="Run learning curve").click()
     wait_idle(page)
+    settled(page)  # the step runs in the background, with its progress bar
     page.get_by_text("held-out notes score every encoder").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     expect(page.locator(".js-plotly-plot")).to_have_count(2)  # the learning curve and the confusion matrix

@@ -1,41 +1,17 @@
 """In a real browser: the Separability and Few-shot pages say in plain words what their numbers mean,
 with baselines beside accuracies, intervals beside estimates and the classes that do worst."""
 
-import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import open_page, screenshot, wait_idle
+from tests.e2e.conftest import only_tiny, open_page, screenshot, settled, wait_idle
 
 
-@pytest.fixture(scope="module")
-def clinic(app_env):
-    """120 synthetic notes (four specialties), embedded with 'tiny', in the served app's store."""
-    from core.corpus import ingest_frame
-    from core.embed import embed_corpus
-    from core.options import EmbedOptions
-    from core.store import Store
-    from sample_data.synthetic import synthetic_notes
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("NOTESPACE_MODELS", app_env["NOTESPACE_MODELS"])  # where this process finds 'tiny'
-        store = Store(app_env["NOTESPACE_DB"])
-        ingest_frame(store, synthetic_notes(120, seed=1), "clinic", "text", "note_id", ["specialty", "site"])
-        embed_corpus(store, "clinic", EmbedOptions(encoder="tiny"))
-    return "clinic"
-
-
-def only_tiny(page) -> None:
-    page.get_by_role("button", name="Remove minilm (packaged, 384-d)").click()  # no MiniLM to load here
-    wait_idle(page)
-    tags = page.get_by_test_id("stMultiSelect").filter(has_text="Encoders").locator("[data-tag]")
-    expect(tags).to_have_text(["tiny (adapted, 32-d)"])
-
-
-def test_separability_page_says_what_its_numbers_mean(clinic, page, app_url):
+def test_separability_page_says_what_its_numbers_mean(embedded_clinic, page, app_url):
     open_page(page, app_url, "Separability")
     only_tiny(page)
     page.get_by_role("button", name="Measure separability").click()
     wait_idle(page)
+    settled(page)  # the step runs in the background, with its progress bar
     headline = page.get_by_text("the label separates")
     headline.wait_for()
     words = headline.inner_text()
@@ -51,11 +27,12 @@ def test_separability_page_says_what_its_numbers_mean(clinic, page, app_url):
     screenshot(page, "separability-plain-words")
 
 
-def test_fewshot_page_puts_baselines_beside_accuracy(clinic, page, app_url):
+def test_fewshot_page_puts_baselines_beside_accuracy(embedded_clinic, page, app_url):
     open_page(page, app_url, "Few-shot")
     only_tiny(page)
     page.get_by_role("button", name="Run learning curve").click()
     wait_idle(page)
+    settled(page)  # the step runs in the background, with its progress bar
     expect(page.get_by_text("Macro-F1 (higher is better)")).to_be_visible()
     page.get_by_test_id("stRadio").filter(has_text="Measure").get_by_text("Accuracy", exact=True).click()
     wait_idle(page)

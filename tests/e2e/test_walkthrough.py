@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from sample_data.synthetic import synthetic_notes
-from tests.e2e.conftest import open_page, screenshot, wait_idle
+from tests.e2e.conftest import TINY, box_select, open_page, pick, screenshot, wait_idle
 
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
 WARDS = 30
@@ -31,29 +31,6 @@ def export_csv(tmp_path_factory):
     return path
 
 
-def pick(page, selectbox: str, option: str) -> None:
-    """Choose an option of a selectbox once the page has finished its run (a rerun would close the list)."""
-    wait_idle(page)
-    box = page.get_by_test_id("stSelectbox").filter(has_text=selectbox).first
-    box.scroll_into_view_if_needed()
-    box.click()
-    page.keyboard.type(option)  # opens the list filtered to the option, wherever the box sits on screen
-    page.get_by_role("option", name=option, exact=True).click()
-    wait_idle(page)
-
-
-def box_select(chart, page) -> None:
-    chart.hover()
-    chart.locator('.modebar-btn[data-title="Box Select"]').click()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.move(area["x"] + 5, area["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.6, steps=10)
-    page.mouse.move(area["x"] + area["width"] * 0.95, area["y"] + area["height"] * 0.95, steps=10)
-    page.mouse.up()
-    wait_idle(page)
-
-
 def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     # ---- Data (i14's page: its wording checked loosely) -------------------------------------------
     open_page(page, app_url, "Data")
@@ -63,7 +40,7 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     page.get_by_role("button", name=re.compile("^ingest", re.I)).first.click()
     wait_idle(page)
     expect(page.get_by_text(re.compile(r"ingested", re.I)).first).to_be_visible(timeout=120_000)
-    pick(page, "Encoder", "tiny (adapted, 32-d)")
+    pick(page, "Encoder", TINY)
     page.get_by_role("button", name="Embed", exact=True).click()
     wait_idle(page)
     expect(page.get_by_text(re.compile(r"embedded", re.I)).first).to_be_visible(timeout=120_000)
@@ -71,7 +48,7 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     # ---- Explore: colours, clusters header, selection and reader ----------------------------------
     page.get_by_test_id("stSidebarNav").get_by_text("Explore", exact=True).click()
     wait_idle(page)
-    pick(page, "Encoder", "tiny (adapted, 32-d)")
+    pick(page, "Encoder", TINY)
     chart = page.locator(".js-plotly-plot").first
     pick(page, "Colour by", "ward")
     chart.locator(".legendtext", has_text=f"other ({WARDS - 10} values)").wait_for()
@@ -91,8 +68,7 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     assert "minimum cluster size 5" in header.inner_text()  # what the map shows, until computed
 
     page.get_by_role("tab", name="Selection and search").click()
-    box_select(chart, page)
-    page.get_by_text("notes selected").wait_for()
+    box_select(page, chart)
     table = page.locator('[data-testid="stDataFrame"]:visible').last  # the selected notes
     table.click(position={"x": 18, "y": 35 + 17})  # the first row's tick box: opens the reader
     wait_idle(page)
@@ -107,7 +83,7 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     # ---- Pretrain: the estimate never blocks Launch -----------------------------------------------
     page.get_by_test_id("stSidebarNav").get_by_text("Pretrain", exact=True).click()
     wait_idle(page)
-    pick(page, "Start from encoder", "tiny (adapted, 32-d)")
+    pick(page, "Start from encoder", TINY)
     launch = page.get_by_role("button", name="Launch training")
     expect(launch).to_be_enabled()  # whether or not these settings are timed yet
     estimate = page.get_by_text(re.compile("Estimated run time on"))
