@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
-from core.neighbours import unit_rows
+from core.neighbours import neighbours_in_sample, unit_rows
 from core.options import ClusterOptions, EmbedOptions
 from core.store import Store, StoreError, arrow
 
@@ -83,11 +83,15 @@ def cluster_embeddings(X, opts: ClusterOptions | None = None) -> np.ndarray:
         raise ValueError(f"unknown clustering method {opts.method!r} (hdbscan or kmeans)")
     from sklearn.cluster import HDBSCAN
 
-    from core.projection import umap_embed
+    from core.projection import SAMPLE_ABOVE, SAMPLE_SIZE, sample_rows, umap_embed
 
     mcs = opts.min_cluster_size or default_min_cluster_size(n)
     if n < 2 * mcs:  # not even two clusters possible: everything is one group
         return np.zeros(n, dtype=np.int64)
+    if n > SAMPLE_ABOVE:  # as for maps (projection.py): cluster a sample, the rest join their neighbours'
+        rows = sample_rows(n, SAMPLE_SIZE, opts.seed)
+        sample_opts = opts.replace(min_cluster_size=max(5, round(mcs * len(rows) / n)))
+        return _by_size(_join_neighbours(X, rows, cluster_embeddings(X[rows], sample_opts), opts.seed))
     # min_dist=0 packs clusters tightly, which is what density clustering wants (not for viewing);
     # 200 epochs (UMAP's own choice above 10k notes) gave the same clusters as 500 in half the time.
     Z = umap_embed(X, REDUCE_DIMS, n_neighbors=15, min_dist=0.0, metric="cosine", seed=opts.seed, n_epochs=200)
@@ -95,6 +99,22 @@ def cluster_embeddings(X, opts: ClusterOptions | None = None) -> np.ndarray:
     # share of notes noise once min_cluster_size scales with the corpus.
     hdb = HDBSCAN(min_cluster_size=mcs, min_samples=min(mcs, 10), copy=False)
     return _by_size(hdb.fit_predict(Z).astype(np.int64))
+
+
+def _join_neighbours(X, rows, sample_labels, seed: int, k: int = 10) -> np.ndarray:
+    """Labels of all rows of X: the sample rows keep theirs, every other row takes the most common
+    label among its k nearest sample rows (noise included; a tie goes to the nearest one's)."""
+    labels = np.empty(len(X), dtype=np.int64)
+    labels[rows] = sample_labels
+    shifted = np.asarray(sample_labels) + 1  # noise -1 -> column 0
+    width = int(shifted.max(initial=0)) + 1
+    for part, idx, _ in neighbours_in_sample(X, rows, k, max(seed, 0)):
+        m = len(part)
+        votes = np.bincount((np.arange(m)[:, None] * width + shifted[idx]).ravel(),
+                            minlength=m * width).reshape(m, width).astype(np.float32)
+        votes[np.arange(m), shifted[idx[:, 0]]] += 0.5
+        labels[part] = votes.argmax(axis=1) - 1
+    return labels
 
 
 def label_clusters(texts, labels, top_n: int = 5) -> dict[int, list[str]]:
