@@ -256,7 +256,7 @@ def compute_projection(X, opts: ProjectOptions | None = None,
         return pca(X, 2, opts.metric)
     if opts.method == "umap":
         if sampling(len(X), opts.method):
-            return sampled_umap(X, opts.n_neighbors, opts.min_dist, opts.metric, opts.seed,
+            return sampled_umap(X, opts.n_neighbors, opts.min_dist, opts.metric, opts.seed, SAMPLE_SIZE,
                                 progress=progress, init=init)
         return umap_embed(X, 2, opts.n_neighbors, opts.min_dist, opts.metric, opts.seed, progress=progress,
                           init=init, knn=knn)
