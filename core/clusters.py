@@ -3,6 +3,8 @@
 - HDBSCAN runs on a 5-D UMAP reduction (cosine) of the full embedding, not on the 2-D map (which
   distorts densities) nor on 384-D vectors (where density estimates degrade). Noise stays -1: the
   UI shows it as its own group, so notes that fit nowhere are never hidden.
+- Above projection.SAMPLE_ABOVE notes HDBSCAN clusters a sample (as maps do), and every other note
+  joins the cluster most common among its 10 nearest sample notes; the run's params say "sample".
 - KMeans runs on the full, L2-normalised space (spherical-like, matching cosine geometry).
 - Cluster ids are renumbered by size (0 = largest), so colours and tables are stable and readable.
 - Labels are class-based TF-IDF (as in BERTopic): a term scores high when it is frequent in the
@@ -99,6 +101,13 @@ def cluster_embeddings(X, opts: ClusterOptions | None = None) -> np.ndarray:
     # share of notes noise once min_cluster_size scales with the corpus.
     hdb = HDBSCAN(min_cluster_size=mcs, min_samples=min(mcs, 10), copy=False)
     return _by_size(hdb.fit_predict(Z).astype(np.int64))
+
+
+def _sampled(method: str, n: int) -> dict:
+    """What a clustering records beyond its options: the sample HDBSCAN saw, for large corpora."""
+    from core.projection import SAMPLE_ABOVE, SAMPLE_SIZE
+
+    return {"sample": SAMPLE_SIZE} if method == "hdbscan" and n > SAMPLE_ABOVE else {}
 
 
 def _join_neighbours(X, rows, sample_labels, seed: int, k: int = 10) -> np.ndarray:
@@ -331,7 +340,7 @@ def cluster_corpus(store: Store, corpus_name: str, opts: ClusterOptions = Cluste
               "labels": {str(c): t for c, t in terms.items()}}
     with store.transaction() as con:  # the run, its members and labels land together or not at all
         run_id = store.record_run(con, "cluster", corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key,
-                                  params=params, inputs=inputs, result=result,
+                                  params=params | _sampled(params["method"], len(X)), inputs=inputs, result=result,
                                   seconds=round(time.perf_counter() - started, 3))
         with store.python_data():
             con.register("new_members", pd.DataFrame({"ord": ords, "cluster": labels}))
