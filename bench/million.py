@@ -167,7 +167,8 @@ def run(n: int) -> dict:
     X, load_s = timed(lambda: load_embeddings(store, name, EmbedOptions(encoder=ENCODER), compute_missing=False))
     log(f"load {load_s:.1f} s")
     del X
-    pca_map, first_map_s = timed(lambda: maps.project_corpus(store, name, ProjectOptions(encoder=ENCODER, method="pca")))
+    pca_map, first_map_s = timed(lambda: maps.project_corpus(store, name,
+                                                             ProjectOptions(encoder=ENCODER, method="pca")))
     log(f"first map (PCA) {first_map_s:.1f} s (cached: {pca_map['cached']})")
     umap_map, umap_s = timed(lambda: maps.project_corpus(store, name, ProjectOptions(encoder=ENCODER),
                                                          progress=lambda f, m="": log(f"  umap {f:.0%} {m}")))
