@@ -3,6 +3,8 @@
 - HDBSCAN runs on a 5-D UMAP reduction (cosine) of the full embedding, not on the 2-D map (which
   distorts densities) nor on 384-D vectors (where density estimates degrade). Noise stays -1: the
   UI shows it as its own group, so notes that fit nowhere are never hidden.
+- Above projection.SAMPLE_ABOVE notes HDBSCAN clusters a sample (as maps do), and every other note
+  joins the cluster most common among its 10 nearest sample notes; the run's params say "sample".
 - KMeans runs on the full, L2-normalised space (spherical-like, matching cosine geometry).
 - Cluster ids are renumbered by size (0 = largest), so colours and tables are stable and readable.
 - Labels are class-based TF-IDF (as in BERTopic): a term scores high when it is frequent in the
@@ -25,9 +27,9 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
-from core.errors import UserError
-from core.neighbours import unit_rows
 from core.encoders import get_encoder
+from core.errors import UserError
+from core.neighbours import neighbours_in_sample, unit_rows
 from core.options import ClusterOptions
 from core.space import EmbeddingSpace, remembered
 from core.store import Corpus, Store, StoreError, arrow
@@ -86,11 +88,15 @@ def cluster_embeddings(X, opts: ClusterOptions | None = None) -> np.ndarray:
         raise UserError(f"unknown clustering method {opts.method!r} (hdbscan or kmeans)")
     from sklearn.cluster import HDBSCAN
 
-    from core.projection import umap_embed
+    from core.projection import SAMPLE_ABOVE, SAMPLE_SIZE, sample_rows, umap_embed
 
     mcs = opts.min_cluster_size or default_min_cluster_size(n)
     if n < 2 * mcs:  # not even two clusters possible: everything is one group
         return np.zeros(n, dtype=np.int64)
+    if n > SAMPLE_ABOVE:  # as for maps (projection.py): cluster a sample, the rest join their neighbours'
+        rows = sample_rows(n, SAMPLE_SIZE, opts.seed)
+        sample_opts = opts.replace(min_cluster_size=max(5, round(mcs * len(rows) / n)))
+        return _by_size(_join_neighbours(X, rows, cluster_embeddings(X[rows], sample_opts), opts.seed))
     # min_dist=0 packs clusters tightly, which is what density clustering wants (not for viewing);
     # 200 epochs (UMAP's own choice above 10k notes) gave the same clusters as 500 in half the time.
     Z = umap_embed(X, REDUCE_DIMS, n_neighbors=15, min_dist=0.0, metric="cosine", seed=opts.seed, n_epochs=200)
@@ -98,6 +104,29 @@ def cluster_embeddings(X, opts: ClusterOptions | None = None) -> np.ndarray:
     # share of notes noise once min_cluster_size scales with the corpus.
     hdb = HDBSCAN(min_cluster_size=mcs, min_samples=min(mcs, 10), copy=False)
     return _by_size(hdb.fit_predict(Z).astype(np.int64))
+
+
+def _sampled(method: str, n: int) -> dict:
+    """What a clustering records beyond its options: the sample HDBSCAN saw, for large corpora."""
+    from core.projection import SAMPLE_ABOVE, SAMPLE_SIZE
+
+    return {"sample": SAMPLE_SIZE} if method == "hdbscan" and n > SAMPLE_ABOVE else {}
+
+
+def _join_neighbours(X, rows, sample_labels, seed: int, k: int = 10) -> np.ndarray:
+    """Labels of all rows of X: the sample rows keep theirs, every other row takes the most common
+    label among its k nearest sample rows (noise included; a tie goes to the nearest one's)."""
+    labels = np.empty(len(X), dtype=np.int64)
+    labels[rows] = sample_labels
+    shifted = np.asarray(sample_labels) + 1  # noise -1 -> column 0
+    width = int(shifted.max(initial=0)) + 1
+    for part, idx, _ in neighbours_in_sample(X, rows, k, max(seed, 0)):
+        m = len(part)
+        votes = np.bincount((np.arange(m)[:, None] * width + shifted[idx]).ravel(),
+                            minlength=m * width).reshape(m, width).astype(np.float32)
+        votes[np.arange(m), shifted[idx[:, 0]]] += 0.5
+        labels[part] = votes.argmax(axis=1) - 1
+    return labels
 
 
 def label_clusters(texts, labels, top_n: int = 5) -> dict[int, list[str]]:
@@ -315,7 +344,7 @@ def cluster_corpus(store: Store, corpus_name: str, opts: ClusterOptions = Cluste
               "labels": {str(c): t for c, t in terms.items()}}
     with store.transaction() as con:  # the run, its members and labels land together or not at all
         run_id = store.record_run(con, "cluster", corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key,
-                                  params=params, inputs=inputs, result=result,
+                                  params=params | _sampled(params["method"], len(X)), inputs=inputs, result=result,
                                   seconds=round(time.perf_counter() - started, 3))
         with store.python_data():
             con.register("new_members", pd.DataFrame({"ord": ords, "cluster": labels}))

@@ -9,13 +9,22 @@ either complete in the store or absent, and reopening it costs one lookup.
 The app never waits for UMAP: `project_in_background` computes it in a thread (core/background.py:
 one per map and process, shared by every session) while the page shows the PCA map, which takes
 well under a second; the page polls the job and swaps the UMAP map in when it is stored.
+
+Large corpora: above projection.SAMPLE_ABOVE notes a UMAP map is a sampled UMAP with the other
+notes placed from their neighbours (core/projection.py); its run's params say so ("sample",
+"place_k"). Warm start: the last UMAP layout of each corpus and encoder (this process's, else the
+newest stored one) starts the next UMAP of the same notes and seed, so changing min. distance or
+neighbours moves the map rather than redrawing it; its kNN graph is kept too (up to SAMPLE_ABOVE
+notes). The run's params name the map it started from ("init") and its epochs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +89,8 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
     embedded first (cached, as by `embed`).
     """
     from core.embed import corpus_space
-    from core.projection import compute_projection
+    from core.neighbours import knn_graph
+    from core.projection import SAMPLE_ABOVE, WARM_EPOCHS, compute_projection, sampling
 
     started = time.perf_counter()
     report = progress or _quiet
@@ -97,7 +107,16 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
     X = space.load(store, corpus)
     inputs["embedding_set"] = space.stored_set(store)
     report(0.5, f"{opts.method.upper()} map of {len(X):,} notes")
-    xy = compute_projection(X, opts, progress=lambda f, m="": report(0.5 + 0.5 * f, m))
+    warm = last_layout(store, corpus, encoder_id, inputs, opts) if opts.method == "umap" else None
+    if warm and len(warm.xy) != len(X):
+        warm = None
+    knn = warm.knn if warm else None
+    if opts.method == "umap" and len(X) <= SAMPLE_ABOVE and (knn is None or knn[0].shape[1] < opts.n_neighbors):
+        knn = knn_graph(X, min(len(X), max(KNN_KEPT, opts.n_neighbors)), opts.metric, include_self=True)
+    xy = compute_projection(X, opts, progress=lambda f, m="": report(0.5 + 0.5 * f, m),
+                            init=warm.xy if warm else None, knn=knn)
+    params = params | sampling(len(X), opts.method) | (
+        {"init": f"map {warm.projection}", "n_epochs": WARM_EPOCHS} if warm else {})
     seconds = time.perf_counter() - started
     result = {"corpus": corpus.name, "encoder": encoder_id, "method": opts.method, "n": len(xy)}
     with store.transaction() as con:  # the run and its coordinates land together or not at all
@@ -110,8 +129,56 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
                                              "x": xy[:, 0], "y": xy[:, 1]}))
             con.execute("INSERT INTO projections SELECT ?, ord, x, y FROM new_xy", [run_id])
             con.unregister("new_xy")
+    if opts.method == "umap":
+        _keep_layout(store, corpus, encoder_id,
+                     Layout(_same_notes(inputs), opts.metric, opts.seed, run_id, xy, knn))
     report(1.0, f"map {run_id} stored")
     return {"projection": run_id} | result | {"embedding": space.public(), "seconds": round(time.perf_counter() - started, 4), "cached": False}
+
+
+# ---- warm start: the last UMAP layout per corpus and encoder ------------------------------------
+
+KNN_KEPT = 50  # neighbours kept with a layout: any Neighbours setting up to this reuses the graph
+
+
+@dataclass
+class Layout:
+    inputs: dict  # what the layout's notes and vectors are (the map's inputs, without its stored set)
+    metric: str
+    seed: int
+    projection: int
+    xy: np.ndarray
+    knn: tuple[np.ndarray, np.ndarray] | None
+
+
+_layouts: dict[tuple, Layout] = {}
+_layouts_lock = threading.Lock()
+
+
+def _same_notes(inputs: dict) -> dict:
+    return {k: inputs.get(k) for k in ("corpus_id", "data_hash", "fingerprint", "embedding")}
+
+
+def last_layout(store: Store, corpus: Corpus, encoder_id: str, inputs: dict, opts: ProjectOptions) -> Layout | None:
+    """The layout a UMAP map with these options may start from: the same notes, vectors, metric and
+    seed; this process's last one, else the newest such map in the store."""
+    with _layouts_lock:
+        kept = _layouts.get((str(store.path), corpus.id, encoder_id))
+    if kept and kept.inputs == _same_notes(inputs) and (kept.metric, kept.seed) == (opts.metric, opts.seed):
+        return kept
+    for run in store.runs(kind=KIND, corpus_id=corpus.id):
+        params = run["params"] or {}
+        if (run["encoder_id"] == encoder_id and params.get("method") == "umap"
+                and (params.get("metric"), params.get("seed")) == (opts.metric, opts.seed)
+                and _same_notes(run["inputs"] or {}) == _same_notes(inputs)):
+            xy = load_projection(store, run["id"])[["x", "y"]].to_numpy(np.float32)
+            return Layout(_same_notes(inputs), opts.metric, opts.seed, run["id"], xy, None)
+    return None
+
+
+def _keep_layout(store: Store, corpus: Corpus, encoder_id: str, layout: Layout) -> None:
+    with _layouts_lock:
+        _layouts[(str(store.path), corpus.id, encoder_id)] = layout
 
 
 def _run(store: Store, projection_id: int) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from core.clusters import (
-    central_examples, cluster_embeddings, cluster_summary, compare_to_corpus, default_k,
+    _join_neighbours, central_examples, cluster_embeddings, cluster_summary, compare_to_corpus, default_k,
     default_min_cluster_size, label_clusters,
 )
 from core.options import ClusterOptions
@@ -195,3 +195,17 @@ def test_cli_cluster_bad_input_is_one_line(notes_store, db_path, capsys):
     out = capsys.readouterr()
     assert out.out == "" and out.err.strip() == ("notespace cluster: error: --min-cluster-size and --k must be >= 0 "
                                                  "(0 = scaled to the corpus size)")
+
+
+def test_notes_outside_the_sample_join_their_nearest_sample_notes_cluster():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 5
+    truth = np.arange(300) % 3
+    X = (centres[truth] + rng.normal(size=(300, 16))).astype(np.float32)
+    rows = np.arange(0, 300, 5)  # sorted sample rows
+    sample_labels = truth[rows].copy()
+    sample_labels[:3] = -1  # a few noise notes in the sample are outvoted by their cluster mates
+    labels = _join_neighbours(X, rows, sample_labels, seed=0)
+    np.testing.assert_array_equal(labels[rows], sample_labels)
+    rest = np.setdiff1d(np.arange(300), rows)
+    np.testing.assert_array_equal(labels[rest], truth[rest])

@@ -105,3 +105,33 @@ def test_cli_project_prints_the_map_and_writes_parquet(store, models_dir, tmp_pa
     assert "stored" in out.stderr  # progress on stderr, never in the JSON
     assert maps.find_projection(store, "clinic", PCA)["projection"] == result["projection"]
     assert list(pd.read_parquet(tmp_path / "map.parquet").columns)[:3] == ["doc_id", "x", "y"]
+
+
+def test_a_new_umap_setting_starts_from_the_last_layout(store):
+    embed_corpus(store, "clinic", EmbedOptions(encoder="tiny"))
+    umap = ProjectOptions(encoder="tiny", n_neighbors=5, seed=3)
+    first = maps.project_corpus(store, "clinic", umap)
+    moved = maps.project_corpus(store, "clinic", umap.replace(min_dist=0.5))
+    runs = {r["id"]: r for r in store.runs(kind="projection")}
+    assert "init" not in runs[first["projection"]]["params"]  # nothing to start from: a cold layout
+    assert runs[moved["projection"]]["params"]["init"] == f"map {first['projection']}"
+    assert runs[moved["projection"]]["params"]["n_epochs"] == projection.WARM_EPOCHS
+    a, b = (maps.load_projection(store, r["projection"])[["x", "y"]].to_numpy() for r in (first, moved))
+    assert np.linalg.norm(projection.align_to(a, b) - a, axis=1).mean() < 0.5 * a.std(axis=0).sum()
+
+    maps._layouts.clear()  # a new process: the newest stored map of the same notes and seed is used
+    more = maps.project_corpus(store, "clinic", umap.replace(n_neighbors=8))
+    assert store.runs(kind="projection")[0]["params"]["init"] == f"map {moved['projection']}"
+    reseeded = maps.project_corpus(store, "clinic", umap.replace(seed=4))  # another seed asks for another map
+    assert "init" not in next(r for r in store.runs(kind="projection") if r["id"] == reseeded["projection"])["params"]
+    assert more["cached"] is reseeded["cached"] is False
+
+
+def test_a_large_corpus_map_is_sampled_and_says_so(store, monkeypatch):
+    monkeypatch.setattr(projection, "SAMPLE_ABOVE", 40)
+    monkeypatch.setattr(projection, "SAMPLE_SIZE", 30)
+    result = maps.project_corpus(store, "clinic", ProjectOptions(encoder="tiny", n_neighbors=5))
+    params = store.runs(kind="projection")[0]["params"]
+    assert params["sample"] == 30 and params["place_k"] == projection.PLACE_K and params["method"] == "umap"
+    xy = maps.load_projection(store, result["projection"])[["x", "y"]].to_numpy()
+    assert xy.shape == (60, 2) and np.isfinite(xy).all()

@@ -68,3 +68,56 @@ def test_overlap_is_one_for_identical_or_rotated_spaces_and_low_when_shuffled():
     assert shuffled.shape == (300,) and shuffled.mean() < 0.1
     with pytest.raises(ValueError):
         neighbourhood_overlap(X, X[:10])
+
+
+def _clustered(n=2000, d=32, centres=12, seed=0):
+    rng = np.random.default_rng(seed)
+    C = rng.normal(size=(centres, d)) * 2
+    return (C[rng.integers(0, centres, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def _exact(X, Q, k):
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    V = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    return np.argsort(-(V @ U.T), axis=1, kind="stable")[:, :k]
+
+
+def test_cell_index_probing_every_cell_is_exact():
+    X, Q = _clustered(), _clustered(200, seed=1)
+    index = neighbours.CellIndex(X, n_cells=16, probe=16)
+    idx, dist = index.knn(Q, 10)
+    np.testing.assert_array_equal(np.sort(idx, axis=1), np.sort(_exact(X, Q, 10), axis=1))
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    V = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    np.testing.assert_allclose(dist, 1 - np.take_along_axis(V @ U.T, idx, axis=1), atol=1e-5)
+    one, sims = index.search(Q[0], 10)
+    np.testing.assert_array_equal(np.sort(one), np.sort(idx[0]))
+    assert np.all(np.diff(sims) <= 0)
+
+
+def test_cell_index_probing_few_cells_keeps_most_neighbours():
+    X = _clustered(2200)
+    X, Q = X[:2000], X[2000:]  # queries from the same notes' distribution
+    index = neighbours.CellIndex(X, n_cells=32, probe=4)  # an eighth of the rows scored per query
+    idx, _ = index.knn(Q, 10)
+    truth = _exact(X, Q, 10)
+    recall = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(idx, truth)])
+    assert 0.9 < recall <= 1.0
+    searched = np.array([index.search(q, 10)[0] for q in Q[:20]])
+    assert np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(searched, truth[:20])]) > 0.9
+
+
+def test_cell_index_widens_its_probe_when_cells_hold_fewer_than_k_rows():
+    X = _clustered(40)
+    idx, _ = neighbours.CellIndex(X, n_cells=20, probe=1).knn(X[:5], 30)
+    assert idx.shape == (5, 30) and all(len(set(row)) == 30 for row in idx.tolist())
+
+
+def test_neighbours_in_sample_covers_every_other_row_once():
+    X = _clustered(500)
+    rows = np.sort(np.random.default_rng(0).choice(500, 100, replace=False))
+    parts = list(neighbours.neighbours_in_sample(X, rows, 5, chunk=128))
+    placed = np.concatenate([p for p, _, _ in parts])
+    assert len(parts) == 4  # 400 rows in chunks of 128
+    np.testing.assert_array_equal(np.sort(placed), np.setdiff1d(np.arange(500), rows))
+    assert all(i.shape == (len(p), 5) and i.max() < 100 for p, i, _ in parts)
