@@ -479,8 +479,11 @@ def claims(ev: Evidence) -> list[list[str]]:
                  + "; ".join(_d(c, o) for c, o in zip(vs, ("DeCLUTR", "metadata"))), _all_better(vs)])
     usable = _usable(ev)
     c = ev.diff("declutr-original-spans", "declutr", lab, "few/macro_f1")
+    impossible = any("error" in r for r in ev.runs.values() if r.get("variant") == "declutr-original-spans")
     rows.append(["(NoteSpace fix) Length-adaptive spans beat DeCLUTR's original length filter", title,
-                 f"{usable}; {few}, adaptive minus {_d(c, 'original')}", _all_better([c])])
+                 f"{usable}; {few}, adaptive minus {_d(c, 'original')}",
+                 "not shown: the original filter leaves too few notes to train on" if impossible
+                 else _all_better([c])])
     vs = [ev.diff("metadata-random-batches", "metadata", lab, w) for w in ("few/macro_f1", "sep/silhouette")]
     rows.append(["(NoteSpace fix) Class-balanced batches beat random batches for the metadata objective", title,
                  "balanced minus random: " + "; ".join(_d(c, w) for c, w in zip(vs, (few, "silhouette"))),
