@@ -74,7 +74,7 @@ from sample_data.long_notes import long_notes  # noqa: E402
 
 SPLIT_SEED = 0
 EVAL_SEED = 0  # one split, one set of draws and resamples for every encoder: comparisons are paired
-RESULTS = ROOT / "bench" / "out" / "study"
+RESULTS = ROOT / "bench" / "results" / "study"  # tracked: docs/results.md is written from these
 SMOKE_DIR = ROOT / "bench" / "out" / "study-smoke"
 FEW = 4  # "few labels": the mean of the curve up to this many notes per class
 
@@ -310,7 +310,7 @@ def accuracy_replicates(correct: np.ndarray) -> np.ndarray:
 def _save(results: Path, part: str, record: dict, reps: dict[str, np.ndarray]) -> None:
     results.mkdir(parents=True, exist_ok=True)
     stem = part.replace(":", "__")
-    np.savez_compressed(results / f"{stem}.npz", **reps)
+    np.savez_compressed(results / f"{stem}.npz", **{k: v.astype(np.float32) for k, v in reps.items()})
     tmp = results / f"{stem}.json.tmp"
     tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
     tmp.replace(results / f"{stem}.json")  # last: a part is finished only once its JSON is there
