@@ -26,17 +26,16 @@ head and no small packaged base without sentence tuning and with an MLM head was
 lists, so every objective with an MLM term first trains its fresh head alone on the frozen encoder for
 100 steps (`--head-warmup`). The base stays sentence-tuned: a confound the report names.
 
-Time plan (2 shared cores; estimates from the step times in bench/out/study_adapt.json of the old
-study, MiniLM: ~0.19 s a note for MLM, ~0.35 s for DeCLUTR, ~0.17 s for the metadata objective, plus
-~0.5 min per run to load, warm the head and save; evaluation of a held-out part ~1-3 min an encoder):
-  main  3 x (3.7 + 7.0 + 3.4 + 1.5) min + evaluation ~ 50 min      mlm0  3 x (6 + 3 + 1) + eval ~ 35 min
-  fixes 3 x (7 + 3.4 + 1) + eval ~ 40 min (DeCLUTR's original filter leaves few short notes: less)
-  setfit 4 shot counts x 3 draws x ~20 s + frozen curve ~ 6 min
-Each part stays under 60 minutes; all twelve ~ 390 min, over the 4-hour budget, so by default the
-ablations run where they can show something: mlm0 on hpo and long-notes, fixes on drug-reviews (rare
-classes: balanced batches) and long-notes (room for full-length spans), setfit on all three:
-3 x 50 + 2 x 35 + 2 x 40 + 3 x 6 ~ 320 min estimated, ~ 240 min when the short-note DeCLUTR ablation
-drops most notes. Measured times are saved with each part and shown in the report.
+Time plan (2 idle cores; estimates from the step times in bench/out/study_adapt.json of the old study,
+MiniLM: ~3 s a step at 16 notes for MLM and the metadata objective, ~2.8 s at 8 notes for DeCLUTR's 48
+spans; so at 4 notes a run takes ~3 min (MLM, plus ~0.5 min for the head), ~6 min (DeCLUTR), ~3 min
+(metadata), ~0.5 min more to load and save; evaluating an encoder on a held-out part ~0.5-2 min):
+  drug-reviews:main 45 min, hpo:main 55 (3,172 held-out notes), long-notes:main 45,
+  long-notes:mlm0 30, long-notes:fixes 35 (the long notes are where full-length spans have room),
+  drug-reviews:fixes 15 (its short notes leave the original filter (nearly) nothing to train on, so
+  mostly the batch ablation: 49 conditions, many rare), drug-reviews:setfit 6, long-notes:setfit 6.
+Every part under 60 minutes; the default plan (PLANNED_MIN) ~ 237 min, under the 4-hour budget. The
+other parts (hpo:mlm0, hpo:fixes, drug-reviews:mlm0, hpo:setfit) run with --parts all or by name.
 
 --smoke: the tiny random BERT (built into NOTESPACE_MODELS if missing), 60 notes per corpus, 2 steps,
 2 seeds, everything under bench/out/study-smoke: the whole pipeline in minutes, for the tests.
@@ -144,8 +143,10 @@ KINDS = {
               Variant("metadata-random-batches", "metadata", {"batches": "random"})],
     "setfit": [],
 }
-DEFAULT_PARTS = ["drug-reviews:main", "hpo:main", "long-notes:main", "hpo:mlm0", "long-notes:mlm0",
-                 "drug-reviews:fixes", "long-notes:fixes", "drug-reviews:setfit", "hpo:setfit", "long-notes:setfit"]
+# The default plan: estimated minutes per part on 2 idle cores (docstring); measured times are saved with each part.
+PLANNED_MIN = {"drug-reviews:main": 45, "hpo:main": 55, "long-notes:main": 45, "long-notes:mlm0": 30,
+               "long-notes:fixes": 35, "drug-reviews:fixes": 15, "drug-reviews:setfit": 6, "long-notes:setfit": 6}
+DEFAULT_PARTS = list(PLANNED_MIN)
 
 
 # ---------------------------------------------------------------- provenance
@@ -514,17 +515,19 @@ def _setfit_cells(ev: Evidence) -> list[str]:
 
 # ---------------------------------------------------------------- the report
 def _provenance(results: Path) -> list[str]:
-    lines = ["| Part | Finished | Code | Machine | Time | Encoders adapted |", "|---|---|---|---|---|---|"]
+    lines = ["| Part | Planned (estimate) | Finished | Code | Machine | Time | Encoders adapted |",
+             "|---|---|---|---|---|---|---|"]
     for study in STUDIES:
         for kind in KINDS:
             part = f"{study.name}:{kind}"
             loaded = load_part(results, part)
+            plan = f"~{PLANNED_MIN[part]} min" if part in PLANNED_MIN else "not in the default plan"
             if loaded is None:
-                lines.append(f"| {part} | not run yet | | | | |")
+                lines.append(f"| {part} | {plan} | not run yet | | | | |")
                 continue
             rec = loaded[0]
             code = rec["code"]["commit"][:10] + (" (uncommitted changes)" if rec["code"]["dirty"] else "")
-            lines.append(f"| {part} | {rec['started']} | `{code}` | {rec['machine']} | {rec['seconds'] / 60:.1f} min | "
+            lines.append(f"| {part} | {plan} | {rec['started']} | `{code}` | {rec['machine']} | {rec['seconds'] / 60:.1f} min | "
                          f"{len([r for r in rec['runs'].values() if 'error' not in r])} |")
     return lines + [""]
 
@@ -553,9 +556,13 @@ def report(results: Path, sizes: Sizes, base: str, command: str) -> str:
              "HPO has no second label, so the metadata encoder's unseen-label check is not shown there.", "",
              "## Claims", "", "| Claim | Corpus | Paired difference [95% interval] | Verdict |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", "## Parts", ""] + _provenance(results)
+    lines += ["", "## Parts", "", "Each part is saved with the commit (and whether the work tree had uncommitted "
+              "changes) that made it; the default plan runs the ablations where they can show something (docstring "
+              f"of bench/study.py), about {sum(PLANNED_MIN.values())} minutes "
+              "estimated.", ""] + _provenance(results)
     lines += ["## Old protocol (superseded)", "",
-              "The study of 2026-11-25 (code ed7086a), kept in docs/results-old-protocol.md, is not comparable: one "
+              "The study of 2026-11-25 (code ed7086a), kept in [results-old-protocol.md](results-old-protocol.md), "
+              "is not comparable: one "
               "adaptation seed; MLM with a freshly initialised head at lr 5e-5 and 15-30 warm-up steps; objectives "
               "not compute-matched (DeCLUTR saw 1,200 notes, the others 4,800); the metadata objective evaluated "
               "only on the label it was trained on, with no supervised control; verdicts from point estimates and "
@@ -610,8 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"study: unknown part(s) {', '.join(unknown)}; choose from {', '.join(every)}", file=sys.stderr)
         return 2
-    store = Store(args.db) if args.db else Store()
     try:
+        store = None if args.report_only else Store(args.db) if args.db else Store()
         for part in [] if args.report_only else parts:
             if load_part(results, part):
                 print(f"{part}: finished earlier, skipped", file=sys.stderr)
