@@ -75,7 +75,11 @@ SPLIT_SEED = 0
 EVAL_SEED = 0  # one split, one set of draws and resamples for every encoder: comparisons are paired
 RESULTS = ROOT / "bench" / "results" / "study"  # tracked: docs/results.md is written from these
 SMOKE_DIR = ROOT / "bench" / "out" / "study-smoke"
+EXHAUSTED = "exhausted"
 FEW = 4  # "few labels": the mean of the curve up to this many notes per class
+# Classes evaluated need this many held-out notes: 70 % of 8 leaves a training pool of 5 or more, so draws of
+# up to FEW notes still vary (a pool used whole in every draw gives degenerate intervals and no verdict).
+MIN_CLASS_NOTES = 8
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,12 @@ class Sizes:
     setfit_draws: int = 3
     setfit_steps: int = 12
     limit: int | None = None  # notes per corpus (a seeded sample), None = all
+    min_class_notes: int = MIN_CLASS_NOTES
 
 
 SIZES = Sizes()
 SMOKE = Sizes(steps=2, batch_size=4, max_length=32, mlm_warmup=1, head_warmup=1, seeds=(1, 2), shots=(1, 2),
-              draws=2, setfit_shots=(2,), setfit_draws=1, setfit_steps=1, limit=60)
+              draws=2, setfit_shots=(2,), setfit_draws=1, setfit_steps=1, limit=60, min_class_notes=2)
 
 
 @dataclass(frozen=True)
@@ -248,14 +253,14 @@ def adapt_one(store: Store, corpus: str, opts: PretrainOptions) -> dict:
 class Heldout:
     texts: list[str]
     y: np.ndarray
-    rows: np.ndarray  # rows of the held-out corpus evaluated (classes with >= 2 notes)
+    rows: np.ndarray  # rows of the held-out corpus evaluated (classes with >= min_notes notes)
 
 
-def heldout_rows(store: Store, corpus: str, label: str) -> Heldout:
+def heldout_rows(store: Store, corpus: str, label: str, min_notes: int = MIN_CLASS_NOTES) -> Heldout:
     docs = store.documents(store.corpus(corpus))
     labels = docs[label].astype("string")
     counts = labels.value_counts()
-    keep = labels.notna() & (labels != "") & labels.map(counts).ge(2).fillna(False).astype(bool)
+    keep = labels.notna() & (labels != "") & labels.map(counts).ge(min_notes).fillna(False).astype(bool)
     rows = np.flatnonzero(keep.to_numpy())
     return Heldout(docs["text"].iloc[rows].astype(str).tolist(), labels.iloc[rows].astype(str).to_numpy(), rows)
 
@@ -336,7 +341,7 @@ def run_part(store: Store, part: str, sizes: Sizes, base: str, results: Path) ->
               "base": base, "adapt_corpus": adapt_corpus, "heldout_corpus": heldout, "runs": {}, "encoders": {}}
     reps: dict[str, np.ndarray] = {}
     labels = [study.label] + ([study.other_label] if kind == "main" and study.other_label else [])
-    data = {lab: heldout_rows(store, heldout, lab) for lab in labels}
+    data = {lab: heldout_rows(store, heldout, lab, sizes.min_class_notes) for lab in labels}
     record["evaluated"] = {lab: {"notes": len(d.y), "classes": len(set(d.y))} for lab, d in data.items()}
     encoders = [base] if kind != "mlm0" and kind != "fixes" else []
     for variant in KINDS[kind]:
@@ -383,7 +388,9 @@ def setfit_part(store: Store, heldout: str, base: str, data: Heldout, sizes: Siz
 # ---------------------------------------------------------------- pooling seeds and the claims
 def pooled(reps: dict, keys: list[str], rng_seed: int) -> tuple[float, np.ndarray] | None:
     """Estimate and replicates of the mean over adaptation seeds: each replicate resamples the seeds as
-    well as the notes and draws, so seed-to-seed variance is inside the interval."""
+    well as the notes and draws, so seed-to-seed variance is inside the interval. The seed picks depend
+    only on (number of seeds, rng_seed): two variants pick the same seed numbers in a replicate, so runs
+    sharing a seed (same batches) stay paired, like the notes and draws."""
     if not keys or any(k not in reps for k in keys):
         return None
     per_seed = np.vstack([reps[k] for k in keys])
@@ -402,6 +409,13 @@ class Evidence:
                 self.parts[kind], r = loaded
                 self.reps |= r
                 self.runs |= loaded[0]["runs"]
+        # shot counts at which some class's whole pool is in every draw: left out of every verdict
+        self.exhausted: dict[str, set[int]] = {}
+        for part in self.parts.values():
+            for per_label in part["encoders"].values():
+                for label, summary in per_label.items():
+                    self.exhausted.setdefault(label, set()).update(
+                        int(k) for k, v in summary.get("fewshot", {}).items() if v.get("exhausted_classes"))
 
     def keys(self, variant: str) -> list[str]:
         if variant == "base":
@@ -411,11 +425,13 @@ class Evidence:
     def quantity(self, variant: str, label: str, what: str) -> tuple[float, np.ndarray] | None:
         """what: "sep/METRIC", "few/macro_f1" (mean over shots <= FEW), or "control/accuracy"."""
         if what.startswith("few/"):
-            shots = [k for k in self.sizes.shots if k <= FEW]
+            shots = [k for k in self.sizes.shots if k <= FEW and k not in self.exhausted.get(label, set())]
             found = [pooled(self.reps, [f"{e}/{label}/fewshot/{k}/{what[4:]}" for e in self.keys(variant)], k)
                      for k in shots]
-            if not shots or any(f is None for f in found):
+            if any(f is None for f in found):
                 return None
+            if not shots:
+                return EXHAUSTED
             return float(np.mean([f[0] for f in found])), np.mean([f[1] for f in found], axis=0)
         keys = [f"{e}/{what}" if what.startswith("control/") else f"{e}/{label}/{what}" for e in self.keys(variant)]
         return pooled(self.reps, keys, 7)
@@ -424,12 +440,17 @@ class Evidence:
         qa, qb = self.quantity(a, label, what), self.quantity(b, label, what)
         if qa is None or qb is None:
             return None
+        if EXHAUSTED in (qa, qb):
+            return {"diff": None, "ci": [None, None], "excludes_zero": False,
+                    "why": f"some class's training notes are all used at every count up to {FEW}"}
         return paired_difference(qa[0], qb[0], qa[1], qb[1])
 
 
 def _d(c: dict | None, name: str) -> str:
     if c is None:
         return f"{name}: not run yet"
+    if c["diff"] is None:
+        return f"{name}: no verdict ({c.get('why', 'no estimate')})"
     lo, hi = c["ci"]
     return f"{name} {c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
@@ -439,6 +460,8 @@ def _all_better(cs: list[dict | None], higher: bool = True) -> str:
     worse side; not shown: the intervals include 0. Point estimates never decide."""
     if any(c is None for c in cs):
         return "not run yet"
+    if any(c["diff"] is None for c in cs):
+        return "not shown"
     if any(c["excludes_zero"] and (c["diff"] < 0) == higher for c in cs):
         return "not supported"
     return "supported" if all(c["excludes_zero"] for c in cs) else "not shown"
@@ -447,7 +470,7 @@ def _all_better(cs: list[dict | None], higher: bool = True) -> str:
 def claims(ev: Evidence) -> list[list[str]]:
     """Rows (claim, corpus, paired differences with 95% intervals, verdict) for one corpus."""
     s, lab, title = ev.study, ev.study.label, ev.study.title
-    few = "few-shot macro-F1, mean over 1-4 notes per class"
+    few = f"few-shot macro-F1, mean over 1-{FEW} notes per class"
     rows = []
     vs = [ev.diff(o, "declutr", lab, "few/macro_f1") for o in ("base", "mlm", "metadata")]
     rows.append(["DeCLUTR beats the other objectives and the base with a frozen encoder and few labels", title,
@@ -456,7 +479,7 @@ def claims(ev: Evidence) -> list[list[str]]:
     c = ev.diff("declutr", "metadata", lab, "few/macro_f1")
     rows.append(["The metadata objective does not further improve classification", title,
                  f"{few}, metadata minus {_d(c, 'DeCLUTR')}",
-                 "not run yet" if c is None else "not supported" if c["excludes_zero"] and c["diff"] > 0
+                 "not run yet" if c is None else "not supported" if c["excludes_zero"] and (c["diff"] or 0) > 0
                  else "supported" if c["excludes_zero"] else "not shown"])
     vs = [ev.diff(o, "metadata", lab, "sep/silhouette") for o in ("base", "mlm", "declutr")]
     rows.append(["The metadata objective separates its own categories most clearly", title,
@@ -546,6 +569,9 @@ def report(results: Path, sizes: Sizes, base: str, command: str) -> str:
              "resampled in every replicate). A verdict comes only from a paired interval: **supported** when every "
              "interval it rests on excludes 0 in the claimed direction, **not supported** when one excludes 0 in "
              "the other, **not shown** when they include 0, **not run yet** when a part it needs has not run. "
+             f"Classes with fewer than {sizes.min_class_notes} held-out notes are left out, so that draws of up to "
+             f"{FEW} notes per class still vary; a shot count at which some class's training notes are all used in "
+             "every draw is left out of the few-shot means. "
              f"Objectives are compute-matched: {sizes.steps} steps x {sizes.batch_size} notes, {sizes.max_length} "
              f"tokens; MLM at lr {sizes.mlm_lr:g} with {sizes.mlm_warmup} warm-up steps, the contrastive objectives "
              f"at {sizes.contrastive_lr:g}; every MLM head is fresh (the base ships none) and trained alone on the "
