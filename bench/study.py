@@ -425,12 +425,13 @@ class Evidence:
     def quantity(self, variant: str, label: str, what: str) -> tuple[float, np.ndarray] | None:
         """what: "sep/METRIC", "few/macro_f1" (mean over shots <= FEW), or "control/accuracy"."""
         if what.startswith("few/"):
-            shots = [k for k in self.sizes.shots if k <= FEW and k not in self.exhausted.get(label, set())]
+            shots = [k for k in self.sizes.shots if k <= FEW]
             found = [pooled(self.reps, [f"{e}/{label}/fewshot/{k}/{what[4:]}" for e in self.keys(variant)], k)
                      for k in shots]
-            if any(f is None for f in found):
+            if not shots or any(f is None for f in found):
                 return None
-            if not shots:
+            found = [f for k, f in zip(shots, found) if k not in self.exhausted.get(label, set())]
+            if not found:
                 return EXHAUSTED
             return float(np.mean([f[0] for f in found])), np.mean([f[1] for f in found], axis=0)
         keys = [f"{e}/{what}" if what.startswith("control/") else f"{e}/{label}/{what}" for e in self.keys(variant)]
