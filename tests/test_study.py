@@ -59,7 +59,7 @@ def test_smoke_study_saves_each_part_with_its_commit_and_a_rerun_skips_it(tmp_pa
     mlm0 = next(r for r in drug if "MLM term helps" in r)
     assert mlm0.endswith("| not run yet |")  # its part was not run: no number stands in for it
     assert all(r.endswith("| not run yet |") for r in rows if "HPO definitions" in r and "Claim" not in r)
-    assert "| hpo:main | not run yet |" in text
+    assert "not run yet |" in next(line for line in text.splitlines() if line.startswith("| hpo:main |"))
 
     capsys.readouterr()
     assert study.main(_args(tmp_path)) == 0  # finished parts are skipped, their results untouched
