@@ -1,26 +1,44 @@
-"""The study behind docs/results.md: the base encoder against adapted ones, on notes held out from adaptation.
+"""The study behind docs/results.md (issue 21): the paper's claims tested on notes held out from adaptation.
 
-    python bench/study.py [--limit N] [--steps N] [--seeds 5] [--shots 1,2,4,8,16,32] [--base minilm]
-                          [--device auto] [--db PATH] [--out docs/results.md] [--runs bench/out/study_adapt.json]
+    python bench/study.py [--parts all | PART,PART...] [--report-only] [--smoke]
+                          [--db PATH] [--results DIR] [--out docs/results.md] [--base minilm]
 
-For each corpus (HPO definitions by organ system, drug reviews by condition):
+Each corpus is split once into an adaptation part and a held-out part (stored as corpora NAME-adapt and
+NAME-heldout); encoders adapt on the first, every number comes from the second. The study is cut into
+parts; each part saves its results (RESULTS/PART.json, bootstrap replicates in PART.npz, with the git
+commit and dirty flag that made them) as it finishes, and a rerun skips finished parts. docs/results.md
+is written from whatever parts are saved: a claim whose part has not run says "not run yet".
 
-1. split it once into an adaptation part and a held-out part, stored as two corpora (`hpo-adapt`,
-   `hpo-heldout`) whose source names the split: HPO per organ system (seed 0, 30 % held out), the drug
-   reviews by their own train/test column;
-2. adapt the base encoder with MLM, DeCLUTR and the metadata objective (label: the studied one) on the
-   adaptation part only, through the job runner with the device's suggested settings (`--steps`
-   overrides the steps, for checks), as `hpo-mlm`, `hpo-declutr`, `hpo-metadata`. An encoder that
-   exists already is reused once its card shows it was made from that adaptation part with the same
-   settings (an `hpo-metadata` made from the whole corpus would have seen the held-out labels);
-3. evaluate the base and adapted encoders on the held-out part with `evaluate_corpus` (results cached
-   in the store, so a rerun only computes what changed).
+Parts, per corpus (drug-reviews, hpo, long-notes; the long notes are sample_data/long_notes.py):
+- `CORPUS:main`  MLM, DeCLUTR and the metadata objective, each with adaptation seeds 1, 2, 3; the metadata
+  encoders also on a label they were not trained on (drug reviews: rating; long notes: layout; HPO has
+  none), and beside a supervised control (logistic regression on the base's vectors, trained on the
+  same adaptation labels);
+- `CORPUS:mlm0`  DeCLUTR and the metadata objective with `--mlm-weight 0` (seeds 1-3);
+- `CORPUS:fixes` the two fixes ablated: DeCLUTR with the original length filter (`--spans original`),
+  the metadata objective with random batches (`--batches random`) (seeds 1-3);
+- `CORPUS:setfit` SetFit-style curves of the base (core/setfit.py) beside its frozen curve, same draws.
 
-The report: provenance, the adaptation runs (also kept in --runs), separability and few-shot curves
-per corpus, and the agreement with the paper's findings computed from the numbers. A "## Commentary"
-section already in --out is kept. --limit N studies a seeded sample of N notes per corpus (corpora
-and encoders named `hpo-sample-N-...`) to check the pipeline; point NOTESPACE_MODELS at a temporary
-folder then, so check encoders stay out of models/.
+Sizes (SIZES below), the same for every objective so that they are compute-matched by notes seen:
+250 steps x 4 notes = 1,000 notes, 128 tokens. MLM at the paper's lr 2e-5 with 200 warm-up steps; the
+contrastive objectives at the paper code's 5e-5. The base (all-MiniLM-L6-v2, packaged) ships no MLM
+head and no small packaged base without sentence tuning and with an MLM head was found in the package
+lists, so every objective with an MLM term first trains its fresh head alone on the frozen encoder for
+100 steps (`--head-warmup`). The base stays sentence-tuned: a confound the report names.
+
+Time plan (2 idle cores; estimates from the step times in bench/out/study_adapt.json of the old study,
+MiniLM: ~3 s a step at 16 notes for MLM and the metadata objective, ~2.8 s at 8 notes for DeCLUTR's 48
+spans; so at 4 notes a run takes ~3 min (MLM, plus ~0.5 min for the head), ~6 min (DeCLUTR), ~3 min
+(metadata), ~0.5 min more to load and save; evaluating an encoder on a held-out part ~0.5-2 min):
+  drug-reviews:main 45 min, hpo:main 55 (3,172 held-out notes), long-notes:main 45,
+  long-notes:mlm0 30, long-notes:fixes 35 (the long notes are where full-length spans have room),
+  drug-reviews:fixes 15 (its short notes leave the original filter (nearly) nothing to train on, so
+  mostly the batch ablation: 49 conditions, many rare), drug-reviews:setfit 6, long-notes:setfit 6.
+Every part under 60 minutes; the default plan (PLANNED_MIN) ~ 237 min, under the 4-hour budget. The
+other parts (hpo:mlm0, hpo:fixes, drug-reviews:mlm0, hpo:setfit) run with --parts all or by name.
+
+--smoke: the tiny random BERT (built into NOTESPACE_MODELS if missing), 60 notes per corpus, 2 steps,
+2 seeds, everything under bench/out/study-smoke: the whole pipeline in minutes, for the tests.
 """
 
 from __future__ import annotations
@@ -33,7 +51,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,90 +63,162 @@ sys.path.insert(0, str(ROOT))
 from core.cli import StderrProgress  # noqa: E402
 from core.corpus import ingest_frame, text_hash  # noqa: E402
 from core.encoders import Encoder, get_encoder, list_encoders  # noqa: E402
-from core.evaluation import evaluate_corpus  # noqa: E402
-from core.export import READING, render_report_md  # noqa: E402
-from core.fewshot import split_train_test  # noqa: E402
-from core.devices import resolve_device  # noqa: E402
+from core.fewshot import compare_curves, learning_curve, paired_curve, split_train_test  # noqa: E402
+from core.intervals import paired_difference, resample_counts  # noqa: E402
 from core.jobs import run_pretrain_now  # noqa: E402
-from core.options import DEFAULT_ENCODER, EvaluateOptions, PretrainOptions  # noqa: E402
+from core.options import DEFAULT_ENCODER, EmbedOptions, PretrainOptions  # noqa: E402
 from core.store import Corpus, Store, StoreError  # noqa: E402
-from core.training.settings import suggested_options  # noqa: E402
 from sample_data.demo import DEMOS  # noqa: E402
+from sample_data.long_notes import long_notes  # noqa: E402
 
-OBJECTIVES = ("mlm", "declutr", "metadata")
 SPLIT_SEED = 0
-RUNS = ROOT / "bench" / "out" / "study_adapt.json"
-COMMENTARY = "## Commentary"
+EVAL_SEED = 0  # one split, one set of draws and resamples for every encoder: comparisons are paired
+RESULTS = ROOT / "bench" / "results" / "study"  # tracked: docs/results.md is written from these
+LONG_NOTES = "## Long notes: the first window or the whole note"  # bench/long_notes.py's section, kept on rewrite
+SMOKE_DIR = ROOT / "bench" / "out" / "study-smoke"
+EXHAUSTED = "exhausted"
+FEW = 4  # "few labels": the mean of the curve up to this many notes per class
+# Classes evaluated need this many held-out notes: 70 % of 8 leaves a training pool of 5 or more, so draws of
+# up to FEW notes still vary (a pool used whole in every draw gives degenerate intervals and no verdict).
+MIN_CLASS_NOTES = 8
+
+
+@dataclass(frozen=True)
+class Sizes:
+    steps: int = 250
+    batch_size: int = 4
+    max_length: int = 128
+    mlm_lr: float = 2e-5  # the paper's MLM
+    mlm_warmup: int = 200  # the paper's MLM
+    contrastive_lr: float = 5e-5  # the paper code's DeCLUTR
+    head_warmup: int = 100
+    seeds: tuple[int, ...] = (1, 2, 3)
+    shots: tuple[int, ...] = (1, 2, 4, 8, 16)
+    draws: int = 5
+    setfit_shots: tuple[int, ...] = (1, 2, 4, 8)
+    setfit_draws: int = 3
+    setfit_steps: int = 12
+    limit: int | None = None  # notes per corpus (a seeded sample), None = all
+    min_class_notes: int = MIN_CLASS_NOTES
+
+
+SIZES = Sizes()
+SMOKE = Sizes(steps=2, batch_size=4, max_length=32, mlm_warmup=1, head_warmup=1, seeds=(1, 2), shots=(1, 2),
+              draws=2, setfit_shots=(2,), setfit_draws=1, setfit_steps=1, limit=60, min_class_notes=2)
 
 
 @dataclass(frozen=True)
 class Study:
-    demo: str
-    label: str
+    name: str
     title: str
+    label: str
+    other_label: str | None  # a label the metadata objective is not trained on
     own_split: tuple[str, str, str] | None = None  # (column, adaptation value, held-out value)
-    heldout: float = 0.3  # without an own split: this fraction of each class is held out
+    heldout: float = 0.3
 
 
-# The drug reviews' own split is the published one (600 / 379, random, not stratified): it leaves about
-# as many evaluable classes as a stratified split would (50 conditions with >= 2 held-out notes), and
-# involves no choice of ours.
+def _long_notes() -> tuple[pd.DataFrame, str, str, list[str]]:
+    return long_notes(), "text", "note_id", ["organ_system", "layout"]
+
+
+def _demo(name: str):
+    loader, text, id_col, meta = DEMOS[name]
+    return lambda: (loader(), text, id_col, meta)
+
+
+LOADERS = {"drug-reviews": _demo("drug-reviews"), "hpo": _demo("hpo"), "long-notes": _long_notes}
 STUDIES = [
-    Study("hpo", "organ_system", "HPO definitions by organ system"),
-    Study("drug-reviews", "condition", "Drug reviews by condition", own_split=("split", "train", "test")),
+    Study("drug-reviews", "Drug reviews by condition", "condition", "rating", own_split=("split", "train", "test")),
+    Study("hpo", "HPO definitions by organ system", "organ_system", None),
+    Study("long-notes", "Long synthetic notes by organ system", "organ_system", "layout"),
 ]
 
 
-def prefix(study: Study, limit: int | None) -> str:
-    """Start of the study's corpus and encoder names: samples never share names with the real study."""
-    return f"{study.demo}-sample-{limit}" if limit else study.demo
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    objective: str
+    changes: dict = field(default_factory=dict)
 
 
-def how_split(study: Study) -> str:
-    if study.own_split:
-        column, adapt_value, heldout_value = study.own_split
-        return (f"the corpus's own `{column}` column ({adapt_value} / {heldout_value}), held-out copies of "
-                "adaptation texts dropped")
-    return (f"stratified by `{study.label}`, {study.heldout:.0%} of each class held out (seed {SPLIT_SEED}), "
-            "identical texts on one side")
+KINDS = {
+    "main": [Variant("mlm", "mlm"), Variant("declutr", "declutr"), Variant("metadata", "metadata")],
+    "mlm0": [Variant("declutr-mlm0", "declutr", {"mlm_weight": 0.0}),
+             Variant("metadata-mlm0", "metadata", {"mlm_weight": 0.0})],
+    "fixes": [Variant("declutr-original-spans", "declutr", {"spans": "original"}),
+              Variant("metadata-random-batches", "metadata", {"batches": "random"})],
+    "setfit": [],
+}
+# The default plan: estimated minutes per part on 2 idle cores (docstring); measured times are saved with each part.
+PLANNED_MIN = {"drug-reviews:main": 45, "hpo:main": 55, "long-notes:main": 45, "long-notes:mlm0": 30,
+               "long-notes:fixes": 35, "drug-reviews:fixes": 15, "drug-reviews:setfit": 6, "long-notes:setfit": 6}
+DEFAULT_PARTS = list(PLANNED_MIN)
+
+
+# ---------------------------------------------------------------- provenance
+def code_version() -> dict:
+    """The commit that made a result and whether the work tree had uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def _machine() -> str:
+    import platform
+
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), {platform.platform()}"
+
+
+# ---------------------------------------------------------------- corpora
+def prefix(study: Study, sizes: Sizes) -> str:
+    return f"{study.name}-sample-{sizes.limit}" if sizes.limit else study.name
 
 
 def split(frame: pd.DataFrame, study: Study, text: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(adaptation part, held-out part), as `how_split` says, split by text hash: a text repeated in the
-    corpus sits on one side only (an own split's held-out copies of adaptation texts are dropped)."""
+    """(adaptation, held-out), split by text hash: a text repeated in the corpus sits on one side only."""
     hashes = frame[text].astype(str).map(text_hash)
     if study.own_split:
         column, adapt_value, heldout_value = study.own_split
         adapt = frame[column] == adapt_value
         return frame[adapt], frame[(frame[column] == heldout_value) & ~hashes.isin(set(hashes[adapt]))]
     codes = pd.factorize(frame[study.label].astype(str))[0]
-    # one-note classes stay in adaptation
     adapt_idx, heldout_idx = split_train_test(codes, study.heldout, SPLIT_SEED, hashes.to_numpy())
     return frame.iloc[adapt_idx], frame.iloc[heldout_idx]
 
 
-def corpora(store: Store, study: Study, limit: int | None) -> tuple[str, str]:
-    """The study's (adaptation, held-out) corpora in the store; made on first use only."""
-    names = (f"{prefix(study, limit)}-adapt", f"{prefix(study, limit)}-heldout")
+def corpora(store: Store, study: Study, sizes: Sizes) -> tuple[str, str]:
+    names = (f"{prefix(study, sizes)}-adapt", f"{prefix(study, sizes)}-heldout")
     known = {c.name for c in store.corpora()}
     if all(n in known for n in names):
         return names
-    loader, text, id_col, meta = DEMOS[study.demo]
-    frame = loader()
-    if limit:
-        frame = frame.sample(n=min(limit, len(frame)), random_state=SPLIT_SEED).sort_index()
-    sample = f", seeded sample of {len(frame)} notes (seed {SPLIT_SEED})" if limit else ""
+    frame, text, id_col, meta = LOADERS[study.name]()
+    if sizes.limit:
+        frame = frame.sample(n=min(sizes.limit, len(frame)), random_state=SPLIT_SEED).sort_index()
+    how = (f"own `{study.own_split[0]}` column" if study.own_split
+           else f"stratified by `{study.label}`, {study.heldout:.0%} held out, seed {SPLIT_SEED}")
     for name, part, which in zip(names, split(frame, study, text), ("adaptation", "held-out")):
         if name not in known:
-            print(f"loading '{name}' ({len(part):,} notes)", file=sys.stderr)
-            ingest_frame(store, part, name, text, id_col, meta,
-                         source=f"demo:{study.demo}{sample}; {which} part, split by {how_split(study)}")
+            ingest_frame(store, part, name, text, id_col, meta, source=f"study:{study.name}; {which} part, split by {how}")
     return names
 
 
+# ---------------------------------------------------------------- adaptation
+def pretrain_options(variant: Variant, study: Study, sizes: Sizes, seed: int, name: str, base: str) -> PretrainOptions:
+    mlm = variant.objective == "mlm"
+    opts = PretrainOptions(objective=variant.objective, name=name, base=base, steps=sizes.steps,
+                           batch_size=sizes.batch_size, max_length=sizes.max_length, device="cpu", seed=seed,
+                           label=study.label if variant.objective == "metadata" else "",
+                           lr=sizes.mlm_lr if mlm else sizes.contrastive_lr,
+                           warmup_steps=sizes.mlm_warmup if mlm else 0)
+    opts = opts.replace(**variant.changes)
+    return opts.replace(head_warmup=sizes.head_warmup if (mlm or opts.mlm_weight > 0) else 0)
+
+
 def _check_made_from(enc: Encoder, corpus: Corpus, opts: PretrainOptions) -> None:
-    """Raise unless the existing encoder was made from `corpus` with `opts`: one made from other notes
-    (the whole corpus, held-out labels included) would leak into the evaluation."""
+    """Raise unless the existing encoder was made from `corpus` with `opts` (another would leak or mislead)."""
     card = enc.provenance
     differs = [k for k, v in opts.as_params().items() if card.get("params", {}).get(k) != v]
     if card.get("corpus") != corpus.name or card.get("data_hash") != corpus.data_hash:
@@ -138,124 +228,374 @@ def _check_made_from(enc: Encoder, corpus: Corpus, opts: PretrainOptions) -> Non
                          f"differ); remove it, or point NOTESPACE_MODELS elsewhere")
 
 
-def adapt(store: Store, corpus: str, name_prefix: str, label: str, base: str = DEFAULT_ENCODER, steps: int = 0,
-          device: str = "auto", objectives=OBJECTIVES, runs: Path = RUNS) -> list[dict]:
-    """Adapt `base` with each objective on `corpus` (encoders PREFIX-OBJECTIVE) with the device's suggested
-    settings (`steps` > 0 overrides the steps), reusing those that exist. One record per encoder, also
-    kept in `runs` (JSON by encoder): wall time of the run that made it, training time, final loss,
-    usable documents."""
-    device = resolve_device(device)
-    kept = json.loads(runs.read_text()) if runs.exists() else {}
-    c, records = store.corpus(corpus), []
-    for objective in objectives:
-        name, suggested = f"{name_prefix}-{objective}", suggested_options(device, objective)
-        opts = PretrainOptions(objective=objective, name=name, label=label if objective == "metadata" else "",
-                               base=base, steps=steps or suggested["steps"], batch_size=suggested["batch_size"],
-                               max_length=suggested["max_length"], lr=suggested["lr"], device=device)
-        enc = next((e for e in list_encoders(store) if e.id == name), None)
-        if enc:
-            _check_made_from(enc, c, opts)
-            print(f"{name}: exists, made from '{corpus}' with these settings: reused", file=sys.stderr)
-            earlier = kept.get(name, {})  # its wall time, if the run that made it was recorded
-            wall = earlier.get("wall_s") if earlier.get("fingerprint") == enc.fingerprint else None
-        else:
-            print(f"{name}: adapting {base} on '{corpus}' ({opts.steps} steps, {device})", file=sys.stderr)
-            started = time.perf_counter()
+def adapt_one(store: Store, corpus: str, opts: PretrainOptions) -> dict:
+    """Train (or reuse) one encoder; its record. A run no notes could feed is recorded with its reason."""
+    c = store.corpus(corpus)
+    enc = next((e for e in list_encoders(store) if e.id == opts.name), None)
+    wall = None
+    if enc:
+        _check_made_from(enc, c, opts)
+    else:
+        print(f"{opts.name}: adapting on '{corpus}' ({opts.steps} steps x {opts.batch_size})", file=sys.stderr)
+        started = time.perf_counter()
+        try:
             run_pretrain_now(store, corpus, opts, progress=StderrProgress())
-            wall, enc = round(time.perf_counter() - started, 1), get_encoder(store, name)
-        card = enc.provenance
-        kept[name] = {"encoder": name, "objective": objective, "corpus": corpus, "base": base, "label": opts.label,
-                      "steps": card["steps"], "batch_size": opts.batch_size, "max_length": opts.max_length,
-                      "device": card["hardware"]["device"], "device_name": card["hardware"]["device_name"],
-                      "wall_s": wall, "train_s": round(card["seconds"], 1), "final_loss": card["final_loss"],
-                      "usable_docs": card["usable_docs"], "total_docs": card["total_docs"],
-                      "fingerprint": enc.fingerprint}
-        records.append(kept[name])
-    runs.parent.mkdir(parents=True, exist_ok=True)
-    runs.write_text(json.dumps(kept, indent=1) + "\n", encoding="utf-8")
-    return records
+        except ValueError as exc:  # e.g. the original DeCLUTR filter keeps fewer than 2 notes
+            return {"encoder": opts.name, "error": str(exc), "total_docs": c.n_docs}
+        wall, enc = round(time.perf_counter() - started, 1), get_encoder(store, opts.name)
+    card = enc.provenance
+    return {"encoder": opts.name, "wall_s": wall, "train_s": round(card["seconds"], 1),
+            "final_loss": card["final_loss"], "usable_docs": card["usable_docs"], "total_docs": card["total_docs"],
+            "notes_seen": opts.steps * opts.batch_size, "fingerprint": enc.fingerprint}
 
 
-# ---------------------------------------------------------------- the report
-def _num(v, digits: int = 3) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
+# ---------------------------------------------------------------- evaluation
+@dataclass
+class Heldout:
+    texts: list[str]
+    y: np.ndarray
+    rows: np.ndarray  # rows of the held-out corpus evaluated (classes with >= min_notes notes)
 
 
-def _clears(a, b) -> bool:
-    """Whether interval `a` lies wholly above interval `b`."""
-    return bool(a and b and None not in (*a, *b) and a[0] > b[1])
+def heldout_rows(store: Store, corpus: str, label: str, min_notes: int = MIN_CLASS_NOTES) -> Heldout:
+    docs = store.documents(store.corpus(corpus))
+    labels = docs[label].astype("string")
+    counts = labels.value_counts()
+    keep = labels.notna() & (labels != "") & labels.map(counts).ge(min_notes).fillna(False).astype(bool)
+    rows = np.flatnonzero(keep.to_numpy())
+    return Heldout(docs["text"].iloc[rows].astype(str).tolist(), labels.iloc[rows].astype(str).to_numpy(), rows)
 
 
-def _mean_f1(entry: dict) -> float | None:
-    values = [s["macro_f1"] for s in entry.get("fewshot", {}).values() if s.get("macro_f1") is not None]
-    return float(np.mean(values)) if values else None
+def vectors(store: Store, corpus: str, encoder: str) -> np.ndarray:
+    from core.embed import load_embeddings
+
+    return load_embeddings(store, corpus, EmbedOptions(encoder=encoder))
 
 
-def _verdict(hits: int, of: int) -> str:
-    return "yes" if hits == of else "partly" if hits else "no"
+def evaluate_vectors(X: np.ndarray, data: Heldout, sizes: Sizes) -> tuple[dict, dict]:
+    """(summary, replicates): separability and the few-shot curve with their bootstrap replicates."""
+    from core.separability import separability
+
+    sep = separability(X, data.y, seed=EVAL_SEED, groups=data.texts)
+    curve = learning_curve(X, data.y, shots=sizes.shots, seeds=sizes.draws, seed=EVAL_SEED, groups=data.texts)
+    sep_d, summary = sep.to_dict(), curve.summary()
+    reps = {f"sep/{k}": np.asarray(v) for k, v in sep_d.get("bootstrap", {}).items()}
+    for k in sizes.shots:
+        for m, r in curve.replicates(k).items():
+            reps[f"fewshot/{k}/{m}"] = np.asarray(r)
+    out = {k: v for k, v in sep_d.items() if k not in ("bootstrap", "per_class")}
+    out["fewshot"] = {str(k): {m: v[m] for m in ("macro_f1", "macro_f1_ci", "accuracy", "accuracy_ci",
+                                               "exhausted_classes") if m in v} for k, v in summary.items()}
+    return out, reps
 
 
-def agreement(corpus_title: str, result: dict, roles: dict[str, str]) -> list[list[str]]:
-    """Table rows (finding, corpus, measured, agrees?) for the paper's three findings, from one
-    corpus's evaluation; `roles` maps base / mlm / declutr / metadata to encoder ids."""
-    encs = result["encoders"]
-    base, declutr, metadata = roles["base"], roles["declutr"], roles["metadata"]
-    adapted = [roles[o] for o in OBJECTIVES]
-    shots = sorted(encs[base].get("fewshot", {}), key=int)
-    means = {e: _mean_f1(encs[e]) for e in encs}
-    best = max(means, key=lambda e: -1.0 if means[e] is None else means[e])
+def supervised_control(store: Store, adapt_corpus: str, heldout: str, label: str, encoder: str, data: Heldout,
+                       sizes: Sizes) -> np.ndarray:
+    """Per held-out test note (the curves' test split), 1 if logistic regression trained on every labelled
+    adaptation note's vectors gets it right: the labels used directly, not through adaptation."""
+    from sklearn.linear_model import LogisticRegression
 
-    def f1(e: str, s: str) -> dict:
-        return encs[e]["fewshot"][s]
+    from core.separability import normalise
 
-    wins = sum(max(encs, key=lambda e: f1(e, s)["macro_f1"] or 0.0) == declutr for s in shots)
-    clear = sum(all(_clears(f1(declutr, s)["macro_f1_ci"], f1(e, s)["macro_f1_ci"]) for e in encs if e != declutr)
-                for s in shots)
-    rows = [["DeCLUTR best for few-shot classification", corpus_title,
-             "mean macro-F1 over " + ", ".join(shots) + " notes per class: "
-             + ", ".join(f"{e} {_num(means[e])}" for e in encs) + f"; best **{best}**. {declutr} best at {wins} of "
-             f"{len(shots)} shot counts, its 95% interval clear of every other encoder's at {clear}",
-             "yes" if best == declutr else "no"]]
-    sep_hits, sep_text = 0, []
-    for key, name in (("silhouette", "silhouette"), ("knn_accuracy", "kNN accuracy")):
-        ranked = sorted(encs, key=lambda e: -(encs[e].get(key) if encs[e].get(key) is not None else -np.inf))
-        top, second = ranked[0], ranked[1]
-        sep_hits += top == metadata
-        clear_of = _clears(encs[top].get(f"{key}_ci"), encs[second].get(f"{key}_ci"))
-        sep_text.append(f"{name}: best **{top}** {_num(encs[top].get(key))} vs {second} {_num(encs[second].get(key))}"
-                        f" (95% intervals {'do not overlap' if clear_of else 'overlap'})")
-    rows.append(["Metadata objective best for separability of the label", corpus_title, "; ".join(sep_text),
-                 _verdict(sep_hits, 2)])
-    for what, key in (("few-shot (mean macro-F1)", None), ("silhouette", "silhouette"),
-                      ("kNN accuracy", "knn_accuracy")):
-        value = (lambda e: means[e]) if key is None else (lambda e, k=key: encs[e].get(k))
-        beat = [e for e in adapted if None not in (value(e), value(base)) and value(e) > value(base)]
-        measured = ", ".join(f"{e} {value(e) - value(base):+.3f}" if None not in (value(e), value(base)) else f"{e} n/a"
-                             for e in adapted)
-        if key is None:
-            measured += "; above base with non-overlapping 95% intervals at " + ", ".join(
-                f"{e} {sum(_clears(f1(e, s)['macro_f1_ci'], f1(base, s)['macro_f1_ci']) for s in shots)}"
-                for e in adapted) + f" of {len(shots)} shot counts"
-        rows.append([f"Every adapted encoder better than base: {what}", corpus_title,
-                     f"difference from {base}: {measured}", _verdict(len(beat), len(adapted))])
+    docs = store.documents(store.corpus(adapt_corpus), with_text=False)
+    train_y = docs[label].astype("string")
+    ok = (train_y.notna() & (train_y != "")).to_numpy()
+    Xa = vectors(store, adapt_corpus, encoder)[ok]
+    Xh = vectors(store, heldout, encoder)[data.rows]
+    # no draws: only the curves' split, whose test notes this control is scored on
+    test = paired_curve(data.y, None, shots=(), seeds=1, seed=EVAL_SEED, groups=data.texts).test_idx
+    model = LogisticRegression(max_iter=2000).fit(normalise(Xa), train_y[ok].astype(str).to_numpy())
+    return (model.predict(normalise(Xh[test])) == data.y[test]).astype(np.float64)
+
+
+def accuracy_replicates(correct: np.ndarray) -> np.ndarray:
+    """Bootstrap replicates of an accuracy over resampled test notes (the resamples depend only on n)."""
+    return np.concatenate([c @ correct / len(correct) for c in resample_counts(len(correct), seed=EVAL_SEED)])
+
+
+# ---------------------------------------------------------------- parts
+def _save(results: Path, part: str, record: dict, reps: dict[str, np.ndarray]) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    stem = part.replace(":", "__")
+    np.savez_compressed(results / f"{stem}.npz", **{k: v.astype(np.float32) for k, v in reps.items()})
+    tmp = results / f"{stem}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+    tmp.replace(results / f"{stem}.json")  # last: a part is finished only once its JSON is there
+
+
+def load_part(results: Path, part: str) -> tuple[dict, dict] | None:
+    stem = part.replace(":", "__")
+    if not (results / f"{stem}.json").exists():
+        return None
+    with np.load(results / f"{stem}.npz") as z:
+        reps = {k: z[k] for k in z.files}
+    return json.loads((results / f"{stem}.json").read_text(encoding="utf-8")), reps
+
+
+def run_part(store: Store, part: str, sizes: Sizes, base: str, results: Path) -> dict:
+    corpus_name, kind = part.split(":")
+    study = next(s for s in STUDIES if s.name == corpus_name)
+    started = time.perf_counter()
+    adapt_corpus, heldout = corpora(store, study, sizes)
+    record = {"part": part, "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "code": code_version(), "machine": _machine(), "sizes": sizes.__dict__ | {"seeds": list(sizes.seeds)},
+              "base": base, "adapt_corpus": adapt_corpus, "heldout_corpus": heldout, "runs": {}, "encoders": {}}
+    reps: dict[str, np.ndarray] = {}
+    labels = [study.label] + ([study.other_label] if kind == "main" and study.other_label else [])
+    data = {lab: heldout_rows(store, heldout, lab, sizes.min_class_notes) for lab in labels}
+    record["evaluated"] = {lab: {"notes": len(d.y), "classes": len(set(d.y))} for lab, d in data.items()}
+    encoders = [base] if kind != "mlm0" and kind != "fixes" else []
+    for variant in KINDS[kind]:
+        for seed in sizes.seeds:
+            name = f"{prefix(study, sizes)}-{variant.name}-s{seed}"
+            r = adapt_one(store, adapt_corpus, pretrain_options(variant, study, sizes, seed, name, base))
+            record["runs"][name] = r | {"variant": variant.name, "seed": seed}
+            if "error" not in r:
+                encoders.append(name)
+    for enc in encoders:
+        X = vectors(store, heldout, enc)
+        for lab in labels if (enc == base or "metadata" in enc) else [study.label]:
+            summary, r = evaluate_vectors(X[data[lab].rows], data[lab], sizes)
+            record["encoders"].setdefault(enc, {})[lab] = summary
+            reps |= {f"{enc}/{lab}/{k}": v for k, v in r.items()}
+    if kind == "main":
+        for enc in [base] + [e for e in encoders if "-metadata-" in e]:
+            correct = supervised_control(store, adapt_corpus, heldout, study.label, enc, data[study.label], sizes)
+            record["encoders"].setdefault(enc, {}).setdefault("control", {})["accuracy"] = float(correct.mean())
+            reps[f"{enc}/control/accuracy"] = accuracy_replicates(correct)
+    if kind == "setfit":
+        record["setfit"] = setfit_part(store, heldout, base, data[study.label], sizes, reps)
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    _save(results, part, record, reps)
+    print(f"{part}: done in {record['seconds'] / 60:.1f} min", file=sys.stderr)
+    return record
+
+
+def setfit_part(store: Store, heldout: str, base: str, data: Heldout, sizes: Sizes, reps: dict) -> dict:
+    """The base's SetFit-style curve and its frozen curve on the same split and draws."""
+    from core.setfit import finetune_options, setfit_curve
+
+    X = vectors(store, heldout, base)[data.rows]
+    frozen = learning_curve(X, data.y, shots=sizes.setfit_shots, seeds=sizes.setfit_draws, seed=EVAL_SEED,
+                            groups=data.texts)
+    tuned = setfit_curve(data.texts, data.y, str(get_encoder(store, base).path), X,
+                         finetune_options(steps=sizes.setfit_steps), max_length=sizes.max_length,
+                         shots=sizes.setfit_shots, seeds=sizes.setfit_draws, seed=EVAL_SEED,
+                         progress=StderrProgress())
+    return {"frozen": frozen.summary(), "setfit": tuned.summary(),
+            "comparisons": compare_curves(frozen, tuned, ("macro_f1",))}
+
+
+# ---------------------------------------------------------------- pooling seeds and the claims
+def pooled(reps: dict, keys: list[str], rng_seed: int) -> tuple[float, np.ndarray] | None:
+    """Estimate and replicates of the mean over adaptation seeds: each replicate resamples the seeds as
+    well as the notes and draws, so seed-to-seed variance is inside the interval. The seed picks depend
+    only on (number of seeds, rng_seed): two variants pick the same seed numbers in a replicate, so runs
+    sharing a seed (same batches) stay paired, like the notes and draws."""
+    if not keys or any(k not in reps for k in keys):
+        return None
+    per_seed = np.vstack([reps[k] for k in keys])
+    pick = np.random.default_rng(rng_seed).integers(0, len(keys), (per_seed.shape[1], len(keys)))
+    return float(per_seed.mean(axis=1).mean()), per_seed[pick, np.arange(per_seed.shape[1])[:, None]].mean(axis=1)
+
+
+class Evidence:
+    """Every saved part's replicates, looked up by (variant, label, quantity) with seeds pooled."""
+
+    def __init__(self, study: Study, sizes: Sizes, base: str, results: Path) -> None:
+        self.study, self.sizes, self.base, self.reps, self.parts, self.runs = study, sizes, base, {}, {}, {}
+        for kind in KINDS:
+            loaded = load_part(results, f"{study.name}:{kind}")
+            if loaded:
+                self.parts[kind], r = loaded
+                self.reps |= r
+                self.runs |= loaded[0]["runs"]
+        # shot counts at which some class's whole pool is in every draw: left out of every verdict
+        self.exhausted: dict[str, set[int]] = {}
+        for part in self.parts.values():
+            for per_label in part["encoders"].values():
+                for label, summary in per_label.items():
+                    self.exhausted.setdefault(label, set()).update(
+                        int(k) for k, v in summary.get("fewshot", {}).items() if v.get("exhausted_classes"))
+
+    def keys(self, variant: str) -> list[str]:
+        if variant == "base":
+            return [self.base]
+        return [f"{prefix(self.study, self.sizes)}-{variant}-s{s}" for s in self.sizes.seeds]
+
+    def quantity(self, variant: str, label: str, what: str) -> tuple[float, np.ndarray] | None:
+        """what: "sep/METRIC", "few/macro_f1" (mean over shots <= FEW), or "control/accuracy"."""
+        if what.startswith("few/"):
+            shots = [k for k in self.sizes.shots if k <= FEW]
+            found = [pooled(self.reps, [f"{e}/{label}/fewshot/{k}/{what[4:]}" for e in self.keys(variant)], k)
+                     for k in shots]
+            if not shots or any(f is None for f in found):
+                return None
+            found = [f for k, f in zip(shots, found) if k not in self.exhausted.get(label, set())]
+            if not found:
+                return EXHAUSTED
+            return float(np.mean([f[0] for f in found])), np.mean([f[1] for f in found], axis=0)
+        keys = [f"{e}/{what}" if what.startswith("control/") else f"{e}/{label}/{what}" for e in self.keys(variant)]
+        return pooled(self.reps, keys, 7)
+
+    def diff(self, a: str, b: str, label: str, what: str) -> dict | None:
+        qa, qb = self.quantity(a, label, what), self.quantity(b, label, what)
+        if qa is None or qb is None:
+            return None
+        if EXHAUSTED in (qa, qb):
+            return {"diff": None, "ci": [None, None], "excludes_zero": False,
+                    "why": f"some class's training notes are all used at every count up to {FEW}"}
+        return paired_difference(qa[0], qb[0], qa[1], qb[1])
+
+
+def _d(c: dict | None, name: str) -> str:
+    if c is None:
+        return f"{name}: not run yet"
+    if c["diff"] is None:
+        return f"{name}: no verdict ({c.get('why', 'no estimate')})"
+    lo, hi = c["ci"]
+    return f"{name} {c['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _all_better(cs: list[dict | None], higher: bool = True) -> str:
+    """supported: every interval excludes 0 on the better side; not supported: one excludes 0 on the
+    worse side; not shown: the intervals include 0. Point estimates never decide."""
+    if any(c is None for c in cs):
+        return "not run yet"
+    if any(c["diff"] is None for c in cs):
+        return "not shown"
+    if any(c["excludes_zero"] and (c["diff"] < 0) == higher for c in cs):
+        return "not supported"
+    return "supported" if all(c["excludes_zero"] for c in cs) else "not shown"
+
+
+def claims(ev: Evidence) -> list[list[str]]:
+    """Rows (claim, corpus, paired differences with 95% intervals, verdict) for one corpus."""
+    s, lab, title = ev.study, ev.study.label, ev.study.title
+    few = f"few-shot macro-F1, mean over 1-{FEW} notes per class"
+    rows = []
+    vs = [ev.diff(o, "declutr", lab, "few/macro_f1") for o in ("base", "mlm", "metadata")]
+    rows.append(["DeCLUTR beats the other objectives and the base with a frozen encoder and few labels", title,
+                 f"{few}, DeCLUTR minus " + "; ".join(_d(c, o) for c, o in zip(vs, ("base", "MLM", "metadata"))),
+                 _all_better(vs)])
+    c = ev.diff("declutr", "metadata", lab, "few/macro_f1")
+    rows.append(["The metadata objective does not further improve classification", title,
+                 f"{few}, metadata minus {_d(c, 'DeCLUTR')}",
+                 "not run yet" if c is None else "not supported" if c["excludes_zero"] and (c["diff"] or 0) > 0
+                 else "supported" if c["excludes_zero"] else "not shown"])
+    vs = [ev.diff(o, "metadata", lab, "sep/silhouette") for o in ("base", "mlm", "declutr")]
+    rows.append(["The metadata objective separates its own categories most clearly", title,
+                 "silhouette, metadata minus " + "; ".join(_d(c, o) for c, o in zip(vs, ("base", "MLM", "DeCLUTR"))),
+                 _all_better(vs)])
+    vs = [ev.diff("base", o, lab, "few/macro_f1") for o in ("mlm", "declutr", "metadata")]
+    rows.append(["Every adapted encoder beats its base", title,
+                 f"{few}, minus base: " + "; ".join(_d(c, o) for c, o in zip(vs, ("MLM", "DeCLUTR", "metadata"))),
+                 _all_better(vs)])
+    if s.other_label:
+        c = ev.diff("base", "metadata", s.other_label, "few/macro_f1")
+        rows.append([f"(control) The metadata encoder on a label it was not trained on (`{s.other_label}`)", title,
+                     f"{few}, metadata minus {_d(c, 'base')}", _all_better([c])])
+    c = ev.diff("base", "metadata", lab, "control/accuracy")
+    rows.append(["(control) Metadata adaptation adds to a supervised classifier trained on the same labels", title,
+                 f"accuracy of logistic regression on all adaptation labels, metadata encoder minus {_d(c, 'base')}",
+                 _all_better([c])])
+    vs = [ev.diff(f"{o}-mlm0", o, lab, "few/macro_f1") for o in ("declutr", "metadata")]
+    rows.append(["(ablation) The MLM term helps the contrastive objectives", title,
+                 f"{few}, with minus without (`--mlm-weight 0`): "
+                 + "; ".join(_d(c, o) for c, o in zip(vs, ("DeCLUTR", "metadata"))), _all_better(vs)])
+    usable = _usable(ev)
+    c = ev.diff("declutr-original-spans", "declutr", lab, "few/macro_f1")
+    impossible = any("error" in r for r in ev.runs.values() if r.get("variant") == "declutr-original-spans")
+    rows.append(["(NoteSpace fix) Length-adaptive spans beat DeCLUTR's original length filter", title,
+                 f"{usable}; {few}, adaptive minus {_d(c, 'original')}",
+                 "not shown: the original filter leaves too few notes to train on" if impossible
+                 else _all_better([c])])
+    vs = [ev.diff("metadata-random-batches", "metadata", lab, w) for w in ("few/macro_f1", "sep/silhouette")]
+    rows.append(["(NoteSpace fix) Class-balanced batches beat random batches for the metadata objective", title,
+                 "balanced minus random: " + "; ".join(_d(c, w) for c, w in zip(vs, (few, "silhouette"))),
+                 _all_better(vs)])
+    rows.append(["(context) SetFit-style fine-tuning beats frozen embeddings with few labels", title,
+                 *_setfit_cells(ev)])
     return rows
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def _usable(ev: Evidence) -> str:
+    def notes(variant: str) -> str:
+        r = [v for v in ev.runs.values() if v.get("variant") == variant]
+        if not r:
+            return "not run yet"
+        return f"{r[0].get('usable_docs', 0):,} of {r[0]['total_docs']:,}" + (" (no run possible)" if "error" in r[0] else "")
+
+    return f"usable notes: adaptive {notes('declutr')}, original {notes('declutr-original-spans')}"
 
 
-def _machine() -> str:
-    import torch
+def _setfit_cells(ev: Evidence) -> list[str]:
+    part = ev.parts.get("setfit")
+    if not part:
+        return ["not run yet", "not run yet"]
+    cs = [c for c in part["setfit"]["comparisons"] if c["shots"] <= FEW]
+    text = "macro-F1, SetFit minus frozen base: " + "; ".join(_d(c, f"{c['shots']} per class") for c in cs)
+    return [text, _all_better(cs) if cs else "not shown"]
 
-    from core.training.save import hardware
 
-    hw = hardware(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    return f"{hw['device_name']} ({os.cpu_count()} cores), torch {hw['torch']}, {hw['platform']}"
+# ---------------------------------------------------------------- the report
+def _provenance(results: Path) -> list[str]:
+    lines = ["| Part | Planned (estimate) | Finished | Code | Machine | Time | Encoders adapted |",
+             "|---|---|---|---|---|---|---|"]
+    for study in STUDIES:
+        for kind in KINDS:
+            part = f"{study.name}:{kind}"
+            loaded = load_part(results, part)
+            plan = f"~{PLANNED_MIN[part]} min" if part in PLANNED_MIN else "not in the default plan"
+            if loaded is None:
+                lines.append(f"| {part} | {plan} | not run yet | | | | |")
+                continue
+            rec = loaded[0]
+            code = rec["code"]["commit"][:10] + (" (uncommitted changes)" if rec["code"]["dirty"] else "")
+            lines.append(f"| {part} | {plan} | {rec['started']} | `{code}` | {rec['machine']} | {rec['seconds'] / 60:.1f} min | "
+                         f"{len([r for r in rec['runs'].values() if 'error' not in r])} |")
+    return lines + [""]
+
+
+def report(results: Path, sizes: Sizes, base: str, command: str) -> str:
+    rows = []
+    for study in STUDIES:
+        rows += claims(Evidence(study, sizes, base, results))
+    lines = ["# Results", "",
+             f"Written by `python bench/study.py {command}` from the parts saved in `{_shown(results)}`"
+             + (" — **a smoke run on a tiny random model: a pipeline check, not a result**" if sizes.limit else "")
+             + ". The protocol, sizes and time plan are in the docstring of bench/study.py.", "",
+             "Every encoder is adapted on the adaptation part of its corpus and evaluated on the held-out part; "
+             f"adapted encoders are made with seeds {', '.join(map(str, sizes.seeds))}, and each interval is a 95% "
+             "paired bootstrap over the held-out notes, the few-shot draws *and* the adaptation seeds (seeds "
+             "resampled in every replicate). A verdict comes only from a paired interval: **supported** when every "
+             "interval it rests on excludes 0 in the claimed direction, **not supported** when one excludes 0 in "
+             "the other, **not shown** when they include 0, **not run yet** when a part it needs has not run. "
+             f"Classes with fewer than {sizes.min_class_notes} held-out notes are left out, so that draws of up to "
+             f"{FEW} notes per class still vary; a shot count at which some class's training notes are all used in "
+             "every draw is left out of the few-shot means. "
+             f"Objectives are compute-matched: {sizes.steps} steps x {sizes.batch_size} notes, {sizes.max_length} "
+             f"tokens; MLM at lr {sizes.mlm_lr:g} with {sizes.mlm_warmup} warm-up steps, the contrastive objectives "
+             f"at {sizes.contrastive_lr:g}; every MLM head is fresh (the base ships none) and trained alone on the "
+             f"frozen encoder for {sizes.head_warmup} steps first.", "",
+             "Confounds that remain: the base, all-MiniLM-L6-v2, is already tuned for sentence similarity (no small "
+             "packaged base without that tuning and with an MLM head was found); the long notes are synthetic, "
+             "assembled from HPO definitions, so a definition can appear in both an adaptation and a held-out note; "
+             "HPO has no second label, so the metadata encoder's unseen-label check is not shown there.", "",
+             "## Claims", "", "| Claim | Corpus | Paired difference [95% interval] | Verdict |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "## Parts", "", "Each part is saved with the commit (and whether the work tree had uncommitted "
+              "changes) that made it; the default plan runs the ablations where they can show something (docstring "
+              f"of bench/study.py), about {sum(PLANNED_MIN.values())} minutes "
+              "estimated.", ""] + _provenance(results)
+    lines += ["## Old protocol (superseded)", "",
+              "The study of 2026-11-25 (code ed7086a), kept in [results-old-protocol.md](results-old-protocol.md), "
+              "is not comparable: one "
+              "adaptation seed; MLM with a freshly initialised head at lr 5e-5 and 15-30 warm-up steps; objectives "
+              "not compute-matched (DeCLUTR saw 1,200 notes, the others 4,800); the metadata objective evaluated "
+              "only on the label it was trained on, with no supervised control; verdicts from point estimates and "
+              "overlapping intervals; no ablation of the two fixes.", ""]
+    return "\n".join(lines)
 
 
 def _shown(path: Path) -> str:
@@ -263,113 +603,62 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def _minutes(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
+# ---------------------------------------------------------------- command line
+def _smoke_setup(args) -> None:
+    """Everything under bench/out/study-smoke, the tiny random BERT as base."""
+    SMOKE_DIR.mkdir(parents=True, exist_ok=True)
+    args.db = args.db or str(SMOKE_DIR / "study.duckdb")
+    args.results = args.results or SMOKE_DIR / "results"
+    args.out = args.out or str(SMOKE_DIR / "results.md")
+    if args.base == DEFAULT_ENCODER:
+        args.base = "tiny"
+    if "NOTESPACE_MODELS" not in os.environ:
+        os.environ["NOTESPACE_MODELS"] = str(SMOKE_DIR / "models")
+    models = Path(os.environ["NOTESPACE_MODELS"])
+    if args.base == "tiny" and not (models / "tiny").exists():
+        from tests.conftest import registered_tiny_encoder
 
-
-def _kept_commentary(out: Path) -> list[str]:
-    """The "## Commentary" section of an earlier report (up to the next "## " heading), else a placeholder."""
-    old = out.read_text(encoding="utf-8").splitlines() if out.exists() else []
-    if COMMENTARY in old:
-        start = old.index(COMMENTARY)
-        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
-        return old[start:end]
-    return [COMMENTARY, "", "_The lead's reading of these numbers goes here; this section is kept when the file is "
-            "regenerated._", ""]
-
-
-def report(args, opts: EvaluateOptions, store: Store, sections: list[dict], seconds: dict) -> str:
-    """docs/results.md from each corpus's split, adaptation records and evaluation."""
-    base = get_encoder(store, args.base)
-    lines = ["# Results", "",
-             f"Produced by `python bench/study.py {args.command}` on {datetime.date.today()} "
-             f"(code {_commit()}, {_machine()}), in {_minutes(sum(seconds.values()))} "
-             f"(adaptation {_minutes(seconds['adapt'])}, evaluation {_minutes(seconds['evaluate'])}; reused "
-             "adaptation runs take no time)."
-             + (f" **A sample of {args.limit} notes per corpus: a pipeline check, not a result.**" if args.limit
-                else ""),
-             "Each corpus is split once into an adaptation part and a held-out part; the encoders are adapted on "
-             "the adaptation part only and every number below comes from the held-out part. Classes with fewer "
-             "than 2 held-out notes are left out of the evaluation (as `notespace evaluate` does: a class needs a "
-             "note on each side of the few-shot split). "
-             f"Few-shot: {opts.classifier} on frozen embeddings, {opts.shots} notes per class, {opts.seeds} seeds, "
-             f"{opts.test_size:.0%} of each held-out class kept for testing. Every number is also stored, with its "
-             "parameters and inputs, as a run in the store.", "",
-             "## Corpora", "",
-             "| Corpus | Label | Split | Adaptation notes | Held-out notes | Evaluated (notes in classes) |",
-             "|---|---|---|---|---|---|"]
-    for s in sections:
-        first = next(iter(s["result"]["encoders"].values()))
-        lines.append(f"| {s['study'].title} | `{s['study'].label}` | {how_split(s['study'])}: `{s['adapt']}` / "
-                     f"`{s['heldout']}` | "
-                     f"{store.corpus(s['adapt']).n_docs:,} | {store.corpus(s['heldout']).n_docs:,} | "
-                     f"{first['n']:,} in {first['n_classes']} classes ({len(first.get('dropped_classes') or {})} "
-                     "smaller classes left out) |")
-    lines += ["", "## Adaptation runs", "",
-              f"Base encoder `{base.id}` (`{base.fingerprint[:12]}`); the device's suggested settings "
-              "(`core/training/settings.py`), the metadata objective pulling the studied label together. Wall time "
-              "covers the whole job (loading, training, saving); training time the optimizer steps only. Also in "
-              f"`{_shown(args.runs)}`.", "",
-              "| Encoder | Objective | Adapted on | Steps x batch x max length | Device | Wall time | Training time "
-              "| Final loss | Usable docs | Fingerprint |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for s in sections:
-        for r in s["runs"]:
-            lines.append(f"| {r['encoder']} | {r['objective']} | `{r['corpus']}` | {r['steps']} x {r['batch_size']} x "
-                         f"{r['max_length']} | {r['device_name']} | {_minutes(r['wall_s'])} | {_minutes(r['train_s'])}"
-                         f" | {_num(r['final_loss'])} | {r['usable_docs']:,} of {r['total_docs']:,} | "
-                         f"`{r['fingerprint'][:12]}` |")
-    lines.append("")
-    for s in sections:
-        lines.append(render_report_md(s["result"], title=s["study"].title, level=2, details=False))
-    lines += ["## Agreement with the paper", "",
-              "Computed from the tables above: the paper's findings (docs/paper.md) are that contrastive (DeCLUTR) "
-              "training is best for few-shot classification, the metadata objective gives the clearest separability "
-              "of the metadata label, and every adapted encoder beats its base. Here the metadata objective "
-              "pulls together the very label evaluated, on other notes than those evaluated. Differences inside "
-              "the 95% intervals are not evidence either way.", "",
-              "| Finding | Corpus | Measured | Agrees |", "|---|---|---|---|"]
-    for s in sections:
-        lines += ["| " + " | ".join(row) + " |" for row in agreement(s["study"].title, s["result"], s["roles"])]
-    lines.append("")
-    return "\n".join(lines + _kept_commentary(Path(args.out)) + READING)
+        models.mkdir(parents=True, exist_ok=True)
+        registered_tiny_encoder(models)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, help="study a seeded sample of N notes per corpus (a pipeline check)")
-    parser.add_argument("--steps", type=int, default=0, help="adaptation steps (default: the device's suggestion)")
-    parser.add_argument("--shots", default="1,2,4,8,16,32")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--parts", default="default",
+                        help="comma-separated parts (CORPUS:main|mlm0|fixes|setfit), 'default' or 'all'")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the saved parts only")
+    parser.add_argument("--smoke", action="store_true", help="tiny model and sizes, under bench/out/study-smoke")
     parser.add_argument("--base", default=DEFAULT_ENCODER, help="encoder to adapt and compare with")
-    parser.add_argument("--device", default="auto", help="where to adapt")
     parser.add_argument("--db", help="store file (default: $NOTESPACE_DB or ~/.notespace/notespace.duckdb)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
-    parser.add_argument("--runs", type=Path, default=RUNS, help="adaptation records (JSON)")
+    parser.add_argument("--results", type=Path, help=f"saved parts (default {_shown(RESULTS)})")
+    parser.add_argument("--out", help="the report (default docs/results.md)")
     args = parser.parse_args(argv)
-    args.command = shlex.join(sys.argv[1:] if argv is None else argv)
-    store = Store(args.db) if args.db else Store()
-    opts = EvaluateOptions(shots=args.shots, seeds=args.seeds)
-    sections, seconds = [], {"adapt": 0.0, "evaluate": 0.0}
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.smoke:
+        _smoke_setup(args)
+    results, out = args.results or RESULTS, Path(args.out or ROOT / "docs" / "results.md")
+    sizes = SMOKE if args.smoke else SIZES
+    every = [f"{s.name}:{k}" for s in STUDIES for k in KINDS]
+    parts = (DEFAULT_PARTS if args.parts == "default" else every if args.parts == "all"
+             else [p.strip() for p in args.parts.split(",") if p.strip()])
+    unknown = [p for p in parts if p not in every]
+    if unknown:
+        print(f"study: unknown part(s) {', '.join(unknown)}; choose from {', '.join(every)}", file=sys.stderr)
+        return 2
     try:
-        for study in STUDIES:
-            adapt_name, heldout_name = corpora(store, study, args.limit)
-            started = time.perf_counter()
-            runs = adapt(store, adapt_name, prefix(study, args.limit), study.label, args.base, args.steps, args.device,
-                         runs=args.runs)
-            seconds["adapt"] += time.perf_counter() - started
-            roles = {"base": args.base} | {r["objective"]: r["encoder"] for r in runs}
-            started = time.perf_counter()
-            result = evaluate_corpus(store, heldout_name, list(roles.values()), opts.replace(label=study.label),
-                                     progress=StderrProgress())
-            seconds["evaluate"] += time.perf_counter() - started
-            print(f"{heldout_name}: evaluated in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-            sections.append({"study": study, "adapt": adapt_name, "heldout": heldout_name, "runs": runs,
-                             "roles": roles, "result": result})
+        store = None if args.report_only else Store(args.db) if args.db else Store()
+        for part in [] if args.report_only else parts:
+            if load_part(results, part):
+                print(f"{part}: finished earlier, skipped", file=sys.stderr)
+                continue
+            run_part(store, part, sizes, args.base, results)
     except (StoreError, ValueError) as exc:
         print(f"study: {exc}", file=sys.stderr)
         return 1
-    Path(args.out).write_text(report(args, opts, store, sections, seconds), encoding="utf-8")
-    print(f"wrote {args.out}", file=sys.stderr)
+    kept = out.read_text(encoding="utf-8").partition(LONG_NOTES)[1:] if out.exists() else ("", "")
+    out.write_text(report(results, sizes, args.base, command) + ("\n" + "".join(kept) if kept[0] else ""),
+                   encoding="utf-8")
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 

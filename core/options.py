@@ -109,6 +109,12 @@ class PretrainOptions(Options):
     grad_accum: int = opt(1, "gradient accumulation steps")
     nproc: int = opt(1, "training processes, data-parallel (torchrun; one per GPU, or CPU processes); "
                         "each takes batch_size / nproc of every batch")
+    warmup_steps: int = opt(0, "learning-rate warm-up steps (0 = a tenth of the steps, at most 200)")
+    head_warmup: int = opt(0, "steps that train only the fresh MLM head on the frozen encoder first (0 = none)")
+    spans: str = opt("adaptive", "DeCLUTR spans: adaptive to each note's length, or the original filter "
+                                 "(notes under anchors x max span x 2 tokens dropped)", ("adaptive", "original"))
+    batches: str = opt("balanced", "metadata objective batches: class-balanced, or random as in the paper",
+                       ("balanced", "random"))
 
 
 @dataclass(frozen=True)

@@ -37,3 +37,41 @@ def test_column_names_and_arrow_strings_are_covered():
     assert list(back.columns) == ["'=cmd", "café"] and list(back["'=cmd"]) == ["'-x", "ok"]
     twice = pd.DataFrame([["=a", "+b"]], columns=["note", "note"])  # repeated names are still covered
     assert read_back(safe_csv(twice)).iloc[0].tolist() == ["'=a", "'+b"]
+
+
+def _tied_result() -> dict:
+    """Two encoders, six shot counts: b clearly better at three, clearly worse at three, and ahead on
+    every point estimate of the separability metrics with intervals that include 0."""
+    from core.evaluation import METRICS
+
+    def point(f1):
+        return {"macro_f1": f1, "macro_f1_ci": [f1 - 0.01, f1 + 0.01], "accuracy": f1, "accuracy_ci": [f1 - 0.01, f1 + 0.01],
+                "exhausted_classes": [], "majority_baseline": 0.2, "chance": 0.1}
+
+    shots = ["1", "2", "4", "8", "16", "32"]
+    encoders = {n: {key: 0.5 + bump for key, *_ in METRICS} | {"fewshot": {s: point(0.5) for s in shots}}
+                for n, bump in (("a", 0.0), ("b", 0.016))}
+    comparisons = [{"a": "a", "b": "b", "metric": key, "shots": None, "diff": 0.016, "ci": [-0.01, 0.04],
+                    "excludes_zero": False} for key, *_ in METRICS]
+    comparisons += [{"a": "a", "b": "b", "metric": "macro_f1", "shots": int(s), "diff": d, "ci": [d - 0.01, d + 0.01],
+                     "excludes_zero": True} for s, d in zip(shots, (0.05, 0.05, 0.05, -0.05, -0.05, -0.05))]
+    return {"encoders": encoders, "comparisons": comparisons}
+
+
+def test_report_calls_a_three_three_tie_no_winner_and_judges_by_paired_intervals_only():
+    from core.export import render_report_md
+
+    md = render_report_md(_tied_result())
+    assert "best at" not in md and "is best" not in md
+    assert "clearly better than a at 3, clearly worse at 3, and not clearly different at 0 of 6" in md
+    # ahead on every point estimate, but each paired interval includes 0: no verdict either way
+    verdicts = [line for line in md.splitlines() if line.startswith("- ") and " minus a = " in line
+                and " at " not in line.split(" minus ")[0]]
+    assert len(verdicts) == 8 and all(line.endswith("no clear difference.") for line in verdicts)
+
+
+def test_declutr_help_claims_nothing_the_evidence_does_not_support():
+    from core.training.settings import OBJECTIVE_HELP
+
+    text = OBJECTIVE_HELP["declutr"].lower()
+    assert "best" not in text and "few labels" not in text and "compare it with its base" in text

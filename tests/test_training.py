@@ -373,3 +373,62 @@ def test_pooled_groups_by_length_without_changing_the_embeddings(tiny_encoder_pa
     torch.testing.assert_close(out.embeddings, together, atol=1e-5, rtol=1e-4)
     assert out.tokens == sum(len(s) for s in seqs) and out.mlm is None
     assert masked.mlm is not None and torch.isfinite(masked.mlm)
+
+
+# ---- switches for the study's ablations (defaults unchanged) ---------------------------------------
+
+
+def test_original_span_filter_drops_notes_too_short_for_full_length_spans():
+    lengths = [5, 30, 55, 56, 200]
+    token_ids = [list(range(1000, 1000 + n)) for n in lengths]
+    adaptive = get_objective("declutr")(opts_for("declutr", max_length=16), None)
+    original = get_objective("declutr")(opts_for("declutr", max_length=16, spans="original"), None)
+    assert adaptive.prepare(token_ids, None) == 5
+    # 2 anchors x 14-token spans x 2 = 56 tokens, the original DeCLUTR's minimum
+    assert original.prepare(token_ids, None) == 2 and original.spans.min_doc_tokens == 56
+    assert [len(d) for d in original.docs] == [56, 200]
+
+
+def test_random_metadata_batches_leave_anchors_without_a_positive_balanced_ones_never():
+    labels = [f"class{i // 2}" for i in range(40)]  # 20 classes of 2 notes
+    token_ids = [[1000 + i, 1001 + i, 1002 + i] for i in range(40)]
+
+    def lonely(batches: str) -> int:
+        objective = get_objective("metadata")(opts_for("metadata", batches=batches), None)
+        objective.prepare(token_ids, labels)
+        stream = objective.index_batches(3)
+        count = 0
+        for _ in range(50):
+            classes = [objective.doc_class[i] for i in next(stream)]
+            count += sum(classes.count(c) == 1 for c in classes)
+        return count
+
+    assert lonely("balanced") == 0 and lonely("random") > 0
+
+
+def test_warmup_steps_override_the_default_schedule():
+    from core.training.loop import _optimizer
+
+    model = torch.nn.Linear(4, 4)
+    for warmup, expected in ((0, 2), (10, 10)):  # default: a tenth of 20 steps
+        _, scheduler = _optimizer(model, opts_for("mlm", steps=20, lr=1e-3, warmup_steps=warmup), torch.device("cpu"))
+        assert scheduler.get_last_lr()[0] == pytest.approx(1e-3 / expected)
+
+
+def test_head_warmup_trains_the_head_alone_and_lowers_the_starting_mlm_loss(tiny_encoder_path, corpus):
+    from core.training.loop import _seed_step, _setup
+
+    cold = _setup(corpus[0], None, str(tiny_encoder_path), opts_for("mlm"))
+    warm = _setup(corpus[0], None, str(tiny_encoder_path), opts_for("mlm", head_warmup=30))
+    for (name, a), (_, b) in zip(cold.model.encoder.named_parameters(), warm.model.encoder.named_parameters()):
+        assert torch.equal(a, b), name  # the encoder, tied decoder included, is untouched
+        assert b.requires_grad  # and trainable again for the run
+    assert not all(torch.equal(a, b) for a, b in zip(cold.model.mlm_head.parameters(), warm.model.mlm_head.parameters()))
+
+    def loss(run) -> float:
+        batches = run.objective.index_batches(0)
+        with torch.no_grad():
+            return float(np.mean([run.objective.compute_loss(run.model.eval(), next(batches), _seed_step(0, s, 0))
+                                  .loss for s in range(4)]))
+
+    assert loss(warm) < loss(cold)

@@ -31,6 +31,7 @@ from core.training.encoder import TrainableEncoder, load_sentence_transformer, q
 from core.training.registry import get_objective
 from core.training.save import hardware, save_encoder
 
+HEAD_WARMUP_LR = 1e-3  # a head alone on a frozen body takes a larger step than the whole model
 MAX_WARMUP = 200  # the paper's MLM warm-up; short runs warm up over their first 10 %
 
 
@@ -62,7 +63,7 @@ def _optimizer(model: torch.nn.Module, opts: PretrainOptions, device: torch.devi
     groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one kernel for all tensors; on CPU ~6x faster than foreach (measured 11 vs 64 ms for MiniLM)
     optimizer = torch.optim.AdamW(groups, lr=opts.lr, fused=device.type in ("cuda", "cpu"))
-    steps, warmup = opts.steps, min(MAX_WARMUP, max(1, opts.steps // 10))
+    steps, warmup = opts.steps, opts.warmup_steps or min(MAX_WARMUP, max(1, opts.steps // 10))
 
     def factor(s: int) -> float:
         if s < warmup:
@@ -120,8 +121,31 @@ def build_run(texts: list[str], labels: list[str] | None, base_path: str, opts: 
     objective = get_objective(opts.objective)(opts, st_model[0].tokenizer)
     usable = objective.prepare(_tokenize(st_model[0].tokenizer, texts), labels)
     model = TrainableEncoder(st_model, with_mlm_head=objective.uses_mlm).train()
+    if opts.head_warmup and model.mlm_head is not None:
+        _warm_up_head(model, objective, opts)
     optimizer, scheduler = _optimizer(model, opts, device)
     return Run(device, st_model, objective, model, optimizer, scheduler, usable)
+
+
+def _warm_up_head(model: TrainableEncoder, objective, opts: PretrainOptions) -> None:
+    """Train the fresh MLM head alone on the frozen encoder for `opts.head_warmup` steps, so continued
+    pre-training does not start by back-propagating a random head's errors into the encoder. The
+    decoder is tied to the word embeddings, which stay frozen with the rest of the encoder."""
+    tied = model.encoder.get_input_embeddings().weight
+    head = [p for p in model.mlm_head.parameters() if p is not tied]
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    optimizer = torch.optim.AdamW(head, lr=HEAD_WARMUP_LR)
+    batches = objective.index_batches(opts.seed + 1)  # not the main run's stream
+    for step in range(1, opts.head_warmup + 1):
+        with _autocast(next(model.parameters()).device):
+            out = objective.compute_loss(model, next(batches), _seed_step(opts.seed + 1, step, 0))
+        if out.loss.requires_grad:  # only the head has gradients; a contrastive term adds none
+            out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for p in model.encoder.parameters():
+        p.requires_grad_(True)
 
 
 def run_step(run: Run, opts: PretrainOptions, batches, step: int) -> tuple[float, dict, int]:

@@ -55,6 +55,10 @@ class DeclutrObjective(Objective):
         super().__init__(opts, tokenizer)
         longest = opts.max_length - 2  # room for [CLS] and [SEP]
         self.spans = spans or SpanConfig(min_span=min(8, longest), max_span=longest)
+        if opts.spans == "original":  # the original DeCLUTR: notes too short for full-length spans are dropped
+            s = self.spans
+            self.spans = SpanConfig(s.min_span, s.max_span, s.n_anchors, s.n_positives,
+                                    min_doc_tokens=s.n_anchors * s.max_span * 2)
         self.uses_mlm = opts.mlm_weight > 0
 
     def prepare(self, token_ids: list[list[int]], labels: Sequence[str | None] | None) -> int:

@@ -21,7 +21,7 @@ from core.training import parallel
 from core.training.objective import LossOut, Objective, Suggested, with_special_tokens
 from core.training.pooling import pooled
 from core.training.registry import register
-from core.training.sampling import ClassSplit, balanced_batches, split_by_class
+from core.training.sampling import ClassSplit, balanced_batches, random_batches, split_by_class
 
 
 def supcon(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -84,6 +84,8 @@ class MetadataObjective(Objective):
         return self.usable_docs
 
     def index_batches(self, seed: int) -> Iterator[list[int]]:
+        if self.opts.batches == "random":  # the paper's sampling, kept for the ablation
+            return random_batches(len(self.docs), self.opts.batch_size, seed)
         return balanced_batches(self._batch_split, self.opts.batch_size, seed)
 
     def compute_loss(self, model, batch: list[int], rng: np.random.Generator) -> LossOut:
@@ -103,4 +105,5 @@ class MetadataObjective(Objective):
         return {"temperature": self.temperature, "classes": self.classes,
                 "class_sizes": {c: len(m) for c, m in self.split.groups.items()},
                 "excluded_single_document_classes": self.split.singleton_classes,
-                "unlabelled_docs": self.split.unlabelled_docs, "batches": "class-balanced, >= 2 per class"}
+                "unlabelled_docs": self.split.unlabelled_docs, "batches": "class-balanced, >= 2 per class" if self.opts.batches == "balanced"
+                else "random (the paper's sampling)"}
