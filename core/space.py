@@ -157,6 +157,9 @@ def remembered(store: Store, corpus: Corpus, encoder_id: str) -> EmbeddingSpace 
 
 
 def remember(store: Store, corpus: Corpus, space: EmbeddingSpace) -> None:
+    if remembered(store, corpus, space.encoder) == space:
+        return  # unchanged: reading a corpus never writes
+
     def write(con) -> None:
         con.execute("INSERT OR REPLACE INTO corpus_spaces (corpus_id, encoder_id, space) VALUES (?, ?, ?)",
                     [corpus.id, space.encoder, json.dumps(space.public())])

@@ -84,9 +84,9 @@ def test_study_split_keeps_each_text_on_one_side():
     frame = pd.DataFrame({"text": [f"t{i % 30}" for i in range(60)] + ["shared"] * 4,
                           "label": [f"l{i % 3}" for i in range(60)] + ["l0", "l1", "l2", "l0"],
                           "part": ["train"] * 32 + ["test"] * 32})
-    adapt, held = split(frame, Study("x", "label", "x"), "text")
+    adapt, held = split(frame, Study("x", "x", label="label", other_label=None), "text")
     assert not set(adapt["text"]) & set(held["text"]) and len(adapt) + len(held) == len(frame)
-    adapt, held = split(frame, Study("x", "label", "x", own_split=("part", "train", "test")), "text")
+    adapt, held = split(frame, Study("x", "x", label="label", other_label=None, own_split=("part", "train", "test")), "text")
     assert not set(adapt["text"]) & set(held["text"]) and len(adapt) == 32
 
 

@@ -37,13 +37,13 @@ def _doomed(con, corpus_id: int) -> dict[str, int]:
 
 def delete_rows(con, corpus_id: int) -> dict[str, int]:
     """Everything keyed by the corpus: documents, metadata, runs (ingest, maps, clusters, evaluations) with
-    their rows, labels made on its maps, and the vectors of texts no other corpus holds. Encoders stay."""
+    their rows, labels made on its maps, the embedding spaces it remembers, and the vectors of texts no other corpus holds. Encoders stay."""
     deleted = _doomed(con, corpus_id)
     for (table,) in con.execute(VECTOR_TABLES).fetchall():
         con.execute(f"DELETE FROM {table} WHERE text_hash IN ({OWN_TEXTS})", [corpus_id, corpus_id])
     for table in ("projections", "cluster_members", "cluster_labels"):
         con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT id FROM runs WHERE corpus_id = ?)", [corpus_id])
-    for table in ("runs", "map_labels", "documents"):
+    for table in ("runs", "map_labels", "corpus_spaces", "documents"):
         con.execute(f"DELETE FROM {table} WHERE corpus_id = ?", [corpus_id])
     con.execute(f"DROP TABLE IF EXISTS {meta_table(corpus_id)}")
     con.execute("DELETE FROM corpora WHERE id = ?", [corpus_id])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import subprocess
 import sys
@@ -108,7 +109,7 @@ async def _session(browser, url: str, n: int, timings: list[dict]) -> dict:
 
         chart = page.locator(".js-plotly-plot").first
         async def drawn() -> None:  # the PCA map stored beforehand, drawn with its legend
-            await page.get_by_text("PCA of tiny (from the store)").wait_for()
+            await page.get_by_text(re.compile(r"PCA of tiny \(.*\) \(from the store\)")).wait_for()
             await chart.locator(".legendtext", has_text="cardiology").wait_for()
 
         await step("draw the map", pick_encoder, drawn)
