@@ -19,15 +19,12 @@ from core.embed import embed_corpus, embed_query, load_embeddings
 from core.options import EmbedOptions, ProjectOptions
 from core.store import StoreError
 from pages.common import progress_bar, store
-from pages.components.map import hover_chars, hover_texts
 
 
 @st.cache_data(max_entries=6, show_spinner="Reading the map…")
 def map_frame(db: str, projection_id: int) -> pd.DataFrame:
-    """ord, doc_id, x, y, preview, metadata, hover of a stored map."""
-    frame = maps.map_frame(store(), projection_id)
-    columns = [c for c in frame.columns if c not in maps.RESERVED]
-    return frame.assign(hover=hover_texts(frame, columns, hover_chars(len(frame))))
+    """ord, doc_id, x, y, preview, metadata of a stored map."""
+    return maps.map_frame(store(), projection_id)
 
 
 @st.cache_data(max_entries=6, show_spinner=False)
