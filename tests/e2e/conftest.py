@@ -145,3 +145,38 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# ---- the Explore map (pages/components/map.py): a component iframe drawing with regl-scatterplot ----
+MAP_IFRAME = 'iframe[src*="notespace_map"]'
+
+
+def map_frame(page, nth: int = 0):
+    """The nth map on the page (Compare shows two), once its points are drawn."""
+    frame = page.frame_locator(MAP_IFRAME).nth(nth)
+    frame.locator("#map[data-drawn]").wait_for()
+    return frame
+
+
+def map_select(page, tool: str = "box", nth: int = 0, start=(0.03, 0.03), end=(0.97, 0.97)) -> None:
+    """Select notes on the nth map with its Box or Lasso tool, dragging as a person would from `start`
+    to `end` (fractions of the map's drawing area); the lasso goes round the rectangle they span."""
+    frame = map_frame(page, nth)
+    frame.locator(f'button[data-mode="{tool}"]').click()
+    area = frame.locator(".stage").bounding_box()
+    (x0, y0), (x1, y1) = [(area["x"] + fx * area["width"], area["y"] + fy * area["height"]) for fx, fy in (start, end)]
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)] if tool == "lasso" else [(x0, y0), (x1, y1)]
+    page.mouse.move(*corners[0])
+    page.mouse.down()
+    for corner in corners[1:]:
+        page.mouse.move(*corner, steps=12)
+    page.mouse.up()
+    wait_idle(page)
+
+
+def map_point(page, ord_: int, nth: int = 0) -> tuple[float, float]:
+    """Where note `ord_` is drawn on the nth map, in page coordinates."""
+    frame = map_frame(page, nth)
+    x, y = frame.locator("#map").evaluate(f"() => window.notespaceMap.screenOf({int(ord_)})")
+    area = frame.locator(".stage").bounding_box()
+    return area["x"] + x, area["y"] + y

@@ -12,9 +12,11 @@ const setValue = (value) => send("streamlit:setComponentValue", { value, dataTyp
 const streamlitUrl = new URLSearchParams(window.location.search).get("streamlitUrl") || window.location.origin;
 const absolute = (url) => new URL(url, streamlitUrl).toString();
 
-const el = (tag, attrs = {}, parent = null) => {
+const el = (tag, { dataset = {}, style = "", ...attrs } = {}, parent = null) => {
   const node = document.createElement(tag);
   Object.assign(node, attrs);
+  Object.assign(node.dataset, dataset);
+  if (style) node.style.cssText = style;
   if (parent) parent.appendChild(node);
   return node;
 };
@@ -67,6 +69,10 @@ const S = {
   hovered: null, labels: [], showLabels: true, highlight: [], channel: null, linked: new Set(), mode: "pan",
 };
 window.notespaceMap = S; // read by the browser tests and bench/map.py (e.g. S.drawnAt)
+S.screenOf = (ord) => { // where a note is drawn, in the map's pixels (tests point at notes with it)
+  const i = S.indexOf.get(ord);
+  return i === undefined ? null : [xScale(S.nx[i]), yScale(S.ny[i])];
+};
 
 // ---- Streamlit protocol -------------------------------------------------------------------------
 window.addEventListener("message", (event) => {
@@ -105,7 +111,11 @@ async function render(args) {
   }
   plot.set({ pointSize: args.point_size || 4, opacity: args.opacity || 0.75 });
   labelToggle.style.display = args.labels && args.labels.length ? "" : "none";
-  if (args.points_url !== S.pointsUrl) await loadPoints(args);
+  // renders can overlap while points load: each map's points are fetched once
+  if (args.points_url !== S.pointsUrl) {
+    if (!S.loading || S.loading.url !== args.points_url) S.loading = { url: args.points_url, done: loadPoints(args) };
+    await S.loading.done;
+  }
   if (args.selection && args.selection.revision !== S.selectionRevision) {
     S.selectionRevision = args.selection.revision;
     applySelection(args.selection.ords);
@@ -119,6 +129,7 @@ async function render(args) {
 async function loadPoints(args) {
   status.textContent = `Loading ${args.n.toLocaleString()} notes…`;
   const buffer = await fetchBinary(args.points_url);
+  if (S.loading.url !== args.points_url) return; // another map arrived meanwhile
   const n = args.n;
   S.pointsUrl = args.points_url;
   S.n = n;
@@ -155,14 +166,15 @@ const toGlX = (v) => ((v - S.nx.lo) / S.nx.span) * 1.9 - 0.95;
 const toGlY = (v) => ((v - S.ny.lo) / S.ny.span) * 1.9 - 0.95;
 
 async function columnCodes(column) {
-  if (!S.codes.has(column.name)) S.codes.set(column.name, new Uint8Array(await fetchBinary(column.url)));
-  return S.codes.get(column.name);
+  if (!S.codes.has(column.url)) S.codes.set(column.url, fetchBinary(column.url).then((b) => new Uint8Array(b)));
+  return S.codes.get(column.url);
 }
 
 async function colourBy(name, first = false) {
   const started = performance.now();
   const column = S.args.columns.find((c) => c.name === name) || null;
   const codes = column ? await columnCodes(column) : new Uint8Array(S.n);
+  S.shownCodes = codes;
   const palette = column ? column.palette : [S.args.single_colour || "#4E79A7"];
   S.colour = column ? name : null;
   colourPick.value = column ? name : "";
@@ -286,7 +298,7 @@ function showHover(i, preview) {
   const head = el("div", { className: "head" }, tooltip);
   head.textContent = preview ? preview.doc_id : `note ${S.ords[i]}`;
   if (column) {
-    const code = S.codes.get(column.name)[i];
+    const code = S.shownCodes[i];
     el("div", { className: "meta", textContent: `${column.name}: ${column.values[code]}` }, tooltip);
   }
   el("div", { className: "text", textContent: preview ? preview.text : "…" }, tooltip);
