@@ -32,7 +32,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.clusters import column_kind
 from core.palette import (
-    MISSING, MISSING_COLOUR, OTHER_COLOUR, SEQUENTIAL, category_colours, category_labels, category_order, other_name,
+    MISSING, MISSING_COLOUR, OTHER_COLOUR, SEQUENTIAL, category_colours, category_labels, other_name,
 )
 
 BUILD = Path(__file__).parent / "mapview" / "build"

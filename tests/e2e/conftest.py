@@ -158,11 +158,12 @@ def map_frame(page, nth: int = 0):
     return frame
 
 
-def map_select(page, tool: str = "box", nth: int = 0, start=(0.03, 0.03), end=(0.97, 0.97)) -> None:
+def map_select(page, tool: str = "box", nth: int = 0, start=(0.005, 0.005), end=(0.995, 0.995)) -> None:
     """Select notes on the nth map with its Box or Lasso tool, dragging as a person would from `start`
     to `end` (fractions of the map's drawing area); the lasso goes round the rectangle they span."""
     frame = map_frame(page, nth)
     frame.locator(f'button[data-mode="{tool}"]').click()
+    page.locator(MAP_IFRAME).nth(nth).evaluate("e => e.scrollIntoView({block: 'center'})")  # all of it on screen
     area = frame.locator(".stage").bounding_box()
     (x0, y0), (x1, y1) = [(area["x"] + fx * area["width"], area["y"] + fy * area["height"]) for fx, fy in (start, end)]
     corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)] if tool == "lasso" else [(x0, y0), (x1, y1)]
@@ -177,6 +178,7 @@ def map_select(page, tool: str = "box", nth: int = 0, start=(0.03, 0.03), end=(0
 def map_point(page, ord_: int, nth: int = 0) -> tuple[float, float]:
     """Where note `ord_` is drawn on the nth map, in page coordinates."""
     frame = map_frame(page, nth)
+    page.locator(MAP_IFRAME).nth(nth).evaluate("e => e.scrollIntoView({block: 'center'})")
     x, y = frame.locator("#map").evaluate(f"() => window.notespaceMap.screenOf({int(ord_)})")
     area = frame.locator(".stage").bounding_box()
     return area["x"] + x, area["y"] + y

@@ -1,7 +1,6 @@
 """In a real browser: open Explore on a small corpus, see its clusters named, colour by another column,
 box-select notes."""
 
-import re
 
 import pytest
 from playwright.sync_api import expect
@@ -11,7 +10,7 @@ from core.maps import project_corpus
 from core.options import ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
-from tests.e2e.conftest import open_page, screenshot, wait_idle
+from tests.e2e.conftest import map_frame, map_select, open_page, screenshot, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +32,17 @@ def test_colour_then_box_select_shows_the_selected_notes(clinic, page, app_url):
     page.get_by_role("option", name="tiny (adapted, 32-d)").click()
     wait_idle(page)
     page.get_by_text("UMAP of tiny (from the store)").wait_for()
-    chart = page.locator(".js-plotly-plot").first
-    chart.locator(".legendtext", has_text="cardiology").wait_for()
+    chart = map_frame(page)
+    chart.locator("#legend .entry", has_text="cardiology").wait_for()
     # no clusters in the store: the page computes the default ones in the background, then names them
-    label = chart.locator(".annotation-text").first
-    label.wait_for(timeout=300_000)
-    expect(label).to_have_text(re.compile(r"^0: "))
+    named = chart.locator('#map:not([data-labels="0"])[data-labels]')
+    named.wait_for(timeout=300_000)
 
-    page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
-    page.get_by_role("option", name="site", exact=True).click()
-    wait_idle(page)
-    chart.locator(".legendtext", has_text="north").wait_for()
-    expect(chart.locator(".annotation-text").first).to_be_visible()  # named whatever colours the map
+    chart.locator("#colour").select_option("site")  # in the browser, no rerun
+    chart.locator("#legend .entry", has_text="north").wait_for()
+    expect(named).to_have_count(1)  # named whatever colours the map
 
-    chart.hover()
-    chart.locator('.modebar-btn[data-title="Box Select"]').click()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.move(area["x"] + 5, area["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(area["x"] + area["width"] * 0.5, area["y"] + area["height"] * 0.6, steps=10)
-    page.mouse.move(area["x"] + area["width"] * 0.9, area["y"] + area["height"] * 0.95, steps=10)
-    page.mouse.up()
-    wait_idle(page)
+    map_select(page, "box", start=(0.02, 0.02), end=(0.9, 0.95))
     page.get_by_text("notes selected").wait_for()
     page.get_by_text("How the selection differs from the corpus").wait_for()
     expect(page.get_by_test_id("stDataFrame").nth(1)).to_be_visible()  # the comparison and the selected notes

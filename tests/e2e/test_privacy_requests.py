@@ -17,7 +17,7 @@ from core.options import ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import build_tiny_encoder
-from tests.e2e.conftest import open_page, screenshot, wait_idle
+from tests.e2e.conftest import MAP_IFRAME, map_select, open_page, screenshot, wait_idle
 from tests.test_privacy import sockets_blocked_env
 
 pytestmark = pytest.mark.e2e
@@ -74,17 +74,8 @@ def only_tiny(page) -> None:
 
 
 def box_select(page) -> None:
-    chart = page.locator(".js-plotly-plot").first
-    chart.wait_for(timeout=300_000)  # the first run embedded the corpus with the default encoder: slow when loaded
-    chart.hover()
-    chart.locator('.modebar-btn[data-title="Box Select"]').click()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.move(area["x"] + 5, area["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.6, steps=10)
-    page.mouse.move(area["x"] + area["width"] * 0.95, area["y"] + area["height"] * 0.95, steps=10)
-    page.mouse.up()
-    wait_idle(page)
+    page.frame_locator(MAP_IFRAME).first.locator("#map[data-drawn]").wait_for(timeout=300_000)  # the first run
+    map_select(page, "box")  # embedded the corpus with the default encoder: slow when loaded
 
 
 @pytest.mark.xfail(reason="after the session merges its box selection is not reported in time (issue 16 left open)", strict=False)

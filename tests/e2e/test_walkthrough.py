@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from sample_data.synthetic import synthetic_notes
-from tests.e2e.conftest import open_page, screenshot, wait_idle
+from tests.e2e.conftest import map_frame, map_select, open_page, screenshot, wait_idle
 
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
 WARDS = 30
@@ -42,18 +42,6 @@ def pick(page, selectbox: str, option: str) -> None:
     wait_idle(page)
 
 
-def box_select(chart, page) -> None:
-    chart.hover()
-    chart.locator('.modebar-btn[data-title="Box Select"]').click()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.move(area["x"] + 5, area["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.6, steps=10)
-    page.mouse.move(area["x"] + area["width"] * 0.95, area["y"] + area["height"] * 0.95, steps=10)
-    page.mouse.up()
-    wait_idle(page)
-
-
 def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     # ---- Data (i14's page: its wording checked loosely) -------------------------------------------
     open_page(page, app_url, "Data")
@@ -72,11 +60,10 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     page.get_by_test_id("stSidebarNav").get_by_text("Explore", exact=True).click()
     wait_idle(page)
     pick(page, "Encoder", "tiny (adapted, 32-d)")
-    chart = page.locator(".js-plotly-plot").first
-    pick(page, "Colour by", "ward")
-    chart.locator(".legendtext", has_text=f"other ({WARDS - 10} values)").wait_for()
-    page.get_by_text(f"the other {WARDS - 10} share grey").wait_for()
-    assert chart.locator(".legendtext").count() == 11  # ten wards, then "other"
+    chart = map_frame(page)
+    chart.locator("#colour").select_option("ward")
+    chart.locator("#legend .entry", has_text=f"other ({WARDS - 10} values)").wait_for()
+    assert chart.locator("#legend .entry").count() == 11  # ten wards, then "other"
 
     page.get_by_role("tab", name="Clusters").click()
     header = page.get_by_text(re.compile("^Showing clustering"))
@@ -91,7 +78,7 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     assert "minimum cluster size 5" in header.inner_text()  # what the map shows, until computed
 
     page.get_by_role("tab", name="Selection and search").click()
-    box_select(chart, page)
+    map_select(page, "box")
     page.get_by_text("notes selected").wait_for()
     table = page.locator('[data-testid="stDataFrame"]:visible').last  # the selected notes
     table.click(position={"x": 18, "y": 35 + 17})  # the first row's tick box: opens the reader

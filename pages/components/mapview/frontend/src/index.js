@@ -148,6 +148,7 @@ async function loadPoints(args) {
     ...names.map((name) => el("option", { value: name, textContent: name })));
   const wanted = S.colour !== undefined && (S.colour === null || names.includes(S.colour)) ? S.colour : args.colour;
   await colourBy(names.includes(wanted) ? wanted : null, true);
+  fitView();
   status.textContent = `${n.toLocaleString()} notes`;
 }
 
@@ -157,13 +158,13 @@ function normalise(values) {
   for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
   const span = hi - lo || 1;
   const out = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = ((values[i] - lo) / span) * 1.9 - 0.95;
+  for (let i = 0; i < values.length; i++) out[i] = ((values[i] - lo) / span) * 1.8 - 0.9;
   out.lo = lo;
   out.span = span;
   return out;
 }
-const toGlX = (v) => ((v - S.nx.lo) / S.nx.span) * 1.9 - 0.95;
-const toGlY = (v) => ((v - S.ny.lo) / S.ny.span) * 1.9 - 0.95;
+const toGlX = (v) => ((v - S.nx.lo) / S.nx.span) * 1.8 - 0.9;
+const toGlY = (v) => ((v - S.ny.lo) / S.ny.span) * 1.8 - 0.9;
 
 async function columnCodes(column) {
   if (!S.codes.has(column.url)) S.codes.set(column.url, fetchBinary(column.url).then((b) => new Uint8Array(b)));
@@ -221,7 +222,9 @@ function setMode(mode) {
 }
 for (const [mode, button] of Object.entries(tools)) button.addEventListener("click", () => setMode(mode));
 setMode("pan");
-resetView.addEventListener("click", () => plot.reset());
+// all notes in view, whatever the map's shape (regl-scatterplot fits [-1, 1] to the height)
+const fitView = () => plot.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
+resetView.addEventListener("click", fitView);
 labelToggle.addEventListener("click", () => {
   S.showLabels = !S.showLabels;
   labelToggle.classList.toggle("on", S.showLabels);
@@ -246,6 +249,7 @@ function resize() {
   overlay.height = Math.round(height * devicePixelRatio);
   overlay.style.width = `${width}px`;
   overlay.style.height = `${height}px`;
+  if (S.nx && !S.focused) fitView(); // a new shape before the user zoomed: all notes stay in view
   drawOverlay();
 }
 new ResizeObserver(resize).observe(stage);
