@@ -17,13 +17,13 @@ timed), all cached in bench/out/map.duckdb. Per renderer:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import io
 import time
 import urllib.request
 from pathlib import Path
