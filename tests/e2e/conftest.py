@@ -189,12 +189,16 @@ def map_frame(page, nth: int = 0):
 
 def map_select(page, tool: str = "box", nth: int = 0, start=(0.005, 0.005), end=(0.995, 0.995)) -> None:
     """Select notes on the nth map with its Box or Lasso tool, dragging as a person would from `start`
-    to `end` (fractions of the map's drawing area); the lasso goes round the rectangle they span."""
+    to `end` (fractions of the map's drawing area); the lasso goes round the rectangle they span.
+
+    The fractions are of the area inside the stage's border and rounded corners: a drag that starts
+    on the border starts on no canvas, so the map selects nothing (0.0 was such a start)."""
     frame = map_frame(page, nth)
     frame.locator(f'button[data-mode="{tool}"]').click()
     page.locator(MAP_IFRAME).nth(nth).evaluate("e => e.scrollIntoView({block: 'center'})")  # all of it on screen
-    area = frame.locator(".stage").bounding_box()
-    (x0, y0), (x1, y1) = [(area["x"] + fx * area["width"], area["y"] + fy * area["height"]) for fx, fy in (start, end)]
+    box, inset = frame.locator(".stage").bounding_box(), 4
+    (x0, y0), (x1, y1) = [(box["x"] + inset + fx * (box["width"] - 2 * inset),
+                           box["y"] + inset + fy * (box["height"] - 2 * inset)) for fx, fy in (start, end)]
     corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)] if tool == "lasso" else [(x0, y0), (x1, y1)]
     page.mouse.move(*corners[0])
     page.mouse.down()
