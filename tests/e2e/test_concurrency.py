@@ -117,7 +117,8 @@ async def _session(browser, url: str, n: int, timings: list[dict]) -> dict:
         async def colour_by_site() -> None:  # in the browser: no rerun
             await chart.locator("#colour").select_option("site")
 
-        await step("colour by site", colour_by_site, lambda: chart.locator("#legend .entry", has_text="north").wait_for())
+        north = chart.locator("#legend .entry", has_text="north")
+        await step("colour by site", colour_by_site, lambda: north.wait_for())
 
         async def box_select() -> None:
             await chart.locator('button[data-mode="box"]').click()
