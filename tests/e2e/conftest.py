@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import socket
@@ -228,7 +229,7 @@ def open_map(page, app_url: str, *, corpus: str | None = None, method: str = "UM
         page.get_by_test_id("stRadio").filter(has_text="UMAP").get_by_text(method, exact=True).click()
         wait_idle(page)
     pick(page, "Encoder", TINY)
-    page.get_by_text(f"{method} of tiny (from the store)").wait_for()
+    page.get_by_text(re.compile(rf"{method} of tiny \(.+\) \(from the store\)")).wait_for()  # tiny (its space)
     settled(page)
     return map_frame(page)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import subprocess
 import sys
@@ -109,7 +110,7 @@ async def _session(browser, url: str, n: int, timings: list[dict]) -> dict:
         chart = page.frame_locator(MAP_IFRAME).first  # the map component (pages/components/map.py)
 
         async def drawn() -> None:  # the PCA map stored beforehand, drawn with its legend
-            await page.get_by_text("PCA of tiny (from the store)").wait_for()
+            await page.get_by_text(re.compile(r"PCA of tiny \(.+\) \(from the store\)")).wait_for()
             await chart.locator("#legend .entry", has_text="cardiology").wait_for()
 
         await step("draw the map", pick_encoder, drawn)
