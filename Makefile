@@ -8,7 +8,7 @@ DEMO   ?= drug-reviews
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test test-fast bench chromium clean mutate
+.PHONY: install run test test-fast bench chromium clean mutate mapview
 
 $(PY):
 	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
@@ -58,3 +58,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
+
+# The Explore map's browser bundle (pages/components/mapview/build/mapview.js, committed and shipped in
+# the wheel): rebuild after changing mapview/frontend/src, from the pinned package-lock.json.
+mapview:
+	cd pages/components/mapview/frontend && npm ci && npm run build

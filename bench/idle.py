@@ -101,7 +101,7 @@ def measure(url: str, label: str, server: psutil.Process, seconds: float) -> dic
         page.get_by_role("option", name=label).click()
         page.wait_for_timeout(300)
         page.wait_for_selector(idle)
-        page.locator(".js-plotly-plot .legendtext").first.wait_for()  # the map is drawn
+        page.frame_locator('iframe[src*="notespace_map"]').first.locator("#map[data-drawn]").wait_for()  # drawn
         page.wait_for_timeout(5_000)  # the UMAP warm-up thread and the first draw settle
         before, load_before, t = tree_cpu_seconds(server), os.getloadavg()[0], time.monotonic()
         time.sleep(seconds)

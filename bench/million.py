@@ -36,6 +36,7 @@ import resource
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -178,12 +179,12 @@ def run(n: int) -> dict:
     log(f"clusters {clusters_s:.1f} s: {clustering['n_clusters']} clusters")
 
     X = load_embeddings(store, name, EmbedOptions(encoder=ENCODER), compute_missing=False)
-    index, index_s = timed(lambda: neighbours.CellIndex(X))
+    index, index_s = timed(partial(neighbours.CellIndex, X))  # not a lambda: pyflakes reads its X (deleted below) as undefined
     rng = np.random.default_rng(1)
     queries = X[rng.choice(n, 50, replace=False)] + 0.01 * rng.normal(size=(50, DIM)).astype(np.float32)
     times, hits = [], 0
     for q in queries:
-        (idx, _), seconds = timed(lambda q=q: index.search(q, 10))
+        (idx, _), seconds = timed(partial(index.search, q, 10))
         times.append(seconds)
         hits += len(np.intersect1d(idx, neighbours.nearest(X, q, 10)[0]))
     search_ms = 1000 * float(np.median(times))

@@ -8,7 +8,7 @@
    Goal: first <= 1.5x warm (core/projection.py explains how). PCA timed in the same process.
 2. Trustworthiness (k = 10, on a 2,000-note sample) of the stored UMAP and PCA maps.
 3. In headless chromium against a real app server: from the rerun that asks for a map to every
-   point drawn (Scattergl), at 10k HPO notes (packaged MiniLM) and 50k synthetic notes (a tiny
+   point drawn (the map component, pages/components/map.py), at 10k HPO notes (packaged MiniLM) and 50k synthetic notes (a tiny
    random encoder embeds 50k notes in seconds; the page does not care where vectors come from).
 
 Corpora, vectors and maps are cached in bench/out/project.duckdb, so reruns skip the embedding.
@@ -171,35 +171,59 @@ def _draw_once(browser, url: str, corpus_name: str, encoder: str, n: int) -> flo
     idle()
     pick("Encoder", encoder)  # the last choice below starts the timed rerun
     idle()
+    before = _shown_points(page)
     started = time.perf_counter()
     if not pick("Corpus", corpus_name):
         page.get_by_text("PCA", exact=True).click()  # already shown: time a redraw from PCA back to UMAP
         idle()
+        before = _shown_points(page)
         started = time.perf_counter()
         page.get_by_text("UMAP", exact=True).click()
-    # all points laid out by plotly (in its internal full data) and two animation frames painted
-    page.wait_for_function("""n => { const gd = document.querySelector('.js-plotly-plot');
-        if (!gd || !gd._fullData) return false;
-        const total = gd._fullData.filter(t => t.type === 'scattergl' && t.name !== 'search results')
-                                  .reduce((s, t) => s + (t._length || 0), 0);
-        return total === n; }""", arg=n, polling=50)
+    _wait_drawn(page, n, before)
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
     seconds = time.perf_counter() - started
     page.close()
     return seconds
 
 
-def figure_bytes(store: Store, corpus_name: str, encoder: str) -> float:
-    """Bytes per point of the map's figure as sent to the browser."""
-    import plotly.io
+def _map_frame(page):
+    return next((f for f in page.frames if "notespace_map" in f.url), None)
 
-    from pages.components.map import hover_chars, hover_texts, map_figure
+
+def _shown_points(page) -> str | None:
+    """The URL of the points the map draws now (None before the first map)."""
+    frame = _map_frame(page)
+    return frame.evaluate("() => window.notespaceMap && window.notespaceMap.pointsUrl") if frame else None
+
+
+# the map's frame has loaded points other than `before`, n of them, and drawn them
+_DRAWN = """async ([n, before]) => { const m = window.notespaceMap;
+    if (!m || !m.loading || m.loading.url === before) return false;
+    await m.loading.done;
+    return m.pointsUrl === m.loading.url && m.n === n; }"""
+
+
+def _wait_drawn(page, n: int, before: str | None) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        frame = _map_frame(page)
+        try:
+            if frame and frame.evaluate(_DRAWN, [n, before]):
+                return
+        except Exception:  # noqa: BLE001 - a frame replaced by a rerun: look again
+            pass
+        page.wait_for_timeout(20)
+    raise SystemExit(f"{n:,} points were not drawn within 300 s")
+
+
+def map_bytes(store: Store, corpus_name: str, encoder: str) -> float:
+    """Bytes per point the map's first draw fetches: its points file and one colour column's codes."""
+    from pages.components.map import column_codes, point_bytes
 
     result = maps.project_corpus(store, corpus_name, ProjectOptions(encoder=encoder))
     frame = maps.map_frame(store, result["projection"])
     meta = [c for c in frame.columns if c not in maps.RESERVED]
-    frame = frame.assign(hover=hover_texts(frame, meta, hover_chars(len(frame))))
-    return len(plotly.io.to_json(map_figure(frame, meta[0]), validate=False)) / len(frame)
+    return (len(point_bytes(frame)) + len(column_codes(frame, meta[0])[0].tobytes())) / len(frame)
 
 
 def main() -> None:
@@ -238,7 +262,7 @@ def main() -> None:
         targets.append((name, encoder, n))
     for (name, encoder, n), row in zip(targets, draw_times(targets, args.repeats)):
         report["browser"].append(row | {"median": float(np.median(row["seconds"])),
-                                        "bytes_per_point": figure_bytes(store, name, encoder)})
+                                        "bytes_per_point": map_bytes(store, name, encoder)})
 
     (OUT / "project.json").write_text(json.dumps(report, indent=2))
     print(f"Machine: {report['machine']}\n")
@@ -249,7 +273,7 @@ def main() -> None:
         tw = r["trustworthiness"]
         print(f"| {r['n']:,} | {r['import']:.2f} + {r['first_fit']:.2f} = {r['first']:.2f} | {r['warm']:.2f} "
               f"| {r['ratio']:.2f}x | {r['pca']:.3f} | {tw['umap']:.3f} | {tw['pca']:.3f} |")
-    print("\n| points | corpus (encoder) | choose map -> all points drawn, median (min-max) s | figure bytes / point |")
+    print("\n| points | corpus (encoder) | choose map -> all points drawn, median (min-max) s | map bytes / point |")
     print("|---:|---|---:|---:|")
     for r in report["browser"]:
         print(f"| {r['points']:,} | {r['corpus']} ({r['encoder']}) | {r['median']:.2f} "

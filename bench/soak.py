@@ -10,7 +10,7 @@ UMAP map stored, so the page opens on the map a user sees first.
 
 Then the script starts the app server itself (`streamlit run app.py`) and, in headless chromium, goes
 round until the time is up: a fresh session loads Explore and draws the map ("page load"), colours
-it by three columns in turn ("colour change": the map is redrawn), box-selects notes until the
+it by three columns in turn ("colour change": redrawn in the browser, no rerun), box-selects notes until the
 selection table shows ("selection") and clears the selection ("clear selection"), twice, then
 closes the session. The server's resident memory (VmRSS in /proc/PID/status) is sampled every
 half second. Reports RSS at start (server up, before the first page), after the first round (the
@@ -43,7 +43,7 @@ from bench.serving import served_app  # noqa: E402
 
 DB = OUT / "soak.duckdb"
 NOTES = 10_000
-COLOURS = [("site", "legend", "north"), ("age", "colorbar", "age"), ("specialty", "legend", "cardiology")]
+COLOURS = [("site", "north"), ("age", None), ("specialty", "cardiology")]  # a category in its legend; age: a scale
 SELECTIONS_PER_ROUND = 2
 ACTION_TIMEOUT_MS = 180_000
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -166,7 +166,7 @@ class User:
         context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
         self.page = page = context.new_page()
         page.set_default_timeout(ACTION_TIMEOUT_MS)
-        chart = page.locator(".js-plotly-plot").first
+        chart = page.frame_locator('iframe[src*="notespace_map"]').first  # the map component
         try:
             def load() -> None:
                 page.goto(self.url)
@@ -177,23 +177,22 @@ class User:
                 if self.encoder != "minilm":  # the page opens on the packaged encoder
                     box.click()
                     page.get_by_role("option", name=f"{self.encoder} (").click()
-                chart.locator(".legendtext", has_text="cardiology").wait_for()
+                chart.locator("#legend .entry", has_text="cardiology").wait_for()
 
             self.timed("page load", load)
-            for column, part, text in COLOURS:
-                def colour(column=column, part=part, text=text) -> None:
-                    page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
-                    page.get_by_role("option", name=column, exact=True).click()
-                    target = (chart.locator(".legendtext", has_text=text) if part == "legend"
-                              else chart.locator(".colorbar").filter(has_text=text))
-                    target.first.wait_for()
+            for column, entry in COLOURS:
+                def colour(column=column, entry=entry) -> None:  # in the browser: no rerun
+                    chart.locator("#colour").select_option(column)
+                    chart.locator(f'#map[data-colour="{column}"]').wait_for()
+                    shown = chart.locator("#legend .entry", has_text=entry) if entry else chart.locator("#legend .ends")
+                    shown.wait_for()
 
                 self.timed("colour change", colour)
             for k in range(SELECTIONS_PER_ROUND):
                 self.timed("selection", lambda k=k: self.box_select(chart, (n + k) % 3))
                 self.timed("clear selection", lambda: (
                     page.get_by_role("button", name="Clear selection").click(),
-                    page.get_by_text("Select notes on the map with the box").wait_for()))
+                    page.get_by_text("Select notes on the map with its Box").wait_for()))
             self.check()
         except Exception as exc:  # noqa: BLE001 - one failed round is reported, the soak goes on
             self.errors.append(f"round {n}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
@@ -204,9 +203,9 @@ class User:
 
     def box_select(self, chart, variant: int) -> None:
         page = self.page
-        chart.hover()
-        chart.locator('.modebar-btn[data-title="Box Select"]').click()
-        area = chart.locator(".nsewdrag").first.bounding_box()
+        chart.locator('button[data-mode="box"]').click()
+        page.locator('iframe[src*="notespace_map"]').first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        area = chart.locator(".stage").bounding_box()
         x1, y1 = (0.5, 0.6), (0.9 - 0.1 * variant, 0.95 - 0.1 * variant)
         page.mouse.move(area["x"] + 5 + 20 * variant, area["y"] + 5)
         page.mouse.down()

@@ -18,21 +18,20 @@ from core.encoders import list_encoders
 from core.labels import label_series, label_sets
 from core.neighbours import nearest
 from core.options import ProjectOptions
-from core.palette import DEFAULT_TOP, MISSING, PALETTE, category_colours, category_order, other_name
+from core.palette import DEFAULT_TOP, PALETTE, category_colours
 from core.space import EmbeddingSpace
 from pages.common import corpus_picker, encoder_picker, store
 from pages.components import loaders, state
-from pages.components.clusters import cluster_annotations, cluster_panel, cluster_table, default_clustering
+from pages.components.clusters import cluster_labels, cluster_panel, cluster_table, default_clustering
 from pages.components.compare import OVERLAP, compare_view, describe
 from pages.components.facets import metadata_charts
 from pages.components.filters import filter_mask
 from pages.components.labelling import labelling_panel
 from core.clusters import column_kind
-from pages.components.map import PLOTLY_CONFIG, draw_map
-from pages.components.selection import note_reader, search_results, selection_panel
-from pages.text import for_markdown
+from pages.components.map import COLOUR_KEY, draw_map
+from pages.components.selection import hover_preview, note_reader, search_results, selection_panel
 
-MAX_POINTS = int(os.environ.get("NOTESPACE_MAP_MAX_POINTS", "100000"))
+MAX_POINTS = int(os.environ.get("NOTESPACE_MAP_MAX_POINTS", "1000000"))
 state.start()
 
 st.title("Explore")
@@ -44,7 +43,7 @@ if not corpus_name:
 if st.session_state.get("explore_corpus") != corpus_name:  # ords and columns belong to a corpus: start afresh
     for key in [k for k in st.session_state if str(k).startswith(("explore_filter_", "facet_filter::"))]:
         del st.session_state[key]
-    for key in ("explore_chart_columns", "explore_colour"):
+    for key in ("explore_chart_columns", COLOUR_KEY):
         st.session_state.pop(key, None)
     state.reset()
     st.session_state["explore_corpus"] = corpus_name
@@ -58,8 +57,8 @@ view = top[3].radio("View", ["Map", "Compare"], horizontal=True, key="explore_vi
 corpus = store().corpus(corpus_name)
 db = str(store().path)
 
-controls = st.columns([3, 1.2, 1.2, 4], vertical_alignment="bottom")
-with controls[2].popover("Display", icon=":material/tune:", width="stretch"):
+controls = st.columns([1.2, 1.2, 4], vertical_alignment="bottom")
+with controls[1].popover("Display", icon=":material/tune:", width="stretch"):
     point_size = st.slider("Point size", 1, 15, 4, key="explore_size")
     opacity = st.slider("Opacity", 0.1, 1.0, 0.75, 0.05, key="explore_opacity")
     max_points = st.number_input("Most points drawn", 100, 2_000_000, MAX_POINTS, 10_000, key="explore_max_points",
@@ -69,8 +68,9 @@ with controls[2].popover("Display", icon=":material/tune:", width="stretch"):
     top_colours = st.number_input("Colours", 1, len(PALETTE), DEFAULT_TOP, key="explore_top_colours",
                                   help="How many of a column's most common values get a colour of their own; the "
                                        f"rest share grey as 'other'. Beyond {len(PALETTE)}, colours look alike.")
-    cluster_labels = st.toggle("Cluster labels", True, key="explore_cluster_labels",
-                               help="The names of the largest clusters at their centres, whatever colours the map")
+    show_labels = st.toggle("Cluster labels", True, key="explore_cluster_labels",
+                            help="The names of the largest clusters at their centres, whatever colours the map "
+                                 "(as many as fit without overlapping: zoom in for more)")
     st.markdown("**UMAP settings**")
     n_neighbors = st.slider("Neighbours", 5, 100, ProjectOptions.n_neighbors, key="explore_n_neighbors",
                             help="Small: local detail; large: global structure")
@@ -85,7 +85,7 @@ if shown_map is None:
 result, job = shown_map
 frame = loaders.map_frame(db, result["projection"])
 kinds = dict(corpus.meta)
-meta_columns = [c for c in frame.columns if c not in ("ord", "doc_id", "x", "y", "preview", "hover")]
+meta_columns = [c for c in frame.columns if c not in ("ord", "doc_id", "x", "y", "preview")]
 
 # containers, top to bottom
 caption_slot, progress_slot = st.container(), st.container()
@@ -110,17 +110,15 @@ derived = {f"map: {name}": label_series(store(), corpus_name, name) for name in 
 if predicted is not None:
     derived["predicted"] = predicted
 frame = frame.assign(**{name: frame["ord"].map(series).to_numpy(dtype=object) for name, series in derived.items()})
-colour_options = ([None] + meta_columns + (["cluster"] if clusters is not None else []) + list(derived)
+colour_columns = (meta_columns + (["cluster"] if clusters is not None else []) + list(derived)
                   + ([OVERLAP] if view == "Compare" else []))
-if st.session_state.get("explore_colour", "") not in colour_options:  # first visit, or a column went away
+if st.session_state.get(COLOUR_KEY, "") not in colour_columns:  # first visit, or a column went away
     categorical = [c for c in meta_columns if column_kind(frame[c], kinds) == "categorical"]
-    st.session_state["explore_colour"] = (categorical or meta_columns or [None])[0]
-colour = controls[0].selectbox("Colour by", colour_options, key="explore_colour",
-                               format_func=lambda c: "(one colour)" if c is None else c)
+    st.session_state[COLOUR_KEY] = (categorical or meta_columns or [None])[0]
 
 # ---- filters: the popover's lists and ranges, and the cross-filter charts ----------------------
 
-with controls[1].popover("Filter", icon=":material/filter_list:", width="stretch"):
+with controls[0].popover("Filter", icon=":material/filter_list:", width="stretch"):
     mask = filter_mask(frame, meta_columns, kinds)
 with charts_slot:
     chart_columns = st.multiselect("Charts of", meta_columns, default=meta_columns[:3], key="explore_chart_columns")
@@ -134,7 +132,7 @@ def new_query() -> None:
     st.session_state[state.SEARCH_NOTE] = None  # typing a query replaces a note's neighbours
 
 
-query = controls[3].text_input("Find notes like…", key=state.QUERY, on_change=new_query,
+query = controls[2].text_input("Find notes like…", key=state.QUERY, on_change=new_query,
                                placeholder="type a phrase, e.g. shortness of breath on exertion")
 search = None
 if st.session_state[state.SEARCH_NOTE] is not None or query.strip():
@@ -165,36 +163,30 @@ if result["method"] == "umap":
     info += f" · {n_neighbors} neighbours, min. distance {min_dist}, seed {seed}"
 caption_slot.caption(info)
 
-colours = None
-if colour in frame and colour != OVERLAP:
-    grey = ["noise"] if colour == "cluster" else []
-    colours = category_colours(frame[colour].to_numpy(dtype=object), grey=grey, top=top_colours)
-    values = [v for v in category_order(frame[colour].to_numpy(dtype=object)) if v not in grey + [MISSING]]
-    if column_kind(frame[colour], kinds) == "categorical" and len(values) > top_colours:
-        caption_slot.caption(f"**{for_markdown(colour)}** has {len(values):,} values: the {top_colours} most common have "
-                             f"a colour each, the other {len(values) - top_colours:,} share grey, as “"
-                             f"{other_name(len(values) - top_colours)}” on the map of all notes. Change how many "
-                             "under Display → Colours.")
+# every colour column's palette from all notes, so a filter never changes a category's colour
+palettes = {c: category_colours(frame[c].to_numpy(dtype=object), grey=["noise"] if c == "cluster" else [],
+                                top=top_colours)
+            for c in colour_columns if c in frame and column_kind(frame[c], kinds) == "categorical"}
 
 
 def cluster_names(part):
-    """The names of the 15 largest clusters at their centres (more overlap and become unreadable)."""
-    return cluster_annotations(part, clusters.labels[part.index.to_numpy()], clusters.names, max_labels=15)
+    """The names of the largest clusters at their centres (the map shows those that fit)."""
+    return cluster_labels(part, clusters.labels[part.index.to_numpy()], clusters.names)
 
 
-annotate = cluster_names if cluster_labels and clusters is not None else None
+annotate = cluster_names if show_labels and clusters is not None else None
 draw = {"highlight_ords": st.session_state[state.HIGHLIGHT], "selection_key": state.SELECTED,
         "on_selection": state.drop_stale, "selection_revision": st.session_state[state.REVISION],
-        "colours": colours, "kinds": kinds, "point_size": point_size, "opacity": opacity}
-figure = None
+        "palettes": palettes, "kinds": kinds, "point_size": point_size, "opacity": opacity,
+        "preview": lambda ord_: hover_preview(store(), corpus, frame, ord_)}
 with map_slot:
     if view == "Compare":
-        pending = compare_view(corpus, opts, result, frame, shown, colour, draw,
+        pending = compare_view(corpus, opts, result, frame, shown, colour_columns, draw,
                                [e.id for e in list_encoders(store())], annotate)
     else:
         part = frame[frame["ord"].isin(shown)]
-        figure = draw_map(part, colour, annotations=annotate(part) if annotate else None, key="explore_map",
-                          uirevision=f"{corpus_name}/{encoder}/{method}", **draw)
+        draw_map(part, [c for c in colour_columns if c in part], st.session_state[COLOUR_KEY], key="explore_map",
+                 labels=annotate(part) if annotate else (), **draw)
         pending = []
 with progress_slot:
     pending = loaders.failed(pending + [j for j in (job, cluster_job) if j])
@@ -216,13 +208,7 @@ with notes_tab:
             note_reader(store(), corpus, frame, reading)
 
 with export_tab:
-    st.caption("PNG: the camera button at the top right of the map. HTML: an interactive copy that opens offline "
-               "in any browser (its hover shows note previews: share it as you would the notes).")
     buttons = st.container(horizontal=True)
     name = f"{corpus_name}-{encoder}-{result['method']}"
-    if figure is not None:
-        html_page = lambda: figure.to_html(include_plotlyjs=True, full_html=True, config=PLOTLY_CONFIG)  # noqa: E731
-        buttons.download_button("Map as HTML", html_page, file_name=f"{name}.html", mime="text/html",
-                                on_click="ignore", icon=":material/html:")
     buttons.download_button("Coordinates + metadata (Parquet)", lambda: loaders.map_parquet(result["projection"]),
                             file_name=f"{name}.parquet", on_click="ignore", icon=":material/table:")

@@ -125,3 +125,21 @@ def models_dir(tmp_path, monkeypatch, tiny_encoder_path) -> Path:
     (folder / "tiny" / "notespace_card.json").write_text(json.dumps({"objective": "test", "base": "random"}))
     monkeypatch.setenv("NOTESPACE_MODELS", str(folder))
     return folder
+
+
+@pytest.fixture()
+def media(monkeypatch) -> dict[str, bytes]:
+    """The bytes of every file the page puts on the media endpoint, by URL file id (AppTest's media
+    storage lives only while a run does). The Explore map's points and colour codes are such files."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    files = {}
+    load = MemoryMediaFileStorage.load_and_get_id
+
+    def recorded(self, data, mimetype, kind, filename=None):
+        file_id = load(self, data, mimetype, kind, filename)
+        files[file_id] = data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recorded)
+    return files

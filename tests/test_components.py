@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store import Store
-from pages.components.clusters import cluster_annotations
+from pages.components.clusters import cluster_labels
 from pages.components.facets import facet_mask, filter_from_points
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import settle
@@ -47,14 +47,14 @@ def test_facet_mask_combines_filters():
     assert facet_mask(df, {}).all()
 
 
-def test_cluster_annotations_sit_at_cluster_medians():
+def test_cluster_labels_sit_at_cluster_medians_largest_first():
     frame = pd.DataFrame({"x": [0, 1, 2, 100, 10, 11, 12, 5], "y": [0, 0, 0, 0, 5, 5, 5, 50]})
     labels = np.array([0, 0, 0, 0, 1, 1, 1, -1])
-    notes = cluster_annotations(frame, labels, {0: "0: chest <b>pain</b> troponin angina", 1: "1: knee", -1: "noise"},
-                                max_chars=12)
+    notes = cluster_labels(frame, labels, {0: "0: chest <b>pain</b> troponin angina", 1: "1: knee", -1: "noise"},
+                           max_chars=12)
     assert [(a["x"], a["y"]) for a in notes] == [(1.5, 0.0), (11.0, 5.0)]  # median: the stray 100 is ignored
-    assert notes[0]["text"] == "0: chest &lt;b…" and "&lt;b&gt;" in notes[0]["hovertext"]  # short and escaped
-    assert notes[0]["bgcolor"].startswith("rgba(255,255,255") and not notes[0]["showarrow"]
+    assert [a["size"] for a in notes] == [4, 3]  # noise has no label
+    assert notes[0]["text"] == "0: chest <b…"  # short, plain: the map draws it on a canvas, never as HTML
 
 
 @pytest.fixture()

@@ -65,11 +65,11 @@ def test_a_page_shows_one_error_box(raised, shown):
     def page():
         import streamlit as st
 
-        from core.errors import UserError  # noqa: F401  (named in `raised`)
+        from core.errors import UserError
         from pages.common import show_failure
 
         try:
-            raise eval(st.session_state["raised"])
+            raise eval(st.session_state["raised"], {"UserError": UserError})
         except Exception as exc:
             show_failure(exc)
 

@@ -6,7 +6,6 @@ fixture waits for it, so every test sees the page as it settles (clusters named 
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
@@ -23,7 +22,7 @@ from core.embed import embed_corpus, load_embeddings
 from core.options import EmbedOptions
 from core.store import Store
 from pages.components.compare import OVERLAP
-from pages.components.map import map_figure, selected_from_event
+from pages.components.map import COLOUR_KEY, column_codes, point_bytes
 from tests.conftest import settle
 
 # app.py warms UMAP up in a thread; its note that our kNN graph rules out `transform` is expected
@@ -33,16 +32,33 @@ NASTY = "<img src=x onerror=alert(1)> & <b>chest</b> pain"
 
 
 def maps_in(at) -> list[dict]:
-    """The specs of the map charts (Scattergl), leaving out the metadata bar charts."""
-    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    return [s for s in specs if s["data"] and s["data"][0]["type"] == "scattergl"]
+    """The arguments of the map components on the page (JSON), in page order."""
+    return [json.loads(e.proto.json_args) for e in at.get("component_instance")
+            if e.proto.component_name.endswith("notespace_map")]
 
 
-def ords_of(trace: dict) -> list[int]:
-    data = trace["customdata"]
-    if isinstance(data, dict):  # plotly 7 ships typed arrays as base64
-        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
-    return list(data)
+def fetched(media: dict, url: str) -> bytes:
+    return media[url.rsplit("/", 1)[1].split(".")[0]]
+
+
+def ords_of(args: dict, media: dict) -> list[int]:
+    n = args["n"]
+    return np.frombuffer(fetched(media, args["points_url"]), dtype=np.int32, offset=8 * n, count=n).tolist()
+
+
+def codes_of(args: dict, column: str, media: dict) -> np.ndarray:
+    (spec,) = [c for c in args["columns"] if c["name"] == column]
+    return np.frombuffer(fetched(media, spec["url"]), dtype=np.uint8)
+
+
+def map_event(at, key: str, value: dict) -> None:
+    """What the browser sends when the user selects on (or rests on a note of) the map `key`: the
+    component's new value, with the other widgets' values as they are."""
+    (element,) = [e for e in at.get("component_instance") if json.loads(e.proto.json_args).get("key") == key]
+    states = at._tree.get_widget_states()
+    state = states.widgets.add()
+    state.id, state.json_value = element.proto.id, json.dumps(value)
+    at._run(states)
 
 
 @pytest.fixture()
@@ -63,22 +79,63 @@ def explore(db_path, models_dir, synthetic_df, second_encoder_path):
     return at
 
 
-def test_colour_by_category_number_and_date_with_escaped_hover(explore):
+def test_the_map_gets_points_once_as_binary_and_every_colour_column_with_its_legend(explore, media):
     at = explore
-    (spec,) = maps_in(at)
-    assert at.selectbox(key="explore_colour").value == "specialty"
-    assert sorted(t["name"] for t in spec["data"]) == ["cardiology", "orthopaedics", "psychiatry", "urology"]
-    assert sum(len(ords_of(t)) for t in spec["data"]) == 120
-    hover = " ".join(h for t in spec["data"] for h in t["hovertext"])
-    assert "&lt;img src=x onerror=alert(1)&gt; &amp; &lt;b&gt;chest&lt;/b&gt;" in hover and "<img" not in hover
+    at.run()
+    (args,) = maps_in(at)
+    assert args["colour"] == "specialty" and args["n"] == 120
+    assert len(fetched(media, args["points_url"])) == 12 * 120  # x, y, ord: 12 bytes a note, no text
+    assert sorted(ords_of(args, media)) == list(range(120))
+    names = [c["name"] for c in args["columns"]]
+    assert names[:4] == ["specialty", "site", "age", "visit_date"] and "cluster" in names
+    specialty = next(c for c in args["columns"] if c["name"] == "specialty")
+    assert sorted(e["label"] for e in specialty["legend"]) == ["cardiology", "orthopaedics", "psychiatry", "urology"]
+    codes, ords = codes_of(args, "specialty", media), ords_of(args, media)
+    # every 4th note is cardiology (the synthetic corpus): one code, the legend's entry for it
+    cardiology = {int(codes[i]) for i, o in enumerate(ords) if o % 4 == 0}
+    assert [specialty["legend"][c]["label"] for c in cardiology] == ["cardiology"]
+    age = next(c for c in args["columns"] if c["name"] == "age")
+    assert age["kind"] == "scale" and len(age["palette"]) == 256 and float(age["low"]) < float(age["high"])
+    dates = next(c for c in args["columns"] if c["name"] == "visit_date")
+    assert dates["low"].startswith("2024-") and dates["high"] > dates["low"]
     assert "120 of 120 notes drawn · PCA of tiny" in at.caption[0].value
+    assert NASTY not in json.dumps(args)  # no note text in the map's arguments
 
-    at.selectbox(key="explore_colour").select("age").run()
-    (spec,) = maps_in(at)
-    assert len(spec["data"]) == 1 and spec["data"][0]["marker"]["showscale"] is True
-    at.selectbox(key="explore_colour").select("visit_date").run()
-    ticks = maps_in(at)[0]["data"][0]["marker"]["colorbar"]["ticktext"]
-    assert ticks[0].startswith("2024-") and len(ticks) == 5
+
+def test_payload_encoding_of_points_categories_and_scales():
+    frame = pd.DataFrame({"ord": [7, 3, 9, 4], "x": [0.5, -1.0, 2.0, 0.0], "y": [1.0, 2.0, 3.0, 4.0],
+                          "ward": ["a", "b", None, "a"], "age": [10.0, np.nan, 30.0, 20.0]})
+    raw = point_bytes(frame)
+    assert len(raw) == 12 * 4
+    assert np.frombuffer(raw, np.float32, 4, 0).tolist() == [0.5, -1.0, 2.0, 0.0]
+    assert np.frombuffer(raw, np.int32, 4, 32).tolist() == [7, 3, 9, 4]
+    codes, spec = column_codes(frame, "ward", colours={"a": "#111111", "b": "#CFCFCF", "(missing)": "#9E9E9E"})
+    # "b" has no colour of its own (the palette's grey "other"), so it is "other (1 value)"
+    assert [e["label"] for e in spec["legend"]] == ["a", "other (1 value)", "(missing)"]
+    assert codes.tolist() == [0, 1, 2, 0] and spec["palette"] == ["#111111", "#CFCFCF", "#9E9E9E"]
+    codes, spec = column_codes(frame, "age")
+    assert codes.tolist() == [0, 255, 254, 127] and spec["kind"] == "scale" and spec["low"] == "10"
+    assert spec["values"][255] == "(missing)" and spec["legend"] == [{"label": "(missing)", "colour": "#9E9E9E"}]
+
+
+def test_a_selection_on_the_map_comes_back_as_ords_into_the_explore_state(explore):
+    at = explore
+    map_event(at, "explore_map", {"event": "select", "selected": [8, 4, 4, 0], "colour": "site", "seq": 1})
+    assert not at.exception
+    assert at.session_state["explore_selected_ords"] == [0, 4, 8]
+    assert at.session_state[COLOUR_KEY] == "site"  # the colour chosen in the browser is kept for the next map
+    assert any("3 notes selected" in m.value for m in at.markdown)
+    (args,) = maps_in(at)
+    assert args["colour"] == "site"
+    map_event(at, "explore_map", {"event": "hover", "hover": 3, "selected": None, "colour": "site", "seq": 2})
+    (args,) = maps_in(at)
+    preview = args["preview"]
+    assert preview["ord"] == 3 and preview["doc_id"] == "n00003" and preview["text"].startswith(NASTY)
+    assert [name for name, _ in preview["meta"]] == ["specialty", "site", "age", "visit_date"]
+    assert at.session_state["explore_selected_ords"] == [0, 4, 8]  # resting on a note selects nothing
+    at.button(key="explore_clear_selection").click().run()
+    (args,) = maps_in(at)
+    assert args["selection"]["ords"] == [] and at.session_state["explore_selected_ords"] == []
 
 
 def test_opening_the_page_clusters_the_corpus_and_names_the_clusters_on_the_map(explore, db_path):
@@ -86,28 +143,29 @@ def test_opening_the_page_clusters_the_corpus_and_names_the_clusters_on_the_map(
     store = Store(db_path)
     found = latest_clustering(store, "clinic", "tiny")
     assert found is not None and found.params["method"] == "hdbscan" and found.params["min_cluster_size"] == 5
-    assert "cluster" in at.selectbox(key="explore_colour").options
-    (spec,) = maps_in(at)  # coloured by specialty, yet the clusters are named
-    names = [a["text"] for a in spec["layout"]["annotations"]]
-    assert names and names[0].startswith("0: ") and len(names) <= 15
+    (args,) = maps_in(at)  # coloured by specialty, yet the clusters are named
+    assert "cluster" in [c["name"] for c in args["columns"]]
+    names = [label["text"] for label in args["labels"]]
+    sizes = [label["size"] for label in args["labels"]]
+    assert names and names[0].startswith("0: ") and sizes == sorted(sizes, reverse=True)
     at.run()  # a stored clustering is shown, never computed again
     assert len(store.runs(kind="cluster")) == 1
 
     at.toggle(key="explore_cluster_labels").set_value(False).run()
-    assert not maps_in(at)[0]["layout"].get("annotations")
+    assert maps_in(at)[0]["labels"] == []
     at.toggle(key="explore_cluster_labels").set_value(True).run()
-    assert [a["text"] for a in maps_in(at)[0]["layout"]["annotations"]] == names
+    assert [label["text"] for label in maps_in(at)[0]["labels"]] == names
 
 
-def test_filters_sample_notice_and_selection_panel(explore):
+def test_filters_sample_notice_and_selection_panel(explore, media):
     at = explore
     at.multiselect(key="explore_filter_site").select("north").run()
-    drawn = sum(len(ords_of(t)) for t in maps_in(at)[0]["data"])
-    assert 0 < drawn < 120 and len(at.session_state["explore_filter_ords"]) == drawn
+    drawn = ords_of(maps_in(at)[0], media)
+    assert 0 < len(drawn) < 120 and sorted(at.session_state["explore_filter_ords"]) == sorted(drawn)
     at.multiselect(key="explore_filter_site").unselect("north").run()
     at.number_input(key="explore_max_points").set_value(100).run()
     assert any("random sample of 100 of 120 notes" in w.value for w in at.warning)
-    assert sum(len(ords_of(t)) for t in maps_in(at)[0]["data"]) == 100
+    assert maps_in(at)[0]["n"] == 100
 
     at.session_state["explore_selected_ords"] = list(range(0, 120, 4))  # every 4th note: all cardiology
     at.run()
@@ -128,21 +186,21 @@ def jaccard_of_nearest(XA: np.ndarray, XB: np.ndarray, k: int) -> np.ndarray:
     return np.array([len(a & b) / len(a | b) for a, b in zip(nearest(XA), nearest(XB))])
 
 
-def test_compare_mode_draws_two_aligned_maps_with_linked_selection(explore, db_path):
+def test_compare_mode_draws_two_aligned_maps_with_linked_selection(explore, db_path, media):
     at = explore
     embed_corpus(Store(db_path), "clinic", EmbedOptions(encoder="tiny2"))
     at.radio(key="explore_view").set_value("Compare").run()
     assert not at.exception
     assert at.selectbox(key="explore_encoder_b").value == "tiny2"  # the one other encoder with vectors
-    at.session_state["explore_selected_ords"] = [1, 2, 3]
-    at.run()
+    map_event(at, "explore_map_b", {"event": "select", "selected": [1, 2, 3], "colour": "specialty", "seq": 1})
     first, second = maps_in(at)
-    for spec in (first, second):  # the same notes stay bright in both maps
-        selected = [o for t in spec["data"] for i, o in enumerate(ords_of(t)) if i in (t.get("selectedpoints") or [])]
-        assert sorted(selected) == [1, 2, 3]
-    at.selectbox(key="explore_colour").select(OVERLAP).run()
-    first, second = maps_in(at)
-    assert first["data"][0]["marker"]["cmax"] == 1
+    assert first["link"] == second["link"] and first["label_style"] == second["label_style"] == "outline"
+    for args in (first, second):  # the same notes selected in both maps
+        assert args["selection"]["ords"] == [1, 2, 3]
+    a, b = (np.frombuffer(fetched(media, m["points_url"]), np.float32, 240) for m in (first, second))
+    assert not np.allclose(a, b)  # two encoders, two layouts
+    overlap = next(c for c in first["columns"] if c["name"] == OVERLAP)
+    assert overlap["kind"] == "scale" and (overlap["low"], overlap["high"]) == ("0", "1")
     store = Store(db_path)
     XA, XB = (load_embeddings(store, "clinic", EmbedOptions(encoder=e), compute_missing=False) for e in ("tiny", "tiny2"))
     expected = jaccard_of_nearest(XA, XB, 10).mean()
@@ -156,8 +214,7 @@ def test_search_by_typed_query_and_by_note(explore):
     at.text_input(key="explore_query").input("troponin chest pain").run()
     assert not at.exception
     assert len(at.session_state["explore_highlight_ords"]) == 20
-    ringed = [t for t in maps_in(at)[0]["data"] if t["name"] == "search results"]
-    assert sorted(ords_of(ringed[0])) == sorted(at.session_state["explore_highlight_ords"])
+    assert sorted(maps_in(at)[0]["highlight"]) == sorted(at.session_state["explore_highlight_ords"])
     assert any("troponin chest pain" in m.value and "20 nearest notes" in m.value for m in at.markdown)
 
     at.session_state["explore_read_ord"] = 5
@@ -167,13 +224,3 @@ def test_search_by_typed_query_and_by_note(explore):
     assert any("Notes like n00005" in m.value for m in at.markdown)
     at.button(key="explore_clear_search").click().run()
     assert at.session_state["explore_highlight_ords"] == [] and at.text_input(key="explore_query").value == ""
-
-
-def test_map_figure_and_selection_events_carry_ords():
-    frame = pd.DataFrame({"ord": [10, 11, 12], "doc_id": ["a", "b", "c"], "x": [0.0, 1, 2], "y": [0.0, 1, 2],
-                          "preview": ["x", "y", "z"], "kind": ["p", "q", None]})
-    fig = map_figure(frame, "kind", highlight_ords=[12], selected_ords=[11])
-    assert [t.name for t in fig.data] == ["p", "q", "(missing)", "search results"]
-    assert list(fig.data[1].customdata) == [11] and fig.data[1].selectedpoints == (0,)
-    event = {"selection": {"points": [{"customdata": 12}, {"customdata": [11]}, {"customdata": 12}]}}
-    assert selected_from_event(event) == [11, 12] and selected_from_event(None) == []

@@ -16,7 +16,7 @@ from core.palette import DEFAULT_TOP
 from core.store import Store
 from pages.components import state
 from tests.conftest import settle
-from tests.test_page_explore import maps_in, ords_of
+from tests.test_page_explore import codes_of, map_event, maps_in
 
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -42,18 +42,9 @@ def explore(db_path, models_dir, synthetic_df):
     return at
 
 
-def selected_on_map(spec: dict) -> list[int]:
-    """The notes a map draws as selected (plotly fades the others); [] when it fades none."""
-    return sorted(o for t in spec["data"] if t.get("selectedpoints") is not None
-                  for i, o in enumerate(ords_of(t)) if i in t["selectedpoints"])
-
-
 def lasso(at, ords: list[int]) -> None:
-    """What the map's callback leaves after a lasso around `ords` (AppTest cannot drag on a chart)."""
-    at.session_state[state.SELECTED] = ords
-    at.session_state["explore_map::origin"] = {"ords": ords, "signature": "", "outlines": [
-        {"type": "path", "xref": "x", "yref": "y", "path": "M0,0L1,0L1,1Z"}]}
-    at.run()
+    """What the browser sends after a lasso around `ords` on the map."""
+    map_event(at, "explore_map", {"event": "select", "selected": ords, "colour": None, "seq": len(ords)})
 
 
 def keys(at, kind: str = "button") -> set:
@@ -65,18 +56,19 @@ def test_clearing_the_selection_closes_the_reader_and_undims_the_map(explore):
     lasso(at, [0, 2, 5, 9])
     at.session_state[state.READ] = 5  # a row of the selection table ticked
     at.run()
-    (spec,) = maps_in(at)
-    assert selected_on_map(spec) == [0, 2, 5, 9] and spec["layout"]["selections"]
+    (args,) = maps_in(at)
+    assert at.session_state[state.SELECTED] == [0, 2, 5, 9]
     assert "explore_close_reader" in keys(at)
+    revision = args["selection"]["revision"]
 
     at.button(key="explore_clear_selection").click().run()
     assert at.session_state[state.SELECTED] == [] and at.session_state[state.READ] is None
     assert "explore_close_reader" not in keys(at)
-    (spec,) = maps_in(at)
-    assert selected_on_map(spec) == [] and not spec["layout"].get("selections")
+    (args,) = maps_in(at)  # a new revision: the map drops its selection (and the lasso's dimming)
+    assert args["selection"] == {"revision": revision + 1, "ords": []}
 
 
-def test_labelling_uses_up_the_selection_and_counts_agree_everywhere(explore):
+def test_labelling_uses_up_the_selection_and_counts_agree_everywhere(explore, media):
     at = explore
     lasso(at, [0, 2, 3, 4])
     at.text_input(key="labelling_label").input("a").run()
@@ -87,13 +79,13 @@ def test_labelling_uses_up_the_selection_and_counts_agree_everywhere(explore):
     at.text_input(key="labelling_label").input("b").run()
     at.button(key="labelling_add").click().run()
 
-    at.selectbox(key="explore_colour").select("predicted").run()
-    (spec,) = maps_in(at)  # recoloured by the predictions: no leftover lasso, nothing faded
-    assert selected_on_map(spec) == [] and not spec["layout"].get("selections")
+    (args,) = maps_in(at)  # no leftover selection on the map
+    assert args["selection"]["ords"] == [] and "predicted" in [c["name"] for c in args["columns"]]
     by_hand = next(d.value for d in at.dataframe if "Notes labelled" in d.value).set_index("Label")["Notes labelled"]
     classifier = next(d.value for d in at.dataframe if "Predicted" in d.value).set_index("Label")["Labelled by hand"]
-    at.selectbox(key="explore_colour").select("map: map labels").run()
-    on_map = {t["name"]: len(ords_of(t)) for t in maps_in(at)[0]["data"] if t["name"] in ("a", "b")}
+    (labels,) = [c for c in args["columns"] if c["name"] == "map: map labels"]
+    codes = codes_of(args, "map: map labels", media)
+    on_map = {e["label"]: int((codes == i).sum()) for i, e in enumerate(labels["legend"]) if e["label"] in ("a", "b")}
     assert by_hand.to_dict() == classifier.to_dict() == on_map == {"a": 4, "b": 3}
 
 
@@ -114,17 +106,15 @@ def test_the_clusters_header_and_inputs_show_the_settings_used(explore):
     assert "minimum cluster size 5" in header() and at.number_input(key="clusters_min_size").value == 5
 
 
-def test_a_many_valued_column_colours_its_most_common_values_and_groups_the_rest(explore):
+def test_a_many_valued_column_colours_its_most_common_values_and_groups_the_rest(explore, media):
     at = explore
-    at.selectbox(key="explore_colour").select("ward").run()
     for top in (DEFAULT_TOP, 4):
         at.number_input(key="explore_top_colours").set_value(top).run()
-        traces = maps_in(at)[0]["data"]
-        assert [t["name"] for t in traces] == [f"ward {i:02d}" for i in range(top)] + [f"other ({30 - top} values)"]
-        assert len({t["marker"]["color"] for t in traces}) == top + 1  # no colour stands for two values
-        assert sum(len(ords_of(t)) for t in traces) == 120
-        rest = 30 - top
-        assert any(f"the other {rest} share grey, as “other ({rest} values)”" in c.value for c in at.caption)
-    at.selectbox(key="explore_colour").select("specialty").run()  # 4 values: each its own colour, no "other"
-    assert not any(t["name"].startswith("other") for t in maps_in(at)[0]["data"])
-    assert not any("share grey" in c.value for c in at.caption)
+        (args,) = maps_in(at)
+        (ward,) = [c for c in args["columns"] if c["name"] == "ward"]
+        assert [e["label"] for e in ward["legend"]] == [f"ward {i:02d}" for i in range(top)] + [f"other ({30 - top} values)"]
+        assert len(set(ward["palette"])) == top + 1  # no colour stands for two values
+        codes = codes_of(args, "ward", media)
+        assert len(codes) == 120 and (codes == top).sum() == 120 * (30 - top) // 30  # 4 notes a ward
+    (specialty,) = [c for c in maps_in(at)[0]["columns"] if c["name"] == "specialty"]  # 4 values: no "other"
+    assert not any(e["label"].startswith("other") for e in specialty["legend"])

@@ -1,7 +1,7 @@
 """Clusters on the Explore page: compute (or reload) a clustering, name it on the map, tabulate it.
 
 `cluster_panel` returns a `ClusterView` aligned with the page's frame (rows carry an `ord`), so the
-map can colour by `view.column()`, draw `cluster_annotations(...)` at cluster centres and filter on
+map can colour by `view.column()`, draw `cluster_labels(...)` at cluster centres and filter on
 clusters like on any metadata column. Noise (-1) is always its own group, named "noise".
 """
 
@@ -23,7 +23,6 @@ from core.options import ClusterOptions
 from core.store import Store, StoreError
 from pages.components import state, steps
 from pages.components.differences import show_differences
-from pages.text import for_plotly
 
 EXAMPLE_CHARS = 600
 
@@ -143,26 +142,24 @@ def default_clustering(store: Store, corpus: str, encoder: str, shown: Callable[
                                              once=True)
 
 
-def cluster_annotations(frame_with_xy: pd.DataFrame, labels, names: dict[int, str], max_labels: int = 30,
-                        max_chars: int = 26) -> list[dict]:
-    """Plotly annotations naming the `max_labels` largest clusters at their median x, y.
+def cluster_labels(frame_with_xy: pd.DataFrame, labels, names: dict[int, str], max_labels: int = 60,
+                   max_chars: int = 26) -> list[dict]:
+    """The names of the `max_labels` largest clusters at their median x, y, largest first, as the
+    map draws them ({x, y, text, size}; the map places them without overlap, so zooming in shows more).
 
     Medians, not means: a few stray members must not drag a label into empty space. Noise gets no
-    label (its points are spread everywhere). Short text on a white-ish box stays readable over
-    dense points at the default zoom; the text is escaped, as plotly reads it as HTML.
+    label (its points are spread everywhere). The text is plain: the map draws it on a canvas.
     """
     labels = np.asarray(labels)
     ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
     out = []
-    for c in ids[np.argsort(-sizes, kind="stable")][:max_labels]:
+    order = np.argsort(-sizes, kind="stable")[:max_labels]
+    for c, size in zip(ids[order], sizes[order]):
         rows = labels == c
-        name = names.get(int(c), str(c))
+        name = " ".join(names.get(int(c), str(c)).split())
         short = name if len(name) <= max_chars else name[:max_chars - 1].rstrip() + "…"
         out.append({"x": float(np.median(frame_with_xy["x"].to_numpy()[rows])),
-                    "y": float(np.median(frame_with_xy["y"].to_numpy()[rows])), "xref": "x", "yref": "y",
-                    "text": for_plotly(short), "hovertext": for_plotly(name), "showarrow": False,
-                    "font": {"size": 12, "color": "#1a1a1a"}, "bgcolor": "rgba(255,255,255,0.8)",
-                    "bordercolor": "rgba(0,0,0,0.25)", "borderwidth": 1, "borderpad": 2})
+                    "y": float(np.median(frame_with_xy["y"].to_numpy()[rows])), "text": short, "size": int(size)})
     return out
 
 

@@ -2,8 +2,9 @@
 
 The second map is rotated, scaled and shifted onto the first (least squares, `align_to`), because
 UMAP's orientation is arbitrary: without it, two maps that agree would still look different.
-Both maps write the same selection key, and both draw it, so selecting in one shows the same
-notes in the other. The overlap colour is measured in each encoder's full space, not on the maps.
+Both maps write the same selection key and are linked in the browser: hovering or selecting in
+one shows the same notes in the other at once. Cluster names are drawn as outlined text without a
+box, so they never cover the points. The overlap colour is measured in each encoder's full space, not on the maps.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from core.space import EmbeddingSpace
 from core.store import Corpus
 from pages.common import store
 from pages.components import loaders
-from pages.components.map import draw_map
+from pages.components.map import COLOUR_KEY, draw_map
 from pages.components.register import register_local_form
 
 OVERLAP = "neighbourhood overlap"
@@ -33,11 +34,11 @@ def describe(result: dict) -> str:
 
 
 def compare_view(corpus: Corpus, opts: ProjectOptions, result_a: dict, frame: pd.DataFrame, shown_ords: Sequence[int],
-                 colour: str | None, draw: dict, encoders: list[str],
+                 colour_columns: list[str], draw: dict, encoders: list[str],
                  annotate: Callable[[pd.DataFrame], list[dict]] | None = None) -> list[MapJob]:
     """Draw map A (from `frame`) and map B (picked here) side by side; returns B's pending UMAP job.
 
-    `annotate(rows)` gives the annotations of a map from its drawn rows (e.g. cluster names).
+    `annotate(rows)` gives the cluster labels of a map from its drawn rows.
     """
     others = [e for e in encoders if e != opts.encoder]
     if not others:
@@ -60,7 +61,7 @@ def compare_view(corpus: Corpus, opts: ProjectOptions, result_a: dict, frame: pd
     xy_b = align_to(frame[["x", "y"]].to_numpy(np.float32), loaders.coordinates(db, result_b["projection"]))
     frame_b = frame.assign(x=xy_b[:, 0], y=xy_b[:, 1])
 
-    if colour == OVERLAP:
+    if OVERLAP in colour_columns:
         spaces = (tuple(result_a["embedding"].values()), tuple(result_b["embedding"].values()))
         scores = loaders.overlap(db, corpus.name, opts.encoder, encoder_b, corpus.data_hash, spaces, OVERLAP_K)
         frame = frame.assign(**{OVERLAP: scores[frame["ord"].to_numpy()]})
@@ -68,7 +69,7 @@ def compare_view(corpus: Corpus, opts: ProjectOptions, result_a: dict, frame: pd
         st.caption(f"Jaccard overlap of each note's {OVERLAP_K} nearest neighbours under {opts.encoder} and "
                    f"{encoder_b}, each in its full space (1 = same neighbours, 0 = none shared). "
                    f"Mean {scores.mean():.2f}, median {np.median(scores):.2f}.")
-        draw = draw | {"colour_range": (0.0, 1.0), "colour_title": "overlap"}
+        draw = draw | {"ranges": {OVERLAP: (0.0, 1.0)}}
 
     left, right = st.columns(2)
     shown = frame["ord"].isin(shown_ords).to_numpy()
@@ -77,6 +78,7 @@ def compare_view(corpus: Corpus, opts: ProjectOptions, result_a: dict, frame: pd
         with column:
             st.markdown(f"**{describe(result)}**")
             rows = part[shown]
-            draw_map(rows, colour, annotations=annotate(rows) if annotate else None, key=key,
-                     uirevision=f"{corpus.name}/{key}", height=520, **draw)
+            draw_map(rows, [c for c in colour_columns if c in rows], st.session_state.get(COLOUR_KEY), key=key,
+                     labels=annotate(rows) if annotate else (), height=520, link=f"{corpus.name}/compare",
+                     label_style="outline", **draw)
     return [job] if job else []

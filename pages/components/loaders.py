@@ -20,15 +20,12 @@ from core.embed import corpus_space, embed_query
 from core.options import ProjectOptions
 from core.space import EmbeddingSpace
 from pages.common import progress_bar, show_failure, store
-from pages.components.map import hover_chars, hover_texts
 
 
 @st.cache_data(max_entries=6, show_spinner="Reading the map…")
 def map_frame(db: str, projection_id: int) -> pd.DataFrame:
-    """ord, doc_id, x, y, preview, metadata, hover of a stored map."""
-    frame = maps.map_frame(store(), projection_id)
-    columns = [c for c in frame.columns if c not in maps.RESERVED]
-    return frame.assign(hover=hover_texts(frame, columns, hover_chars(len(frame))))
+    """ord, doc_id, x, y, preview, metadata of a stored map."""
+    return maps.map_frame(store(), projection_id)
 
 
 @st.cache_data(max_entries=6, show_spinner=False)

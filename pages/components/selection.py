@@ -21,7 +21,10 @@ from pages.components.differences import show_differences
 from pages.text import for_markdown
 
 TABLE_ROWS = 2000  # rows sent to a table; downloads always hold every selected note
-MAP_COLUMNS = ["x", "y", "hover"]
+MAP_COLUMNS = ["x", "y"]
+PREVIEW_CHARS = 400  # of the note under the pointer on the map
+
+
 def _table(frame: pd.DataFrame, key: str, extra: dict | None = None) -> None:
     """Notes as a table; clicking a row opens that note in the reader."""
     shown = frame.drop(columns=[c for c in MAP_COLUMNS if c in frame]).head(TABLE_ROWS)
@@ -61,8 +64,8 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 def selection_panel(store: Store, corpus: Corpus, frame: pd.DataFrame, selected: list[int]) -> None:
     """The selected notes: how they differ from the corpus, the table, downloads."""
     if not selected:
-        st.caption("Select notes on the map with the box or lasso tool (top right of the map), or click a note. "
-                   "Double-click the map to clear the selection.")
+        st.caption("Select notes on the map with its Box or Lasso tool (above the map), or click a note. "
+                   "Double-click an empty spot of the map to clear the selection.")
         return
     mask = frame["ord"].isin(selected).to_numpy()
     chosen = frame[mask]
@@ -95,6 +98,18 @@ def search_results(frame: pd.DataFrame, ords: np.ndarray, sims: np.ndarray, titl
     st.caption(f"Cosine similarity in the full {space} embedding space (not distances on the map).")
     _table(results, "explore_search_table", {"similarity": st.column_config.ProgressColumn(
         format="%.3f", min_value=min(0.0, float(sims.min(initial=0))), max_value=1.0)})
+
+
+def hover_preview(store: Store, corpus: Corpus, frame: pd.DataFrame, ord_: int) -> dict:
+    """What the map shows for the one note under the pointer: its id, the start of its text and its
+    metadata, as plain text (the map sets it as text, never as HTML)."""
+    row = frame[frame["ord"] == ord_]
+    text = " ".join(str(store.texts(corpus, [ord_])["text"].iloc[0]).split())
+    if len(text) > PREVIEW_CHARS:
+        text = text[: PREVIEW_CHARS - 1].rstrip() + "…"
+    meta = [[c, category_label(row[c].iloc[0])] for c in corpus.meta if c in row][:6]
+    return {"ord": int(ord_), "doc_id": str(row["doc_id"].iloc[0]) if len(row) else str(ord_), "text": text,
+            "meta": meta}
 
 
 def note_reader(store: Store, corpus: Corpus, frame: pd.DataFrame, ord_: int) -> None:

@@ -177,9 +177,51 @@ def only_tiny(page) -> None:
     expect(tags).to_have_text([TINY])
 
 
+# ---- the Explore map (pages/components/map.py): a component iframe drawing with regl-scatterplot ----
+MAP_IFRAME = 'iframe[src*="notespace_map"]'
+
+
+def map_frame(page, nth: int = 0):
+    """The nth map on the page (Compare shows two), once its points are drawn."""
+    frame = page.frame_locator(MAP_IFRAME).nth(nth)
+    frame.locator("#map[data-drawn]").wait_for()
+    return frame
+
+
+def map_select(page, tool: str = "box", nth: int = 0, start=(0.005, 0.005), end=(0.995, 0.995)) -> None:
+    """Select notes on the nth map with its Box or Lasso tool, dragging as a person would from `start`
+    to `end` (fractions of the map's drawing area); the lasso goes round the rectangle they span.
+
+    The fractions are of the area inside the stage's border and rounded corners: a drag that starts
+    on the border starts on no canvas, so the map selects nothing (0.0 was such a start)."""
+    frame = map_frame(page, nth)
+    frame.locator(f'button[data-mode="{tool}"]').click()
+    page.locator(MAP_IFRAME).nth(nth).evaluate("e => e.scrollIntoView({block: 'center'})")  # all of it on screen
+    box, inset = frame.locator(".stage").bounding_box(), 4
+    (x0, y0), (x1, y1) = [(box["x"] + inset + fx * (box["width"] - 2 * inset),
+                           box["y"] + inset + fy * (box["height"] - 2 * inset)) for fx, fy in (start, end)]
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)] if tool == "lasso" else [(x0, y0), (x1, y1)]
+    page.mouse.move(*corners[0])
+    page.mouse.down()
+    for corner in corners[1:]:
+        page.mouse.move(*corner, steps=12)
+    page.mouse.up()
+    wait_idle(page)
+
+
+def map_point(page, ord_: int, nth: int = 0) -> tuple[float, float]:
+    """Where note `ord_` is drawn on the nth map, in page coordinates."""
+    frame = map_frame(page, nth)
+    page.locator(MAP_IFRAME).nth(nth).evaluate("e => e.scrollIntoView({block: 'center'})")
+    x, y = frame.locator("#map").evaluate(f"() => window.notespaceMap.screenOf({int(ord_)})")
+    area = frame.locator(".stage").bounding_box()
+    return area["x"] + x, area["y"] + y
+
+
 def open_map(page, app_url: str, *, corpus: str | None = None, method: str = "UMAP"):
     """Explore on the stored `method` map of `corpus` (else the page's first corpus) with 'tiny';
-    returns the map once the work it started in the background (the default clusters) has landed."""
+    returns the map (its component's frame, see `map_frame`) once the work it started in the background
+    (the default clusters) has landed and the map is drawn."""
     open_page(page, app_url, "Explore")
     if corpus is not None:
         pick(page, "Corpus", corpus)
@@ -187,9 +229,9 @@ def open_map(page, app_url: str, *, corpus: str | None = None, method: str = "UM
         page.get_by_test_id("stRadio").filter(has_text="UMAP").get_by_text(method, exact=True).click()
         wait_idle(page)
     pick(page, "Encoder", TINY)
-    page.get_by_text(re.compile(rf"{method} of tiny \(.*\) \(from the store\)")).wait_for()  # tiny (its space)
+    page.get_by_text(re.compile(rf"{method} of tiny \(.+\) \(from the store\)")).wait_for()  # tiny (its space)
     settled(page)
-    return page.locator(".js-plotly-plot").first
+    return map_frame(page)
 
 
 def settled(page) -> None:
@@ -200,19 +242,11 @@ def settled(page) -> None:
     wait_idle(page)
 
 
-def box_select(page, chart=None) -> None:
-    """Drag a box over most of the map (the first one unless `chart`) and wait for the selected notes."""
+def box_select(page, nth: int = 0, start=(0.005, 0.005), end=(0.995, 0.995)) -> None:
+    """Drag a box over (by default nearly all of) the nth map with its Box tool, once the page computes
+    nothing in the background, and wait for the selected notes."""
     settled(page)
-    chart = chart or page.locator(".js-plotly-plot").first
-    chart.hover()
-    chart.locator('.modebar-btn[data-title="Box Select"]').click()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.move(area["x"] + 5, area["y"] + 5)
-    page.mouse.down()
-    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.6, steps=10)
-    page.mouse.move(area["x"] + area["width"] * 0.95, area["y"] + area["height"] * 0.95, steps=10)
-    page.mouse.up()
-    wait_idle(page)
+    map_select(page, "box", nth, start, end)
     page.get_by_text("notes selected").wait_for()
 
 

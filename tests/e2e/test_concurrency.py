@@ -33,7 +33,7 @@ from core.options import ClusterOptions, PretrainOptions, ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import wait_for
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, MAP_IFRAME, ROOT
 
 SESSIONS = 3
 HUNG_INTERACTION_S = 300.0  # timeouts for a hung wait, not speed limits
@@ -107,23 +107,24 @@ async def _session(browser, url: str, n: int, timings: list[dict]) -> dict:
             await page.get_by_test_id("stSelectbox").filter(has_text="Encoder").click()
             await page.get_by_role("option", name="tiny (adapted, 32-d)").click()
 
-        chart = page.locator(".js-plotly-plot").first
+        chart = page.frame_locator(MAP_IFRAME).first  # the map component (pages/components/map.py)
+
         async def drawn() -> None:  # the PCA map stored beforehand, drawn with its legend
-            await page.get_by_text(re.compile(r"PCA of tiny \(.*\) \(from the store\)")).wait_for()
-            await chart.locator(".legendtext", has_text="cardiology").wait_for()
+            await page.get_by_text(re.compile(r"PCA of tiny \(.+\) \(from the store\)")).wait_for()
+            await chart.locator("#legend .entry", has_text="cardiology").wait_for()
 
         await step("draw the map", pick_encoder, drawn)
 
-        async def colour_by_site() -> None:
-            await page.get_by_test_id("stSelectbox").filter(has_text="Colour by").click()
-            await page.get_by_role("option", name="site", exact=True).click()
+        async def colour_by_site() -> None:  # in the browser: no rerun
+            await chart.locator("#colour").select_option("site")
 
-        await step("colour by site", colour_by_site, lambda: chart.locator(".legendtext", has_text="north").wait_for())
+        north = chart.locator("#legend .entry", has_text="north")
+        await step("colour by site", colour_by_site, lambda: north.wait_for())
 
         async def box_select() -> None:
-            await chart.hover()
-            await chart.locator('.modebar-btn[data-title="Box Select"]').click()
-            area = await chart.locator(".nsewdrag").first.bounding_box()
+            await chart.locator('button[data-mode="box"]').click()
+            await page.locator(MAP_IFRAME).first.evaluate("e => e.scrollIntoView({block: 'center'})")
+            area = await chart.locator(".stage").bounding_box()
             # each session drags a different box, so the three selections differ
             x0, y0 = area["x"] + 5 + n * 10, area["y"] + 5
             await page.mouse.move(x0, y0)

@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ROOT, open_page, screenshot, served, wait_idle
+from tests.e2e.conftest import ROOT, map_frame, open_page, screenshot, served, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +85,10 @@ def test_clicking_a_bar_filters_the_map(clinic, page, app_url):
     wait_idle(page)
     page.get_by_text("120 of 120 notes drawn").wait_for()
     # the default clusters the page computes in the background: named on the map, then no more reruns
-    page.locator(".js-plotly-plot").first.locator(".annotation-text").first.wait_for(timeout=300_000)
+    map_frame(page).locator('#map:not([data-labels="0"])[data-labels]').wait_for(timeout=300_000)
     wait_idle(page)
 
-    site_chart = page.locator(".js-plotly-plot").nth(2)  # the map, then the charts of specialty and site
+    site_chart = page.locator(".js-plotly-plot").nth(1)  # the charts of specialty and site (the map is not plotly)
     _click(page, site_chart.locator(".barlayer .point path").first)  # the most common site: "north" (43 notes)
     wait_idle(page)
     page.get_by_text("43 of 120 notes drawn").wait_for()

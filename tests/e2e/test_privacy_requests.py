@@ -85,7 +85,7 @@ def test_every_page_and_flow_asks_only_the_apps_own_host(clinic, recorded, app_u
     page.get_by_test_id("stRadio").filter(has_text="Compare").get_by_text("Compare", exact=True).click()
     wait_idle(page)
     pick(page, "Compare with", "tiny-b")
-    page.get_by_text(re.compile(r"^PCA of tiny-b \(")).wait_for()
+    page.get_by_text(re.compile(r"^PCA of tiny-b \(")).wait_for()  # then its embedding space
     screenshot(page, "privacy-explore-compare")
 
     open_page(page, app_url, "Separability")

@@ -27,22 +27,16 @@ from core.store import Store
 from pages.components.compare import OVERLAP, OVERLAP_K
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import build_tiny_encoder
-from tests.e2e.conftest import open_page, screenshot, wait_idle
+from tests.e2e.conftest import map_frame, open_page, screenshot, wait_idle
 
 N = 200
 QUERY = "troponin chest pain on exertion"
 K = 20  # the page's default number of search results
-RINGS = "search results"  # the name of the trace that rings them (pages/components/map.py)
-
-# Every Scattergl map on the page, as its traces: name, ords (customdata), coordinates, marker.
-# plotly's _fullData holds the traces as drawn, with the typed arrays Streamlit ships decoded.
-MAPS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-  .filter(gd => (gd._fullData || []).some(t => t.type === 'scattergl'))
-  .map(gd => gd._fullData.map(t => ({
-    name: t.name, ords: Array.from(t.customdata || []), x: Array.from(t.x), y: Array.from(t.y),
-    symbol: t.marker.symbol, cmin: t.marker.cmin, cmax: t.marker.cmax,
-    colours: ArrayBuffer.isView(t.marker.color) || Array.isArray(t.marker.color) ? Array.from(t.marker.color) : null,
-  })))"""
+# What each map (pages/components/map.py) draws, read from its page: ords, coordinates, the ords it
+# rings (search results), its colour column and every note's colour code.
+MAP_JS = """() => { const S = window.notespaceMap; if (!S || !S.ords || !S.shownCodes) return null;
+  return {ords: Array.from(S.ords), x: Array.from(S.x), y: Array.from(S.y), colour: S.colour,
+          ringed: S.highlight.map(i => S.ords[i]), codes: Array.from(S.shownCodes)}; }"""
 
 
 @pytest.fixture(scope="module")
@@ -73,24 +67,24 @@ def clinic(app_env, tmp_path_factory) -> dict:
             "overlap": overlap}
 
 
-def maps_when(page, ready, what: str, timeout: float = 60) -> list[list[dict]]:
-    """The maps' traces once `ready(maps)` holds: plotly draws a new figure a moment after
-    Streamlit's run ends, and later still on a loaded machine."""
+def maps_when(page, ready, what: str, timeout: float = 60) -> list[dict]:
+    """The maps once `ready(maps)` holds: a map draws a moment after Streamlit's run ends, and later
+    still on a loaded machine."""
     deadline = time.monotonic() + timeout
-    while not ready(drawn := page.evaluate(MAPS_JS)):
+    while not ready(drawn := [m for f in page.frames if "notespace_map" in f.url if (m := f.evaluate(MAP_JS))]):
         if time.monotonic() > deadline:
-            raise AssertionError(f"the page never showed {what}; its maps: {[[t['name'] for t in m] for m in drawn]}")
+            raise AssertionError(f"the page never showed {what}; its maps ring {[m['ringed'] for m in drawn]}")
         page.wait_for_timeout(200)
     return drawn
 
 
-def ringed(traces: list[dict]) -> list[int]:
-    return sorted(o for t in traces if t["name"] == RINGS for o in t["ords"])
+def ringed(drawn: dict) -> list[int]:
+    return sorted(drawn["ringed"])
 
 
-def per_ord(traces: list[dict], field: str) -> dict[int, float]:
-    """A value of every note drawn (not its ring), by ord."""
-    return {o: v for t in traces if t["name"] != RINGS for o, v in zip(t["ords"], t[field])}
+def per_ord(drawn: dict, field: str) -> dict[int, float]:
+    """A value of every note drawn, by ord."""
+    return dict(zip(drawn["ords"], drawn[field]))
 
 
 def pick(page, label: str, option: str) -> None:
@@ -104,7 +98,7 @@ def test_search_read_then_compare_two_encoders(clinic, page, app_url):
     page.get_by_test_id("stRadio").filter(has_text="UMAP").get_by_text("PCA", exact=True).click()  # no UMAP job
     wait_idle(page)
     pick(page, "Encoder", "tiny (adapted, 32-d)")
-    page.get_by_text(re.compile(rf"{N} of {N} notes drawn · PCA of tiny \(.*\) \(from the store\)")).wait_for()
+    page.get_by_text(re.compile(rf"^{N} of {N} notes drawn · PCA of tiny \(.+\) \(from the store\)$")).wait_for()
 
     # a typed phrase: its nearest notes listed with their similarity, and ringed on the map
     page.get_by_label("Find notes like…").fill(QUERY)
@@ -112,11 +106,9 @@ def test_search_read_then_compare_two_encoders(clinic, page, app_url):
     wait_idle(page)
     # the first query loads the encoder in the server: seconds when idle, a minute or more when loaded
     page.get_by_text(f"Notes like “{QUERY}”: {K} nearest notes, ringed on the map").wait_for(timeout=180_000)
-    page.get_by_text("Cosine similarity in the full 32-d tiny embedding space").wait_for()
-    (traces,) = maps_when(page, lambda maps: len(maps) == 1 and ringed(maps[0]), "the search rings")
-    assert ringed(traces) == clinic["found"]
-    assert next(t["symbol"] for t in traces if t["name"] == RINGS) == "circle-open"
-    page.locator(".js-plotly-plot .legendtext", has_text=RINGS).wait_for()
+    page.get_by_text(re.compile(r"Cosine similarity in the full 32-d tiny \(.+\) embedding space")).wait_for()
+    (drawn,) = maps_when(page, lambda maps: len(maps) == 1 and ringed(maps[0]), "the search rings")
+    assert ringed(drawn) == clinic["found"]
     # the grid draws on a canvas; its accessible table (hidden) holds the same rows, best first
     results = page.get_by_test_id("stDataFrame").filter(visible=True).first
     results.get_by_role("columnheader", name="similarity", include_hidden=True).wait_for(state="attached")
@@ -131,7 +123,7 @@ def test_search_read_then_compare_two_encoders(clinic, page, app_url):
     page.get_by_role("button", name="Find similar notes").click()
     wait_idle(page)
     page.get_by_text(f"Notes like {clinic['top']}: {K} nearest notes, ringed on the map").wait_for()
-    (traces,) = maps_when(page, lambda maps: len(maps) == 1 and ringed(maps[0]) == clinic["like_top"],
+    maps_when(page, lambda maps: len(maps) == 1 and ringed(maps[0]) == clinic["like_top"],
                           f"the neighbours of {clinic['top']} ringed")
     expect(first_row).to_contain_text(clinic["like_top_first"])
     expect(results.locator('tr[aria-selected="true"]')).to_have_count(0)
@@ -141,27 +133,24 @@ def test_search_read_then_compare_two_encoders(clinic, page, app_url):
     page.get_by_test_id("stRadio").filter(has_text="Compare").get_by_text("Compare", exact=True).click()
     wait_idle(page)
     pick(page, "Compare with", "tiny-b")
-    page.get_by_text(re.compile(r"^PCA of tiny-b \(")).wait_for()
+    page.get_by_text(re.compile(r"^PCA of tiny-b \(")).wait_for()  # then its space
     a, b = maps_when(page, lambda maps: len(maps) == 2 and ringed(maps[0]) == ringed(maps[1]) == clinic["like_top"],
                      f"two maps, the neighbours of {clinic['top']} ringed in both")
-    for traces, expected in ((a, clinic["xy_a"]), (b, clinic["xy_b"])):
-        x, y = per_ord(traces, "x"), per_ord(traces, "y")
+    for drawn, expected in ((a, clinic["xy_a"]), (b, clinic["xy_b"])):
+        x, y = per_ord(drawn, "x"), per_ord(drawn, "y")
         assert sorted(x) == list(range(N))
         drawn = np.array([[x[o], y[o]] for o in range(N)])
         np.testing.assert_allclose(drawn, expected, atol=1e-4 * np.abs(expected).max())
 
-    # colour both maps by how far each note keeps its neighbours across the two encoders
-    pick(page, "Colour by", OVERLAP)
+    # colour both maps by how far each note keeps its neighbours across the two encoders (in the browser)
     page.get_by_text(f"Jaccard overlap of each note's {OVERLAP_K} nearest neighbours under tiny and tiny-b").wait_for()
-    maps = maps_when(page, lambda maps: len(maps) == 2 and all(t[0]["cmax"] == 1 for t in maps), "overlap colours")
-    for traces in maps:
-        assert traces[0]["cmin"] == 0
-        colours = per_ord(traces, "colours")
-        np.testing.assert_allclose([colours[o] for o in range(N)], clinic["overlap"], atol=1e-6)
-    scaled = page.locator(".js-plotly-plot", has=page.locator("g.colorbar"))
-    expect(scaled).to_have_count(2)
-    for chart in scaled.all():  # the legend (search results) clear of the colorbar
-        legend, colorbar = chart.locator("g.legend").bounding_box(), chart.locator("g.colorbar").bounding_box()
-        assert legend["y"] + legend["height"] <= colorbar["y"] or colorbar["x"] + colorbar["width"] <= legend["x"]
+    for nth in (0, 1):
+        frame = map_frame(page, nth)
+        frame.locator("#colour").select_option(OVERLAP)
+        expect(frame.locator("#legend .ends")).to_have_text("01")  # the scale runs from 0 to 1
+    maps = maps_when(page, lambda maps: len(maps) == 2 and all(m["colour"] == OVERLAP for m in maps), "overlap colours")
+    for drawn in maps:  # 255 steps from 0 to 1: each note's code within half a step of its overlap
+        codes = per_ord(drawn, "codes")
+        np.testing.assert_allclose([codes[o] / 254 for o in range(N)], clinic["overlap"], atol=0.5 / 254 + 1e-6)
     page.get_by_text(re.compile(r"^PCA of tiny-b \(")).scroll_into_view_if_needed()
     screenshot(page, "explore-compare-overlap")

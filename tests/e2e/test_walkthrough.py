@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from sample_data.synthetic import synthetic_notes
-from tests.e2e.conftest import TINY, box_select, open_page, pick, screenshot, wait_idle
+from tests.e2e.conftest import TINY, box_select, map_frame, open_page, pick, screenshot, wait_idle
 
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
 WARDS = 30
@@ -49,11 +49,10 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     page.get_by_test_id("stSidebarNav").get_by_text("Explore", exact=True).click()
     wait_idle(page)
     pick(page, "Encoder", TINY)
-    chart = page.locator(".js-plotly-plot").first
-    pick(page, "Colour by", "ward")
-    chart.locator(".legendtext", has_text=f"other ({WARDS - 10} values)").wait_for()
-    page.get_by_text(f"the other {WARDS - 10} share grey").wait_for()
-    assert chart.locator(".legendtext").count() == 11  # ten wards, then "other"
+    chart = map_frame(page)
+    chart.locator("#colour").select_option("ward")
+    chart.locator("#legend .entry", has_text=f"other ({WARDS - 10} values)").wait_for()
+    assert chart.locator("#legend .entry").count() == 11  # ten wards, then "other"
 
     page.get_by_role("tab", name="Clusters").click()
     header = page.get_by_text(re.compile("^Showing clustering"))
@@ -68,7 +67,7 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     assert "minimum cluster size 5" in header.inner_text()  # what the map shows, until computed
 
     page.get_by_role("tab", name="Selection and search").click()
-    box_select(page, chart)
+    box_select(page)
     table = page.locator('[data-testid="stDataFrame"]:visible').last  # the selected notes
     table.click(position={"x": 18, "y": 35 + 17})  # the first row's tick box: opens the reader
     wait_idle(page)

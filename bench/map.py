@@ -1,0 +1,224 @@
+"""Map benchmark: the Explore map (regl-scatterplot component) against the plotly map it replaced,
+in the same run, in headless Debian chromium (software WebGL, no GPU).
+
+    python bench/map.py --sizes 10000,50000        # one JSON line per size and renderer
+
+The plotly map is today's app at the commit before the component (PLOTLY_COMMIT), unpacked with
+`git archive` into bench/out and served on its own port from the same store: no plotly code is
+kept in the app. Per size, a synthetic corpus is embedded with a tiny random encoder (the page does
+not care where vectors come from), given a PCA map and KMeans clusters (so no page clusters while
+timed), all cached in bench/out/map.duckdb. Per renderer:
+- draw_s: from clicking Explore in the sidebar (the map of the last choice) to every point drawn;
+- colour_s: from choosing another colour column to the map drawn in it (plotly: a page rerun);
+- select_s: from releasing a box around the whole map to the table of selected notes shown;
+- bytes_per_point: bytes the browser received (websocket frames and HTTP bodies) while drawing, / n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NOTESPACE_MODELS", str(OUT / "models"))
+PLOTLY_COMMIT = "dbfa335"  # main before the map component: its Explore map is plotly's Scattergl
+DB = OUT / "map.duckdb"
+VIEWPORT = {"width": 1440, "height": 900}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def prepare(sizes: list[int]) -> str:
+    """Corpora map_<n> with vectors, a PCA map and clusters in DB; returns the encoder id."""
+    from core.clusters import cluster_corpus
+    from core.corpus import ingest_frame
+    from core.embed import embed_corpus
+    from core.maps import project_corpus
+    from core.options import ClusterOptions, EmbedOptions, ProjectOptions
+    from core.store import Store
+    from sample_data.synthetic import synthetic_notes
+    from tests.conftest import registered_tiny_encoder
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    encoder = registered_tiny_encoder(Path(os.environ["NOTESPACE_MODELS"]))
+    store = Store(DB)
+    for n in sizes:
+        name = f"map_{n}"
+        if name not in [c.name for c in store.corpora()]:
+            log(f"  preparing {n:,} notes")
+            ingest_frame(store, synthetic_notes(n, seed=0), name, "text", "note_id", ["specialty", "site", "age",
+                                                                                       "visit_date"])
+        embed_corpus(store, name, EmbedOptions(encoder=encoder))
+        project_corpus(store, name, ProjectOptions(encoder=encoder, method="pca"))
+        cluster_corpus(store, name, ClusterOptions(encoder=encoder))
+    return encoder
+
+
+def plotly_app() -> Path:
+    """Today's plotly Explore: the app at PLOTLY_COMMIT, unpacked once into bench/out."""
+    folder = OUT / f"plotly-{PLOTLY_COMMIT}"
+    if not (folder / "app.py").exists():
+        archive = subprocess.run(["git", "archive", PLOTLY_COMMIT], cwd=ROOT, capture_output=True, check=True).stdout
+        tarfile.open(fileobj=io.BytesIO(archive)).extractall(folder)
+    return folder
+
+
+def serve(root: Path, port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none", "--server.maxMessageSize", "2000"],
+        cwd=root, env=os.environ | {"NOTESPACE_DB": str(DB), "PYTHONPATH": str(root)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                return server
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"the app in {root} did not start")
+
+
+class Received:
+    """Bytes the page received: websocket frames and HTTP response bodies."""
+
+    def __init__(self, page):
+        self.total = 0
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+        page.on("requestfinished", self._request)
+
+    def _frame(self, payload) -> None:
+        self.total += len(payload)
+
+    def _request(self, request) -> None:
+        sizes = request.sizes()
+        self.total += sizes.get("responseBodySize", 0)
+
+
+def idle(page) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+
+
+def pick(page, label: str, option: str) -> None:
+    page.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    page.get_by_role("option", name=option).click()
+    idle(page)
+
+
+PLOTLY_POINTS = """n => { const gd = document.querySelector('.js-plotly-plot');
+    if (!gd || !gd._fullData) return false;
+    return gd._fullData.filter(t => t.type === 'scattergl' && t.name !== 'search results')
+                       .reduce((s, t) => s + (t._length || 0), 0) === n; }"""
+
+
+def measure(browser, url: str, renderer: str, n: int, encoder: str) -> dict:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(600_000)
+    received = Received(page)
+    page.goto(url)
+    idle(page)
+    page.get_by_test_id("stSidebarNav").get_by_text("Explore", exact=True).click()
+    idle(page)
+    page.get_by_text("PCA", exact=True).click()
+    idle(page)
+    pick(page, "Corpus", f"map_{n}")
+    pick(page, "Encoder", encoder)
+    page.get_by_test_id("stSidebarNav").get_by_text("Home", exact=True).click()
+    idle(page)
+    received.total = 0
+    started = time.perf_counter()
+    page.get_by_test_id("stSidebarNav").get_by_text("Explore", exact=True).click()
+    if renderer == "plotly":
+        page.wait_for_function(PLOTLY_POINTS, arg=n, polling=50)
+    else:
+        frame = page.frame_locator('iframe[src*="notespace_map"]').first
+        frame.locator("#map[data-drawn]").wait_for()
+        frame.locator("#map").evaluate(f"() => new Promise(r => {{ const wait = () => "
+                                       f"window.notespaceMap.n === {n} ? r() : setTimeout(wait, 20); wait(); }})")
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    draw_s = time.perf_counter() - started
+    bytes_per_point = received.total / n
+    idle(page)
+
+    started = time.perf_counter()
+    if renderer == "plotly":
+        pick(page, "Colour by", "site")
+        page.locator(".js-plotly-plot").first.locator(".legendtext", has_text="north").wait_for()
+    else:
+        frame.locator("#colour").select_option("site")
+        frame.locator('#map[data-colour="site"]').wait_for()
+        page.wait_for_timeout(0)
+    colour_s = time.perf_counter() - started
+
+    if renderer == "plotly":
+        chart = page.locator(".js-plotly-plot").first
+        chart.hover()
+        chart.locator('.modebar-btn[data-title="Box Select"]').click()
+        area = chart.locator(".nsewdrag").first.bounding_box()
+    else:
+        frame.locator('button[data-mode="box"]').click()
+        page.locator('iframe[src*="notespace_map"]').first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        area = frame.locator(".stage").bounding_box()
+    page.mouse.move(area["x"] + 3, area["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2, steps=8)
+    page.mouse.move(area["x"] + area["width"] - 3, area["y"] + area["height"] - 3, steps=8)
+    started = time.perf_counter()
+    page.mouse.up()
+    page.get_by_text("notes selected").wait_for()
+    page.get_by_test_id("stDataFrame").nth(1).wait_for()
+    select_s = time.perf_counter() - started
+    page.close()
+    return {"n": n, "renderer": renderer, "draw_s": round(draw_s, 3), "colour_s": round(colour_s, 3),
+            "select_s": round(select_s, 3), "bytes_per_point": round(bytes_per_point, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,50000", help="comma-separated corpus sizes")
+    parser.add_argument("--renderers", default="regl,plotly", help="regl (the map component) and/or plotly")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    encoder = prepare(sizes)
+    from playwright.sync_api import sync_playwright
+
+    apps = {"regl": ROOT, "plotly": plotly_app()}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        for renderer in args.renderers.split(","):
+            server = serve(apps[renderer], 8600 + os.getpid() % 300)
+            try:
+                for n in sizes:
+                    try:
+                        print(json.dumps(measure(browser, f"http://127.0.0.1:{8600 + os.getpid() % 300}",
+                                                 renderer, n, encoder)), flush=True)
+                    except Exception as error:  # plotly past its limits: say so and go on
+                        print(json.dumps({"n": n, "renderer": renderer, "error": str(error).splitlines()[0]}),
+                              flush=True)
+            finally:
+                server.terminate()
+                try:
+                    server.wait(30)
+                except subprocess.TimeoutExpired:  # a loaded machine: the measuring is over, stop it hard
+                    server.kill()
+                    server.wait(30)
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()

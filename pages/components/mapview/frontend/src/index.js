@@ -1,0 +1,395 @@
+// The Explore map: a Streamlit (components v1) iframe drawing the notes with regl-scatterplot.
+//
+// Python (pages/components/mapview/__init__.py) registers the points once per map as binary files
+// on the app's own media endpoint and passes their URLs; everything else in `args` is small JSON.
+// Colour, zoom/pan, hover highlight, box and lasso selection happen here; only selected ords (and
+// the ord of a note rested on, for its preview) go back to Python. Note text only ever arrives
+// for that one hovered note and is set with textContent, never parsed as HTML.
+import createScatterplot from "regl-scatterplot";
+
+const send = (type, data) => window.parent.postMessage({ isStreamlitMessage: true, type, ...data }, "*");
+const setValue = (value) => send("streamlit:setComponentValue", { value, dataType: "json" });
+const streamlitUrl = new URLSearchParams(window.location.search).get("streamlitUrl") || window.location.origin;
+const absolute = (url) => new URL(url, streamlitUrl).toString();
+
+const el = (tag, { dataset = {}, style = "", ...attrs } = {}, parent = null) => {
+  const node = document.createElement(tag);
+  Object.assign(node, attrs);
+  Object.assign(node.dataset, dataset);
+  if (style) node.style.cssText = style;
+  if (parent) parent.appendChild(node);
+  return node;
+};
+
+// ---- the page: toolbar, canvas, overlay (labels, rings), legend, tooltip ---------------------------
+const root = el("div", { id: "map" }, document.body);
+const bar = el("div", { className: "bar" }, root);
+const colourPick = el("select", { title: "Colour by", id: "colour" }, el("label", { textContent: "Colour by " }, bar));
+const tools = {};
+for (const [mode, text, help] of [
+  ["pan", "Pan", "drag to pan; the wheel zooms once the map is clicked"],
+  ["lasso", "Lasso", "draw around notes to select them"],
+  ["box", "Box", "drag a rectangle to select notes"],
+]) {
+  tools[mode] = el("button", { textContent: text, title: help, className: "tool", dataset: { mode } }, bar);
+}
+const resetView = el("button", { textContent: "Reset view", title: "zoom out to all notes" }, bar);
+const labelToggle = el("button", { textContent: "Labels", title: "show or hide cluster names", className: "tool on" }, bar);
+const status = el("span", { className: "status", id: "status" }, bar);
+const stage = el("div", { className: "stage", tabIndex: 0 }, root);
+const canvas = el("canvas", { className: "points" }, stage);
+const overlay = el("canvas", { className: "overlay" }, stage);
+const legend = el("div", { className: "legend", id: "legend" }, stage);
+const tooltip = el("div", { className: "tooltip", id: "tooltip" }, stage);
+
+const xScale = linearScale();
+const yScale = linearScale();
+const plot = createScatterplot({
+  canvas, xScale, yScale, pointSize: 4, opacity: 0.75, backgroundColor: [1, 1, 1, 1],
+  lassoColor: [0.1, 0.1, 0.1, 0.8], lassoClearEvent: "lassoEnd", opacityInactiveScale: 0.35,
+  pointColorActive: [0.07, 0.07, 0.07, 1], pointSizeSelected: 1, pointOutlineWidth: 1,
+  pointColorHover: [0.07, 0.07, 0.07, 1],
+});
+
+// A d3-like linear scale (the two calls regl-scatterplot makes): positions of labels and rings.
+function linearScale() {
+  let d = [-1, 1];
+  let r = [0, 1];
+  const scale = (v) => r[0] + ((v - d[0]) / (d[1] - d[0])) * (r[1] - r[0]);
+  scale.domain = (v) => (v === undefined ? d.slice() : ((d = v.slice()), scale));
+  scale.range = (v) => (v === undefined ? r.slice() : ((r = v.slice()), scale));
+  scale.copy = () => linearScale().domain(d).range(r);
+  return scale;
+}
+
+// ---- state ------------------------------------------------------------------------------------
+const S = {
+  args: null, pointsUrl: null, n: 0, x: null, y: null, ords: null, indexOf: new Map(), codes: new Map(),
+  colour: undefined, selected: [], selectionRevision: null, focused: false, seq: 0, hoverTimer: null,
+  hovered: null, labels: [], showLabels: true, highlight: [], channel: null, linked: new Set(), mode: "pan",
+};
+window.notespaceMap = S; // read by the browser tests and bench/map.py (e.g. S.drawnAt)
+S.screenOf = (ord) => { // where a note is drawn, in the map's pixels (tests point at notes with it)
+  const i = S.indexOf.get(ord);
+  return i === undefined ? null : [xScale(S.nx[i]), yScale(S.ny[i])];
+};
+
+// ---- Streamlit protocol -------------------------------------------------------------------------
+window.addEventListener("message", (event) => {
+  if (event.data && event.data.type === "streamlit:render") render(event.data.args).catch(showError);
+});
+send("streamlit:componentReady", { apiVersion: 1 });
+
+function showError(error) {
+  status.textContent = `The map could not be drawn: ${error.message || error}`;
+}
+
+function frameHeight() {
+  let viewport = 900;
+  try {
+    viewport = window.top.innerHeight; // same origin: the app's own window
+  } catch (_) { /* a cross-origin parent: keep the default */ }
+  const asked = S.args.height;
+  return Math.max(360, asked || Math.round(viewport - (S.args.viewport_offset || 170)));
+}
+
+async function fetchBinary(url) {
+  const reply = await fetch(absolute(url));
+  if (!reply.ok) throw new Error(`${reply.status} for the map's data`);
+  return reply.arrayBuffer();
+}
+
+async function render(args) {
+  S.args = args;
+  const height = frameHeight();
+  root.style.height = `${height}px`;
+  send("streamlit:setFrameHeight", { height });
+  resize();
+  if (args.link && (!S.channel || S.channel.name !== `notespace-map:${args.link}`)) {
+    S.channel = new BroadcastChannel(`notespace-map:${args.link}`);
+    S.channel.onmessage = (e) => linkedEvent(e.data);
+  }
+  plot.set({ pointSize: args.point_size || 4, opacity: args.opacity || 0.75 });
+  labelToggle.style.display = args.labels && args.labels.length ? "" : "none";
+  // renders can overlap while points load: each map's points are fetched once
+  if (args.points_url !== S.pointsUrl) {
+    if (!S.loading || S.loading.url !== args.points_url) S.loading = { url: args.points_url, done: loadPoints(args) };
+    await S.loading.done;
+  }
+  if (args.selection && args.selection.revision !== S.selectionRevision) {
+    S.selectionRevision = args.selection.revision;
+    applySelection(args.selection.ords);
+  }
+  S.highlight = (args.highlight || []).map((o) => S.indexOf.get(o)).filter((i) => i !== undefined);
+  S.labels = args.labels || [];
+  drawOverlay();
+  if (args.preview && S.hovered !== null && args.preview.ord === S.ords[S.hovered]) showPreview(args.preview);
+}
+
+async function loadPoints(args) {
+  status.textContent = `Loading ${args.n.toLocaleString()} notes…`;
+  const buffer = await fetchBinary(args.points_url);
+  if (S.loading.url !== args.points_url) return; // another map arrived meanwhile
+  const n = args.n;
+  S.pointsUrl = args.points_url;
+  S.n = n;
+  S.x = new Float32Array(buffer, 0, n);
+  S.y = new Float32Array(buffer, 4 * n, n);
+  S.ords = new Int32Array(buffer, 8 * n, n);
+  S.indexOf = new Map();
+  for (let i = 0; i < n; i++) S.indexOf.set(S.ords[i], i);
+  S.codes = new Map();
+  S.selected = [];
+  // the coordinates normalised to [-1, 1] (regl-scatterplot's space), each axis on its own
+  S.nx = normalise(S.x);
+  S.ny = normalise(S.y);
+  const names = args.columns.map((c) => c.name);
+  colourPick.replaceChildren(el("option", { value: "", textContent: "(one colour)" }),
+    ...names.map((name) => el("option", { value: name, textContent: name })));
+  const wanted = S.colour !== undefined && (S.colour === null || names.includes(S.colour)) ? S.colour : args.colour;
+  await colourBy(names.includes(wanted) ? wanted : null, true);
+  fitView();
+  status.textContent = `${n.toLocaleString()} notes`;
+}
+
+function normalise(values) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  const span = hi - lo || 1;
+  const out = new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = ((values[i] - lo) / span) * 1.8 - 0.9;
+  out.lo = lo;
+  out.span = span;
+  return out;
+}
+const toGlX = (v) => ((v - S.nx.lo) / S.nx.span) * 1.8 - 0.9;
+const toGlY = (v) => ((v - S.ny.lo) / S.ny.span) * 1.8 - 0.9;
+
+async function columnCodes(column) {
+  if (!S.codes.has(column.url)) S.codes.set(column.url, fetchBinary(column.url).then((b) => new Uint8Array(b)));
+  return S.codes.get(column.url);
+}
+
+async function colourBy(name, first = false) {
+  const started = performance.now();
+  const column = S.args.columns.find((c) => c.name === name) || null;
+  const codes = column ? await columnCodes(column) : new Uint8Array(S.n);
+  S.shownCodes = codes;
+  const palette = column ? column.palette : [S.args.single_colour || "#4E79A7"];
+  S.colour = column ? name : null;
+  colourPick.value = column ? name : "";
+  const spatialIndex = first ? undefined : plot.get("spatialIndex");
+  plot.set({ pointColor: palette, colorBy: "valueA" });
+  await plot.draw({ x: S.nx, y: S.ny, valueA: codes }, {
+    zDataType: "categorical", spatialIndex, select: S.selected, preventFilterReset: true,
+  });
+  drawLegend(column);
+  drawOverlay();
+  S.drawnAt = performance.now();
+  S.colourSeconds = (S.drawnAt - started) / 1000;
+  S.drawCount = (S.drawCount || 0) + 1;
+  root.dataset.colour = S.colour || "";
+  root.dataset.drawn = String(S.drawCount);
+}
+
+colourPick.addEventListener("change", () => colourBy(colourPick.value || null).catch(showError));
+
+function drawLegend(column) {
+  legend.replaceChildren();
+  if (!column) { legend.style.display = "none"; return; }
+  legend.style.display = "";
+  el("div", { className: "title", textContent: column.name }, legend);
+  if (column.kind === "scale") {
+    el("div", { className: "ramp", style: `background: linear-gradient(to right, ${column.ramp.join(",")})` }, legend);
+    const ends = el("div", { className: "ends" }, legend);
+    el("span", { textContent: column.low }, ends);
+    el("span", { textContent: column.high }, ends);
+  }
+  for (const entry of column.legend) {
+    const row = el("div", { className: "entry" }, legend);
+    el("span", { className: "swatch", style: `background:${entry.colour}` }, row);
+    el("span", { textContent: entry.label, title: entry.label }, row);
+  }
+}
+
+// ---- tools, focus and the wheel -----------------------------------------------------------------
+function setMode(mode) {
+  S.mode = mode;
+  for (const [name, button] of Object.entries(tools)) button.classList.toggle("on", name === mode);
+  if (mode === "pan") plot.set({ mouseMode: "panZoom" });
+  else plot.set({ mouseMode: "lasso", lassoType: mode === "box" ? "rectangle" : "freeform" });
+}
+for (const [mode, button] of Object.entries(tools)) button.addEventListener("click", () => setMode(mode));
+setMode("pan");
+// all notes in view, whatever the map's shape (regl-scatterplot fits [-1, 1] to the height)
+const fitView = () => plot.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
+resetView.addEventListener("click", fitView);
+labelToggle.addEventListener("click", () => {
+  S.showLabels = !S.showLabels;
+  labelToggle.classList.toggle("on", S.showLabels);
+  drawOverlay();
+});
+
+// The wheel scrolls the page until the map is clicked; then it zooms, until the page is clicked.
+stage.addEventListener("wheel", (event) => {
+  if (!S.focused) {
+    event.stopImmediatePropagation();
+    try { window.top.scrollBy(0, event.deltaY); } catch (_) { /* cross-origin parent */ }
+  }
+}, { capture: true });
+stage.addEventListener("pointerdown", () => { S.focused = true; root.classList.add("focused"); });
+window.addEventListener("blur", () => { S.focused = false; root.classList.remove("focused"); });
+
+function resize() {
+  const { width, height } = stage.getBoundingClientRect();
+  if (!width || !height) return;
+  plot.set({ width, height });
+  overlay.width = Math.round(width * devicePixelRatio);
+  overlay.height = Math.round(height * devicePixelRatio);
+  overlay.style.width = `${width}px`;
+  overlay.style.height = `${height}px`;
+  if (S.nx && !S.focused) fitView(); // a new shape before the user zoomed: all notes stay in view
+  drawOverlay();
+}
+new ResizeObserver(resize).observe(stage);
+
+// ---- selection ----------------------------------------------------------------------------------
+function report(value) {
+  S.seq += 1;
+  setValue({ ...value, colour: S.colour, seq: S.seq });
+}
+
+plot.subscribe("select", ({ points }) => {
+  S.selected = Array.from(points);
+  const ords = S.selected.map((i) => S.ords[i]);
+  report({ event: "select", selected: ords });
+  if (S.channel) S.channel.postMessage({ type: "select", ords });
+});
+plot.subscribe("deselect", () => {
+  if (!S.selected.length) return;
+  S.selected = [];
+  report({ event: "select", selected: [] });
+  if (S.channel) S.channel.postMessage({ type: "select", ords: [] });
+});
+
+function applySelection(ords) {
+  S.selected = ords.map((o) => S.indexOf.get(o)).filter((i) => i !== undefined);
+  if (S.selected.length) plot.select(S.selected, { preventEvent: true });
+  else plot.deselect({ preventEvent: true });
+}
+
+// ---- hover: highlight at once, the preview after a short rest on the note --------------------------
+plot.subscribe("pointOver", (i) => {
+  S.hovered = i;
+  showHover(i, null);
+  if (S.channel) S.channel.postMessage({ type: "hover", ord: S.ords[i] });
+  clearTimeout(S.hoverTimer);
+  S.hoverTimer = setTimeout(() => {
+    if (S.hovered === i && S.args.preview_on_hover) report({ event: "hover", hover: S.ords[i], selected: null });
+  }, 250);
+});
+plot.subscribe("pointOut", () => {
+  S.hovered = null;
+  clearTimeout(S.hoverTimer);
+  tooltip.style.display = "none";
+  if (S.channel) S.channel.postMessage({ type: "hover", ord: null });
+});
+
+function showHover(i, preview) {
+  const column = S.args.columns.find((c) => c.name === S.colour);
+  tooltip.replaceChildren();
+  const head = el("div", { className: "head" }, tooltip);
+  head.textContent = preview ? preview.doc_id : `note ${S.ords[i]}`;
+  if (column) {
+    const code = S.shownCodes[i];
+    el("div", { className: "meta", textContent: `${column.name}: ${column.values[code]}` }, tooltip);
+  }
+  el("div", { className: "text", textContent: preview ? preview.text : "…" }, tooltip);
+  for (const [name, value] of (preview && preview.meta) || []) {
+    el("div", { className: "meta", textContent: `${name}: ${value}` }, tooltip);
+  }
+  const [sx, sy] = [xScale(S.nx[i]), yScale(S.ny[i])];
+  const { width, height } = stage.getBoundingClientRect();
+  tooltip.style.display = "block";
+  tooltip.style.left = `${Math.min(sx + 12, width - 330)}px`;
+  tooltip.style.top = `${sy + 12 > height - 160 ? Math.max(0, sy - 170) : sy + 12}px`;
+}
+
+function showPreview(preview) {
+  if (S.hovered !== null) showHover(S.hovered, preview);
+}
+
+// ---- the other map of a comparison: its hover and selection shown here ----------------------------
+function linkedEvent(message) {
+  if (message.type === "hover") {
+    const i = message.ord === null ? undefined : S.indexOf.get(message.ord);
+    S.linked = new Set(i === undefined ? [] : [i]);
+    drawOverlay();
+  } else if (message.type === "select") {
+    applySelection(message.ords);
+  }
+}
+
+// ---- overlay: cluster labels without overlap, search results ringed, a linked hover -------------
+plot.subscribe("view", () => drawOverlay());
+
+function drawOverlay() {
+  const ctx = overlay.getContext("2d");
+  ctx.setTransform(devicePixelRatio, 0, 0, devicePixelRatio, 0, 0);
+  ctx.clearRect(0, 0, overlay.width, overlay.height);
+  if (!S.nx) return;
+  const { width, height } = stage.getBoundingClientRect();
+  ctx.lineWidth = 2;
+  ctx.strokeStyle = "#111";
+  for (const i of S.highlight) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 7);
+  ctx.strokeStyle = "#d62728";
+  for (const i of S.linked) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 9);
+  if (S.showLabels) placeLabels(ctx, width, height);
+}
+
+function ring(ctx, x, y, r) {
+  ctx.beginPath();
+  ctx.arc(x, y, r, 0, 2 * Math.PI);
+  ctx.stroke();
+}
+
+// Largest clusters first; a label is drawn only where it overlaps no label already drawn, so
+// zooming in (which spreads clusters apart) shows more of them. In "outline" style (Compare) a
+// label is text only, without a box, so the points under it stay visible.
+function placeLabels(ctx, width, height) {
+  const outline = S.args.label_style === "outline";
+  ctx.font = `${outline ? 11 : 12}px sans-serif`;
+  ctx.textBaseline = "middle";
+  ctx.textAlign = "center";
+  const placed = [];
+  S.placedLabels = [];
+  for (const label of S.labels) {
+    const x = xScale(toGlX(label.x));
+    const y = yScale(toGlY(label.y));
+    const w = ctx.measureText(label.text).width + 8;
+    const box = [x - w / 2, y - 9, x + w / 2, y + 9];
+    if (box[0] < 0 || box[1] < 0 || box[2] > width || box[3] > height) continue;
+    if (placed.some((b) => b[0] < box[2] && box[0] < b[2] && b[1] < box[3] && box[1] < b[3])) continue;
+    placed.push(box);
+    S.placedLabels.push(label.text);
+    if (outline) {
+      ctx.globalAlpha = 0.85;
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = "rgba(255,255,255,0.9)";
+      ctx.strokeText(label.text, x, y);
+      ctx.fillStyle = "#1a1a1a";
+      ctx.fillText(label.text, x, y);
+      ctx.globalAlpha = 1;
+    } else {
+      ctx.fillStyle = "rgba(255,255,255,0.8)";
+      ctx.fillRect(box[0], box[1], w, 18);
+      ctx.strokeStyle = "rgba(0,0,0,0.25)";
+      ctx.lineWidth = 1;
+      ctx.strokeRect(box[0], box[1], w, 18);
+      ctx.fillStyle = "#1a1a1a";
+      ctx.fillText(label.text, x, y);
+    }
+  }
+  root.dataset.labels = String(S.placedLabels.length);
+}

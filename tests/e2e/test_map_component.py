@@ -1,0 +1,102 @@
+"""In a real browser: the Explore map component (regl-scatterplot on software WebGL) colours, selects
+with box and lasso, shows a hovered note's preview as text, and links the two maps of Compare."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from core.corpus import ingest_frame
+from core.embed import embed_corpus
+from core.maps import project_corpus
+from core.options import EmbedOptions, ProjectOptions
+from core.store import Store
+from sample_data.synthetic import synthetic_notes
+from tests.conftest import wait_for
+from tests.e2e.conftest import map_frame, map_point, map_select, open_page, screenshot, wait_idle
+
+NASTY = "<img src=x onerror=alert(1)> & <b>chest</b> pain"
+pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
+
+
+@pytest.fixture(scope="module")
+def wards(app_env, tiny_encoder_path, second_encoder_path):
+    """A corpus with PCA maps of two encoders in the store the app serves; note 3 is hostile HTML."""
+    import shutil
+
+    shutil.copytree(second_encoder_path, f"{app_env['NOTESPACE_MODELS']}/tiny2")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NOTESPACE_MODELS", app_env["NOTESPACE_MODELS"])
+        store = Store(app_env["NOTESPACE_DB"])
+        notes = synthetic_notes(200, seed=5)
+        notes.loc[3, "text"] = NASTY
+        ingest_frame(store, notes, "wards", "text", "note_id", ["specialty", "site", "age"])
+        for encoder in ("tiny", "tiny2"):
+            embed_corpus(store, "wards", EmbedOptions(encoder=encoder))
+            project_corpus(store, "wards", ProjectOptions(encoder=encoder, method="pca"))
+    return "wards"
+
+
+def open_explore(page, app_url) -> None:
+    open_page(page, app_url, "Explore")
+    page.get_by_test_id("stRadio").filter(has_text="Map").first.get_by_text("PCA", exact=True).click()
+    wait_idle(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="Encoder").click()
+    page.get_by_role("option", name=re.compile(r"^tiny \(adapted")).click()
+    wait_idle(page)
+    page.get_by_text("PCA of tiny").first.wait_for()
+
+
+def selected_count(page) -> int:
+    text = page.get_by_text(re.compile(r"[\d,]+ notes selected")).inner_text()
+    return int(re.match(r"([\d,]+)", text).group(1).replace(",", ""))
+
+
+def test_colour_box_lasso_and_hover_preview(wards, page, app_url):
+    open_explore(page, app_url)
+    frame = map_frame(page)
+    expect(frame.locator("#legend .entry", has_text="cardiology")).to_be_visible()
+    drawn = frame.locator("#map").get_attribute("data-drawn")
+    frame.locator("#colour").select_option("site")  # in the browser: no rerun
+    expect(frame.locator("#map")).to_have_attribute("data-colour", "site")
+    expect(frame.locator("#legend .entry", has_text="north")).to_be_visible()
+    assert frame.locator("#map").get_attribute("data-drawn") != drawn
+    frame.locator("#colour").select_option("age")
+    expect(frame.locator("#legend .ends")).to_be_visible()  # a scale: lowest and highest age
+
+    map_select(page, "box")  # (nearly) the whole map
+    page.get_by_text("notes selected").wait_for()
+    boxed = selected_count(page)
+    map_select(page, "lasso", start=(0.0, 0.0), end=(0.5, 1.0))  # the left half: fewer notes
+    wait_for(lambda: 0 < selected_count(page) < boxed)
+    expect(page.get_by_test_id("stDataFrame").nth(1)).to_be_visible()
+
+    frame.locator('button[data-mode="pan"]').click()
+    x, y = map_point(page, 3)
+    page.mouse.move(x - 3, y)
+    page.mouse.move(x, y, steps=3)
+    tooltip = frame.locator("#tooltip")
+    expect(tooltip.locator(".head")).to_have_text("n00003")  # the preview, fetched for this one note
+    expect(tooltip.locator(".text")).to_contain_text(NASTY)  # shown as typed: text, never HTML
+    assert tooltip.locator("img, b").count() == 0
+    screenshot(page, "map-component-hover")
+
+
+def test_compare_maps_are_linked(wards, page, app_url):
+    open_explore(page, app_url)
+    page.get_by_test_id("stRadio").filter(has_text="Compare").get_by_text("Compare", exact=True).click()
+    wait_idle(page)
+    left, right = map_frame(page, 0), map_frame(page, 1)
+    x, y = map_point(page, 7, 0)
+    page.mouse.move(x - 3, y)
+    page.mouse.move(x, y, steps=3)  # hovering a note on the left rings it on the right
+    wait_for(lambda: right.locator("#map").evaluate("() => [...window.notespaceMap.linked]")
+             == [right.locator("#map").evaluate("() => window.notespaceMap.indexOf.get(7)")])
+    map_select(page, "box", nth=0, start=(0.0, 0.0), end=(0.5, 1.0))
+    page.get_by_text("notes selected").wait_for()
+    count = selected_count(page)
+    assert 0 < count < 200
+    ords = "() => window.notespaceMap.selected.map(i => window.notespaceMap.ords[i]).sort((a, b) => a - b)"
+    wait_for(lambda: right.locator("#map").evaluate(ords) == left.locator("#map").evaluate(ords)
+             and len(left.locator("#map").evaluate(ords)) == count)
+    screenshot(page, "map-component-compare")
