@@ -154,7 +154,10 @@ class Store:
                     con = duckdb.connect(str(self.path), config=DUCKDB_CONFIG)
                 break
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                locked = "lock" in str(exc).lower()
+                if locked and time.monotonic() > deadline:  # the user's to fix: another program holds the file
+                    raise StoreError(str(exc)) from exc
+                if not locked:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)

@@ -88,7 +88,7 @@ def test_connect_gives_up_with_the_lock_error_after_the_timeout(db_path, monkeyp
     monkeypatch.setattr(store_mod, "time", clock)
     holder = LockHolder(db_path)
     try:
-        with pytest.raises(duckdb.IOException, match="(?i)lock"):
+        with pytest.raises(StoreError, match="(?i)lock"):
             store.summary()
     finally:
         holder.release()

@@ -106,7 +106,7 @@ def test_a_lock_held_past_the_timeout_ends_in_one_clear_line(db_path):
         env = os.environ | {"NOTESPACE_LOCK_TIMEOUT": "1"}
         command = [sys.executable, "-m", "core.cli", "--db", str(db_path), "corpora"]
         blocked = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-        assert blocked.returncode == 1 and blocked.stdout == ""
+        assert blocked.returncode == 2 and blocked.stdout == ""  # a user error: one line, exit 2
         lines = blocked.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("notespace corpora: error: IO Error: Could not set lock on file")
         assert f"(PID {holder.pid})" in lines[0]

@@ -416,10 +416,10 @@ def test_warmup_steps_override_the_default_schedule():
 
 
 def test_head_warmup_trains_the_head_alone_and_lowers_the_starting_mlm_loss(tiny_encoder_path, corpus):
-    from core.training.loop import _seed_step, _setup
+    from core.training.loop import _seed_step, build_run
 
-    cold = _setup(corpus[0], None, str(tiny_encoder_path), opts_for("mlm"))
-    warm = _setup(corpus[0], None, str(tiny_encoder_path), opts_for("mlm", head_warmup=30))
+    cold = build_run(corpus[0], None, str(tiny_encoder_path), opts_for("mlm"))
+    warm = build_run(corpus[0], None, str(tiny_encoder_path), opts_for("mlm", head_warmup=30))
     for (name, a), (_, b) in zip(cold.model.encoder.named_parameters(), warm.model.encoder.named_parameters()):
         assert torch.equal(a, b), name  # the encoder, tied decoder included, is untouched
         assert b.requires_grad  # and trainable again for the run
