@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +34,8 @@ os.environ.setdefault("NOTESPACE_MODELS", str(OUT / "models"))
 PLOTLY_COMMIT = "dbfa335"  # main before the map component: its Explore map is plotly's Scattergl
 DB = OUT / "map.duckdb"
 VIEWPORT = {"width": 1440, "height": 900}
+
+from bench.serving import served_app  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -74,22 +75,6 @@ def plotly_app() -> Path:
         archive = subprocess.run(["git", "archive", PLOTLY_COMMIT], cwd=ROOT, capture_output=True, check=True).stdout
         tarfile.open(fileobj=io.BytesIO(archive)).extractall(folder)
     return folder
-
-
-def serve(root: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--server.maxMessageSize", "2000"],
-        cwd=root, env=os.environ | {"NOTESPACE_DB": str(DB), "PYTHONPATH": str(root)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                return server
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"the app in {root} did not start")
 
 
 class Received:
@@ -201,22 +186,15 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         for renderer in args.renderers.split(","):
-            server = serve(apps[renderer], 8600 + os.getpid() % 300)
-            try:
+            # plotly's figure of a large map is one message: Streamlit's 200 MB default is too small for it
+            with served_app({"NOTESPACE_DB": str(DB)}, wait_s=90, root=apps[renderer],
+                            flags=("--server.maxMessageSize", "2000")) as (url, _):
                 for n in sizes:
                     try:
-                        print(json.dumps(measure(browser, f"http://127.0.0.1:{8600 + os.getpid() % 300}",
-                                                 renderer, n, encoder)), flush=True)
+                        print(json.dumps(measure(browser, url, renderer, n, encoder)), flush=True)
                     except Exception as error:  # plotly past its limits: say so and go on
                         print(json.dumps({"n": n, "renderer": renderer, "error": str(error).splitlines()[0]}),
                               flush=True)
-            finally:
-                server.terminate()
-                try:
-                    server.wait(30)
-                except subprocess.TimeoutExpired:  # a loaded machine: the measuring is over, stop it hard
-                    server.kill()
-                    server.wait(30)
         browser.close()
 
 

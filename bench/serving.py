@@ -29,14 +29,15 @@ def _healthy(url: str) -> bool:
 
 
 @contextmanager
-def served_app(env: dict[str, str], log: Path | None = None, wait_s: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
-    """(URL, server process) of the app served with `env` (NOTESPACE_DB, ...) on top of this process's
-    environment; the server's output goes to `log`, else nowhere."""
+def served_app(env: dict[str, str], log: Path | None = None, wait_s: float = 120, root: Path = ROOT,
+               flags: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(URL, server process) of the app in `root` served with `env` (NOTESPACE_DB, ...) on top of this
+    process's environment and any further Streamlit `flags`; the server's output goes to `log`, else nowhere."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log or os.devnull, "w") as out:
-        server = subprocess.Popen(serve_command("127.0.0.1", port), cwd=ROOT,
-                                  env=os.environ | {"PYTHONPATH": str(ROOT)} | env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([*serve_command("127.0.0.1", port, root), *flags], cwd=root,
+                                  env=os.environ | {"PYTHONPATH": str(root)} | env, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + wait_s
             while not _healthy(url):
