@@ -71,7 +71,7 @@ def test_report_calls_a_three_three_tie_no_winner_and_judges_by_paired_intervals
 
 
 def test_declutr_help_claims_nothing_the_evidence_does_not_support():
-    from core.training.settings import OBJECTIVE_HELP
+    from core.training.registry import get_objective
 
-    text = OBJECTIVE_HELP["declutr"].lower()
+    text = get_objective("declutr").help.lower()
     assert "best" not in text and "few labels" not in text and "compare it with its base" in text
