@@ -250,6 +250,25 @@ def box_select(page, nth: int = 0, start=(0.005, 0.005), end=(0.995, 0.995)) -> 
     page.get_by_text("notes selected").wait_for()
 
 
+def tick_first_row(page, table) -> None:
+    """Tick the first row of a data grid (it draws on a canvas) once its rows exist and the page is idle,
+    and wait until the grid says the row is selected. A click that lands while the grid is being
+    redrawn is lost, so it is repeated once the page is idle again and the row is still unticked."""
+    first_row = table.get_by_role("row", include_hidden=True).nth(1)
+    first_row.wait_for(state="attached", timeout=HUNG_MS)
+    for _ in range(3):
+        wait_idle(page)
+        if first_row.get_attribute("aria-selected") != "true":
+            table.click(position={"x": 16, "y": 35 + 17})  # the row marker of the first row, under the header
+            wait_idle(page)
+        try:
+            expect(first_row).to_have_attribute("aria-selected", "true", timeout=10_000)
+            return
+        except AssertionError:
+            continue
+    expect(first_row).to_have_attribute("aria-selected", "true")
+
+
 def screenshot(page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

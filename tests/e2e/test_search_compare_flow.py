@@ -27,7 +27,7 @@ from core.store import Store
 from pages.components.compare import OVERLAP, OVERLAP_K
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import build_tiny_encoder
-from tests.e2e.conftest import map_frame, open_page, screenshot, wait_idle
+from tests.e2e.conftest import HUNG_MS, map_frame, open_page, screenshot, tick_first_row, wait_idle
 
 N = 200
 QUERY = "troponin chest pain on exertion"
@@ -67,7 +67,7 @@ def clinic(app_env, tmp_path_factory) -> dict:
             "overlap": overlap}
 
 
-def maps_when(page, ready, what: str, timeout: float = 60) -> list[dict]:
+def maps_when(page, ready, what: str, timeout: float = HUNG_MS / 1000) -> list[dict]:
     """The maps once `ready(maps)` holds: a map draws a moment after Streamlit's run ends, and later
     still on a loaded machine."""
     deadline = time.monotonic() + timeout
@@ -116,10 +116,8 @@ def test_search_read_then_compare_two_encoders(clinic, page, app_url):
     expect(first_row).to_contain_text(clinic["top"])
 
     # the best result opens in the reader; its neighbours replace the phrase's, in a table with no row ticked
-    results.click(position={"x": 16, "y": 35 + 17})  # the row marker of the first row, under the header
-    wait_idle(page)
+    tick_first_row(page, results)
     page.get_by_text(f"Note {clinic['top']}", exact=True).wait_for()
-    expect(first_row).to_have_attribute("aria-selected", "true")
     page.get_by_role("button", name="Find similar notes").click()
     wait_idle(page)
     page.get_by_text(f"Notes like {clinic['top']}: {K} nearest notes, ringed on the map").wait_for()

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from sample_data.synthetic import synthetic_notes
-from tests.e2e.conftest import TINY, box_select, map_frame, open_page, pick, screenshot, wait_idle
+from tests.e2e.conftest import TINY, box_select, map_frame, open_page, pick, screenshot, tick_first_row, wait_idle
 
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
 WARDS = 30
@@ -69,8 +69,7 @@ def test_data_explore_pretrain_separability_fewshot(page, app_url, export_csv):
     page.get_by_role("tab", name="Selection and search").click()
     box_select(page)
     table = page.locator('[data-testid="stDataFrame"]:visible').last  # the selected notes
-    table.click(position={"x": 18, "y": 35 + 17})  # the first row's tick box: opens the reader
-    wait_idle(page)
+    tick_first_row(page, table)  # opens the reader
     close = page.get_by_role("button", name="Close")
     close.wait_for()
     screenshot(page, "walkthrough-reader")
