@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections.abc import Callable
 from functools import cache, cached_property, partial
 
@@ -30,6 +29,7 @@ from core.intervals import paired_difference
 from core.options import EvaluateOptions, PretrainOptions
 from core.separability import as_labels, confound_audit, separability
 from core.space import EmbeddingSpace, remembered
+from core.stages import Computed, Stage, stored_or_computed
 from core.store import Corpus, Store, StoreError
 
 Progress = Callable[[float, str], None]
@@ -179,18 +179,10 @@ def _vectors(store: Store, corpus: Corpus, space: EmbeddingSpace, progress: Prog
     return cache(lambda: vectors_in(store, corpus.name, space, progress=progress))
 
 
-def _stored(store: Store, kind: str, key: str, compute: Callable[[], dict] | None, *, corpus: Corpus,
-            encoder_id: str | None, params: dict, inputs: dict) -> dict | None:
-    """The stored result for `key`, else compute and store it (compute=None: look only)."""
-    hit = store.find_run(kind, key)
-    if hit or compute is None:
-        return hit["result"] if hit else None
-    started = time.perf_counter()
-    result = _clean(compute())
-    with store.transaction() as con:
-        store.record_run(con, kind, corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key, params=params,
-                         inputs=inputs, result=result, seconds=round(time.perf_counter() - started, 3))
-    return result
+def _stored(store: Store, stage: Stage, compute: Callable[[], dict] | None) -> dict | None:
+    """The stored result of `stage`, else compute it (JSON-safe) and record it (compute=None: look only)."""
+    run = stored_or_computed(store, stage, compute and (lambda: Computed(_clean(compute()))))
+    return run.result if run else None
 
 
 def derived_label_columns(store: Store, corpus_name: str, encoder_ids) -> dict[str, tuple[str, pd.Series]]:
@@ -303,9 +295,9 @@ class _Task:
             out[e] = {}
             for kind in kinds:
                 inputs = self.inputs | {"embedding": self.embedding[e]}
-                got = _stored(self.store, kind, _digest([kind, self.params[kind], inputs]),
-                              partial(self._compute, kind, e, X, report) if compute else None, corpus=self.corpus,
-                              encoder_id=e, params=self.params[kind] | {"encoder": e}, inputs=inputs)
+                stage = Stage(kind, _digest([kind, self.params[kind], inputs]), self.corpus.id, e,
+                              self.params[kind] | {"encoder": e}, inputs)
+                got = _stored(self.store, stage, partial(self._compute, kind, e, X, report) if compute else None)
                 if got is None:
                     return None
                 out[e][kind] = got
@@ -333,8 +325,8 @@ def evaluate_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateO
         return {"corpus": task.corpus.name, "label": opts.label} | _result(pieces, opts)
 
     key = _digest(["evaluate", task.ids, task.params["fewshot"], kinds, inputs])  # ids: the order shown
-    result = _stored(store, "evaluate", key, run if compute else None, corpus=task.corpus, encoder_id=None,
-                     params=opts.as_params() | {"encoders": task.ids}, inputs=inputs)
+    stage = Stage("evaluate", key, task.corpus.id, None, opts.as_params() | {"encoders": task.ids}, inputs)
+    result = _stored(store, stage, run if compute else None)
     if result is None:
         return None
     report(1.0, "done")
@@ -380,8 +372,8 @@ def audit_corpus(store: Store, corpus_name: str, encoder_id: str, k: int = 10, n
             progress(0.6, f"scoring {len(meta.columns)} metadata columns")
         return {"corpus": corpus.name, "encoder": encoder_id} | confound_audit(vectors, meta, k=k, n_bins=n_bins)
 
-    result = _stored(store, "confound_audit", _digest(["confound_audit", params, inputs]), run if compute else None,
-                     corpus=corpus, encoder_id=encoder_id, params=params, inputs=inputs)
+    stage = Stage("confound_audit", _digest(["confound_audit", params, inputs]), corpus.id, encoder_id, params, inputs)
+    result = _stored(store, stage, run if compute else None)
     if result is not None and progress:
         progress(1.0, "done")
     return result
