@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -34,7 +33,7 @@ from core.geometry import unit_rows
 from core.neighbours import neighbours_in_sample
 from core.options import ClusterOptions
 from core.space import EmbeddingSpace, remembered
-from core.stages import Computed, Stage, stored_or_computed
+from core.stages import Computed, Stage, cache_key, stored_or_computed
 from core.store import Corpus, Store, StoreError, arrow
 
 # Words every clinical note uses: they would top every cluster's label and say nothing.
@@ -295,7 +294,7 @@ def _stage(corpus: Corpus, space: EmbeddingSpace, enc, opts: ClusterOptions) -> 
     """A clustering of the corpus in this embedding space: its params, inputs and cache key."""
     params = _resolved(opts, corpus.n_docs) | {"encoder": enc.id, "version": CACHE_VERSION}
     inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "embedding": space.cache_params(enc)}
-    key = hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
+    key = cache_key([params, inputs])
     return Stage("cluster", key, corpus.id, enc.id, params, inputs)
 
 

@@ -20,7 +20,6 @@ notes). The run's params name the map it started from ("init") and its epochs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -37,7 +36,7 @@ from core.encoders import get_encoder
 from core.errors import UserError
 from core.options import ProjectOptions
 from core.space import EmbeddingSpace, ready, remembered
-from core.stages import Computed, Stage, stored_or_computed
+from core.stages import Computed, Stage, cache_key, stored_or_computed
 from core.store import Corpus, Store, StoreError, arrow, quote
 
 Progress = background.Progress
@@ -69,7 +68,7 @@ def _stage(store: Store, corpus: Corpus, opts: ProjectOptions, space: EmbeddingS
     params = method_params(opts) | {"encoder": enc.id, "version": CACHE_VERSION}
     inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "fingerprint": enc.fingerprint,
               "embedding": space.cache_params(enc)}
-    key = hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
+    key = cache_key([params, inputs])
     return Stage(KIND, key, corpus.id, enc.id, params,
                  inputs | (recorded or {}))
 

@@ -8,6 +8,8 @@ a stage is either complete in the store or absent.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +17,11 @@ from dataclasses import dataclass, field
 import duckdb
 
 from core.store import Store
+
+
+def cache_key(obj) -> str:
+    """A stage's cache key: a hash of everything its result depends on (JSON, keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

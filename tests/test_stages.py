@@ -3,6 +3,8 @@ with its rows, and a failure or a cancel at any point leaves the store exactly a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from core.errors import Cancelled
@@ -77,7 +79,7 @@ def test_looking_only_finds_nothing_and_writes_nothing(store):
 def test_another_key_is_another_run(store):
     first = stored_or_computed(store, STAGE, Spy(Computed({"n": 1})))
     other = Spy(Computed({"n": 2}))
-    second = stored_or_computed(store, Stage(**{**STAGE.__dict__, "key": "key-2"}), other)
+    second = stored_or_computed(store, replace(STAGE, key="key-2"), other)
     assert other.calls == 1 and second.id != first.id and second.result == {"n": 2}
 
 
@@ -88,7 +90,7 @@ def test_another_key_is_another_run(store):
     Spy(Computed({"n": 5}, write=_write_points(5, fail_after=3))),  # after the run and 3 of its rows
 ], ids=["compute fails", "compute cancelled", "write fails at once", "write fails midway"])
 def test_a_failure_or_a_cancel_leaves_the_store_exactly_as_it_was(store, failing):
-    stored_or_computed(store, Stage(**{**STAGE.__dict__, "key": "earlier"}), Spy(Computed({"n": 2}, write=_write_points(2))))
+    stored_or_computed(store, replace(STAGE, key="earlier"), Spy(Computed({"n": 2}, write=_write_points(2))))
     before = _everything(store)
     assert before["runs"] and before["projections"]
     with pytest.raises((RuntimeError, Cancelled)):
