@@ -30,7 +30,8 @@ from core.embed import Embedder, Settings, pool, split_windows  # noqa: E402
 from core.encoders import get_encoder  # noqa: E402
 from core.fewshot import learning_curve  # noqa: E402
 from core.options import DEFAULT_MAX_LENGTH  # noqa: E402
-from core.separability import normalise, separability  # noqa: E402
+from core.geometry import unit_rows  # noqa: E402
+from core.separability import separability  # noqa: E402
 from core.space import EmbeddingSpace  # noqa: E402
 from core.store import Store  # noqa: E402
 from sample_data.long_notes import long_notes  # noqa: E402
@@ -41,8 +42,8 @@ SHOTS = (2, 8)
 def schemes(vectors: np.ndarray, owner: np.ndarray, lengths: np.ndarray, n: int) -> dict[str, np.ndarray]:
     first = np.searchsorted(owner, np.arange(n))
     return {"first window (truncate)": vectors[first],
-            "mean of windows (NoteSpace)": normalise(pool(vectors, owner, np.ones_like(lengths), n)),
-            "token-weighted mean": normalise(pool(vectors, owner, lengths, n))}
+            "mean of windows (NoteSpace)": unit_rows(pool(vectors, owner, np.ones_like(lengths), n)),
+            "token-weighted mean": unit_rows(pool(vectors, owner, lengths, n))}
 
 
 def scores(X: np.ndarray, y: np.ndarray, seeds: int) -> dict:

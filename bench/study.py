@@ -295,7 +295,7 @@ def supervised_control(store: Store, adapt_corpus: str, heldout: str, label: str
     adaptation note's vectors gets it right: the labels used directly, not through adaptation."""
     from sklearn.linear_model import LogisticRegression
 
-    from core.separability import normalise
+    from core.geometry import unit_rows
 
     docs = store.documents(store.corpus(adapt_corpus), with_text=False)
     train_y = docs[label].astype("string")
@@ -304,8 +304,8 @@ def supervised_control(store: Store, adapt_corpus: str, heldout: str, label: str
     Xh = vectors(store, heldout, encoder)[data.rows]
     # no draws: only the curves' split, whose test notes this control is scored on
     test = paired_curve(data.y, None, shots=(), seeds=1, seed=EVAL_SEED, groups=data.texts).test_idx
-    model = LogisticRegression(max_iter=2000).fit(normalise(Xa), train_y[ok].astype(str).to_numpy())
-    return (model.predict(normalise(Xh[test])) == data.y[test]).astype(np.float64)
+    model = LogisticRegression(max_iter=2000).fit(unit_rows(Xa), train_y[ok].astype(str).to_numpy())
+    return (model.predict(unit_rows(Xh[test])) == data.y[test]).astype(np.float64)
 
 
 def accuracy_replicates(correct: np.ndarray) -> np.ndarray:

@@ -136,7 +136,7 @@ def cmd_jobs(store: Store, args) -> list:
 
 
 def cmd_evaluate(store: Store, args) -> dict:
-    from core.evaluation import evaluate_corpus
+    from core.evaluation.corpus import evaluate_corpus
     from core.export import render_report_md
 
     result = evaluate_corpus(store, args.corpus, args.encoders, EvaluateOptions.from_args(args),

@@ -15,12 +15,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -29,9 +29,11 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from core.encoders import get_encoder
 from core.errors import UserError
-from core.neighbours import neighbours_in_sample, unit_rows
+from core.geometry import unit_rows
+from core.neighbours import neighbours_in_sample
 from core.options import ClusterOptions
 from core.space import EmbeddingSpace, remembered
+from core.stages import Computed, Stage, cache_key, stored_or_computed
 from core.store import Corpus, Store, StoreError, arrow
 
 # Words every clinical note uses: they would top every cluster's label and say nothing.
@@ -83,7 +85,7 @@ def cluster_embeddings(X, opts: ClusterOptions | None = None) -> np.ndarray:
         if k > n:
             raise UserError(f"cannot make {k} clusters of {n} notes")
         km = KMeans(n_clusters=k, n_init=3, random_state=opts.seed)
-        return _by_size(km.fit_predict(unit_rows(X).numpy()).astype(np.int64))
+        return _by_size(km.fit_predict(unit_rows(X)).astype(np.int64))
     if opts.method != "hdbscan":
         raise UserError(f"unknown clustering method {opts.method!r} (hdbscan or kmeans)")
     from sklearn.cluster import HDBSCAN
@@ -173,7 +175,7 @@ def label_clusters(texts, labels, top_n: int = 5) -> dict[int, list[str]]:
 
 def central_examples(X, labels, n: int = 3) -> dict[int, list[int]]:
     """Row indices of the `n` notes closest (cosine) to each cluster's centroid, closest first."""
-    U = unit_rows(X).numpy()
+    U = unit_rows(X)
     labels = np.asarray(labels)
     out: dict[int, list[int]] = {}
     for c in np.unique(labels):
@@ -288,11 +290,12 @@ def cluster_names(terms: dict[int, list[str]], n_terms: int = 3) -> dict[int, st
     return {c: "noise" if c < 0 else " ".join([f"{c}:", *w]).rstrip(":") for c, w in words.items()}
 
 
-def _keyed(corpus: Corpus, space: EmbeddingSpace, enc, opts: ClusterOptions) -> tuple[dict, dict, str]:
-    """(params, inputs, cache key) of a clustering of the corpus in this embedding space."""
+def _stage(corpus: Corpus, space: EmbeddingSpace, enc, opts: ClusterOptions) -> Stage:
+    """A clustering of the corpus in this embedding space: its params, inputs and cache key."""
     params = _resolved(opts, corpus.n_docs) | {"encoder": enc.id, "version": CACHE_VERSION}
     inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "embedding": space.cache_params(enc)}
-    return params, inputs, hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
+    key = cache_key([params, inputs])
+    return Stage("cluster", key, corpus.id, enc.id, params, inputs)
 
 
 def _resolved(opts: ClusterOptions, n: int) -> dict:
@@ -323,39 +326,47 @@ def cluster_corpus(store: Store, corpus_name: str, opts: ClusterOptions = Cluste
     encoder_id = enc.id
     _resolved(opts, corpus.n_docs)  # bad options fail before any embedding
     space = remembered(store, corpus, encoder_id)
-    hit = store.find_run("cluster", _keyed(corpus, space, enc, opts)[2]) if space else None
+    hit = stored_or_computed(store, _stage(corpus, space, enc, opts), None) if space else None
     if hit:
-        report(1.0, f"clustering {hit['id']} found in the store")
-        return ({"clustering": hit["id"]} | hit["result"]
+        report(1.0, f"clustering {hit.id} found in the store")
+        return ({"clustering": hit.id} | hit.result
                 | {"seconds": round(time.perf_counter() - started, 4), "embedding": space.public()})
 
     space = corpus_space(store, corpus.name, encoder_id, progress=lambda f, m="": report(0.3 * f, m))
-    params, inputs, key = _keyed(corpus, space, enc, opts)
-    X = space.load(store, corpus)
-    report(0.3, f"clustering {len(X):,} notes ({params['method']})")
-    sizes = {k: v for k, v in params.items() if k in ("k", "min_cluster_size")}
-    labels = cluster_embeddings(X, opts.replace(**sizes))
-    report(0.8, "labelling clusters")
-    docs = store.texts(corpus)
-    ords = docs["ord"].to_numpy(dtype=np.int64)
-    terms = label_clusters(docs["text"], labels)
-    examples = {c: ords[rows].tolist() for c, rows in central_examples(X, labels).items()}
-    result = {"n_clusters": int(labels.max(initial=-1) + 1), "noise": int((labels < 0).sum()),
-              "labels": {str(c): t for c, t in terms.items()}}
-    with store.transaction() as con:  # the run, its members and labels land together or not at all
-        run_id = store.record_run(con, "cluster", corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key,
-                                  params=params | _sampled(params["method"], len(X)), inputs=inputs, result=result,
-                                  seconds=round(time.perf_counter() - started, 3))
-        with store.python_data():
-            con.register("new_members", pd.DataFrame({"ord": ords, "cluster": labels}))
-            con.execute("INSERT INTO cluster_members SELECT ?, ord, cluster FROM new_members", [run_id])
-            con.unregister("new_members")
-        con.executemany("INSERT INTO cluster_labels VALUES (?, ?, ?, ?, ?)",
-                        [[run_id, int(c), int(size), json.dumps(terms.get(int(c), [])), json.dumps(examples[int(c)])]
-                         for c, size in zip(*np.unique(labels, return_counts=True))])
-    report(1.0, f"{result['n_clusters']} clusters, {result['noise']:,} noise notes")
-    return ({"clustering": run_id} | result
+    stage = _stage(corpus, space, enc, opts)
+    params = stage.params
+
+    def cluster() -> Computed:
+        X = space.load(store, corpus)
+        report(0.3, f"clustering {len(X):,} notes ({params['method']})")
+        sizes = {k: v for k, v in params.items() if k in ("k", "min_cluster_size")}
+        labels = cluster_embeddings(X, opts.replace(**sizes))
+        report(0.8, "labelling clusters")
+        docs = store.texts(corpus)
+        ords = docs["ord"].to_numpy(dtype=np.int64)
+        terms = label_clusters(docs["text"], labels)
+        examples = {c: ords[rows].tolist() for c, rows in central_examples(X, labels).items()}
+        result = {"n_clusters": int(labels.max(initial=-1) + 1), "noise": int((labels < 0).sum()),
+                  "labels": {str(c): t for c, t in terms.items()}}
+        return Computed(result, _sampled(params["method"], len(X)),
+                        partial(_write_members, store, ords=ords, labels=labels, terms=terms, examples=examples))
+
+    run = stored_or_computed(store, stage, cluster, started)
+    report(1.0, f"{run.result['n_clusters']} clusters, {run.result['noise']:,} noise notes")
+    return ({"clustering": run.id} | run.result
             | {"seconds": round(time.perf_counter() - started, 4), "embedding": space.public()})
+
+
+def _write_members(store: Store, con, run_id: int, ords: np.ndarray, labels: np.ndarray,
+                   terms: dict[int, list[str]], examples: dict[int, list[int]]) -> None:
+    """A clustering's members and labels, written in its run's transaction."""
+    with store.python_data():
+        con.register("new_members", pd.DataFrame({"ord": ords, "cluster": labels}))
+        con.execute("INSERT INTO cluster_members SELECT ?, ord, cluster FROM new_members", [run_id])
+        con.unregister("new_members")
+    con.executemany("INSERT INTO cluster_labels VALUES (?, ?, ?, ?, ?)",
+                    [[run_id, int(c), int(size), json.dumps(terms.get(int(c), [])), json.dumps(examples[int(c)])]
+                     for c, size in zip(*np.unique(labels, return_counts=True))])
 
 
 def load_clustering(store: Store, clustering_id: int) -> ClusteringResult:

@@ -6,8 +6,9 @@ import re
 
 import pandas as pd
 
-from core.evaluation import (
-    DIRECTION, METRICS, comparison_words, exhausted_shots, fmt, separation_words, struggling_classes,
+from core.evaluation.metrics import METRICS
+from core.evaluation.tables import (
+    DIRECTION, comparison_words, exhausted_shots, fmt, separation_words, struggling_classes,
 )
 from core.intervals import N_BOOT
 

@@ -17,7 +17,8 @@ import pandas as pd
 
 from core.errors import UserError
 from core.intervals import N_BOOT, paired_difference, percentile_interval, resample_counts
-from core.separability import as_labels, keep_classes, normalise, single_blas
+from core.geometry import unit_rows
+from core.separability import as_labels, keep_classes, single_blas
 
 CLASSIFIERS = ("logreg", "knn")
 
@@ -249,7 +250,7 @@ def learning_curve(X, y, shots=(1, 2, 4, 8, 16), seeds: int = 5, test_size: floa
                    progress: Callable[[float, str], None] | None = None, groups=None) -> LearningCurve:
     """Train on k notes per class (k in shots, `seeds` draws each) and score on a fixed test split;
     `groups` (a text hash per note) keeps identical texts on one side (see `split_train_test`)."""
-    Xn = normalise(X)
+    Xn = unit_rows(X)
     return paired_curve(y, lambda train, test, draw, report: (Xn[train], Xn[test]), shots, seeds, test_size,
                         classifier, knn_k, seed, progress, groups)
 
@@ -361,7 +362,7 @@ def train_from_labels(X, labelled_idx, labels, classifier: str = "logreg", knn_k
     classes, codes = np.unique(lab, return_inverse=True)
     if len(classes) < 2:
         raise UserError("label notes of at least two different classes first")
-    Xn = normalise(X)
+    Xn = unit_rows(X)
     with _fitting():
         clf = make_classifier(classifier, len(idx), knn_k, seed).fit(Xn[idx], codes)
         P = full_proba(clf, Xn, len(classes))
@@ -390,7 +391,7 @@ def suggest_next(X, proba, labelled_idx, n: int = 10, pool_factor: int = 5) -> n
     maximising uncertainty x cosine distance to the nearest labelled-or-chosen note, so
     near-duplicates of a picked note score ~0. Deterministic (ties go to the more uncertain note).
     """
-    Xn = normalise(X)
+    Xn = unit_rows(X)
     unc = uncertainty(np.asarray(proba, dtype=np.float64))
     labelled = np.unique(np.asarray(labelled_idx, dtype=np.int64))
     free = np.setdiff1d(np.arange(len(Xn)), labelled)

@@ -20,11 +20,11 @@ notes). The run's params name the map it started from ("init") and its epochs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from core.encoders import get_encoder
 from core.errors import UserError
 from core.options import ProjectOptions
 from core.space import EmbeddingSpace, ready, remembered
+from core.stages import Computed, Stage, cache_key, stored_or_computed
 from core.store import Corpus, Store, StoreError, arrow, quote
 
 Progress = background.Progress
@@ -58,15 +59,18 @@ def method_params(opts: ProjectOptions) -> dict:
     raise UserError(f"unknown projection method {opts.method!r} (umap or pca)")
 
 
-def _key(store: Store, corpus: Corpus, opts: ProjectOptions, space: EmbeddingSpace) -> tuple:
-    """(encoder, params, inputs, cache key) of the map these options ask for in this embedding space.
-    Read-only: a lookup must not write, so the inputs name the space, not yet its stored set's id."""
+def _stage(store: Store, corpus: Corpus, opts: ProjectOptions, space: EmbeddingSpace,
+           recorded: dict | None = None) -> Stage:
+    """The map these options ask for in this embedding space: its params, inputs and cache key.
+    Read-only: a lookup must not write, so the key names the space, not its stored set's id, which
+    the run records among its inputs (`recorded`: inputs outside the key)."""
     enc = get_encoder(store, opts.encoder)
     params = method_params(opts) | {"encoder": enc.id, "version": CACHE_VERSION}
     inputs = {"corpus_id": corpus.id, "data_hash": corpus.data_hash, "fingerprint": enc.fingerprint,
               "embedding": space.cache_params(enc)}
-    key = hashlib.sha256(json.dumps([params, inputs], sort_keys=True).encode()).hexdigest()[:32]
-    return enc, params, inputs, key
+    key = cache_key([params, inputs])
+    return Stage(KIND, key, corpus.id, enc.id, params,
+                 inputs | (recorded or {}))
 
 
 def find_projection(store: Store, corpus_name: str, opts: ProjectOptions = ProjectOptions()) -> dict | None:
@@ -74,10 +78,10 @@ def find_projection(store: Store, corpus_name: str, opts: ProjectOptions = Proje
     started = time.perf_counter()
     corpus = store.corpus(corpus_name)
     space = remembered(store, corpus, get_encoder(store, opts.encoder).id)
-    hit = store.find_run(KIND, _key(store, corpus, opts, space)[3]) if space else None
+    hit = stored_or_computed(store, _stage(store, corpus, opts, space), None) if space else None
     if hit is None:
         return None
-    return ({"projection": hit["id"]} | hit["result"] | {"embedding": space.public()}
+    return ({"projection": hit.id} | hit.result | {"embedding": space.public()}
             | {"seconds": round(time.perf_counter() - started, 4), "cached": True})
 
 
@@ -102,38 +106,43 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
     if corpus.n_docs == 0:
         raise StoreError(f"corpus '{corpus.name}' holds no notes to draw")
     space = corpus_space(store, corpus.name, opts.encoder, progress=lambda f, m="": report(0.5 * f, m))
-    enc, params, inputs, key = _key(store, corpus, opts, space)
-    encoder_id = enc.id
+    stage = _stage(store, corpus, opts, space, {"embedding_set": space.stored_set(store)})
+    encoder_id, inputs = stage.encoder_id, stage.inputs
     X = space.load(store, corpus)
-    inputs["embedding_set"] = space.stored_set(store)
-    report(0.5, f"{opts.method.upper()} map of {len(X):,} notes")
-    warm = last_layout(store, corpus, encoder_id, inputs, opts) if opts.method == "umap" else None
-    if warm and len(warm.xy) != len(X):
-        warm = None
-    knn = warm.knn if warm else None
-    if opts.method == "umap" and len(X) <= SAMPLE_ABOVE and (knn is None or knn[0].shape[1] < opts.n_neighbors):
-        knn = knn_graph(X, min(len(X), max(KNN_KEPT, opts.n_neighbors)), opts.metric, include_self=True)
-    xy = compute_projection(X, opts, progress=lambda f, m="": report(0.5 + 0.5 * f, m),
-                            init=warm.xy if warm else None, knn=knn)
-    params = params | sampling(len(X), opts.method) | (
-        {"init": f"map {warm.projection}", "n_epochs": WARM_EPOCHS} if warm else {})
-    seconds = time.perf_counter() - started
-    result = {"corpus": corpus.name, "encoder": encoder_id, "method": opts.method, "n": len(xy)}
-    with store.transaction() as con:  # the run and its coordinates land together or not at all
-        run_id = store.record_run(con, KIND, corpus_id=corpus.id, encoder_id=encoder_id, cache_key=key,
-                                  params=params, inputs=inputs, result=result,
-                                  seconds=round(seconds, 3))
-        # vectors come in ord order and ords are 0..n-1 (see core.ingest.write)
-        with store.python_data():
-            con.register("new_xy", pa.table({"ord": np.arange(len(xy), dtype=np.int32),
-                                             "x": xy[:, 0], "y": xy[:, 1]}))
-            con.execute("INSERT INTO projections SELECT ?, ord, x, y FROM new_xy", [run_id])
-            con.unregister("new_xy")
-    if opts.method == "umap":
-        _keep_layout(store, corpus, encoder_id,
-                     Layout(_same_notes(inputs), opts.metric, opts.seed, run_id, xy, knn))
-    report(1.0, f"map {run_id} stored")
-    return {"projection": run_id} | result | {"embedding": space.public(), "seconds": round(time.perf_counter() - started, 4), "cached": False}
+    drawn: dict = {}
+
+    def draw() -> Computed:
+        report(0.5, f"{opts.method.upper()} map of {len(X):,} notes")
+        warm = last_layout(store, corpus, encoder_id, inputs, opts) if opts.method == "umap" else None
+        if warm and len(warm.xy) != len(X):
+            warm = None
+        knn = warm.knn if warm else None
+        if opts.method == "umap" and len(X) <= SAMPLE_ABOVE and (knn is None or knn[0].shape[1] < opts.n_neighbors):
+            knn = knn_graph(X, min(len(X), max(KNN_KEPT, opts.n_neighbors)), opts.metric, include_self=True)
+        xy = drawn["xy"] = compute_projection(X, opts, progress=lambda f, m="": report(0.5 + 0.5 * f, m),
+                                              init=warm.xy if warm else None, knn=knn)
+        drawn["knn"] = knn
+        return Computed({"corpus": corpus.name, "encoder": encoder_id, "method": opts.method, "n": len(xy)},
+                        sampling(len(X), opts.method)
+                        | ({"init": f"map {warm.projection}", "n_epochs": WARM_EPOCHS} if warm else {}),
+                        partial(_write_coordinates, store, xy=xy))
+
+    run = stored_or_computed(store, stage, draw, started)
+    if opts.method == "umap" and not run.cached:
+        _keep_layout(store, corpus, encoder_id, Layout(_same_notes(inputs), opts.metric, opts.seed, run.id,
+                                                   drawn["xy"], drawn["knn"]))
+    report(1.0, f"map {run.id} {'found in the store' if run.cached else 'stored'}")
+    return ({"projection": run.id} | run.result
+            | {"embedding": space.public(), "seconds": round(time.perf_counter() - started, 4), "cached": run.cached})
+
+
+def _write_coordinates(store: Store, con, run_id: int, xy: np.ndarray) -> None:
+    """A map's coordinates, written in its run's transaction: vectors come in ord order and ords are
+    0..n-1 (see core.ingest.write)."""
+    with store.python_data():
+        con.register("new_xy", pa.table({"ord": np.arange(len(xy), dtype=np.int32), "x": xy[:, 0], "y": xy[:, 1]}))
+        con.execute("INSERT INTO projections SELECT ?, ord, x, y FROM new_xy", [run_id])
+        con.unregister("new_xy")
 
 
 # ---- warm start: the last UMAP layout per corpus and encoder ------------------------------------

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from core.geometry import unit_rows
+
 # Score-matrix budget per block (float32 entries): 2**26 = 256 MB, whatever the corpus size.
 _BLOCK_ENTRIES = 1 << 26
 _MAX_BLOCK_ROWS = 4096
@@ -35,12 +37,6 @@ def _tensor(X) -> torch.Tensor:
     return torch.from_numpy(A if A.flags.writeable else A.copy())
 
 
-def unit_rows(X) -> torch.Tensor:
-    """Rows scaled to length 1, so a dot product is the cosine; all-zero rows stay zero."""
-    T = _tensor(X)
-    return T / T.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
 def _block_rows(n: int) -> int:
     return max(1, min(_MAX_BLOCK_ROWS, _BLOCK_ENTRIES // max(n, 1)))
 
@@ -53,7 +49,7 @@ def nearest(X, query_vec, k: int = 10, exclude: Iterable[int] | np.ndarray | Non
     Returns (indices int64, cosine similarities float32); fewer than k when X is that small.
     """
     T = _tensor(X)
-    q = unit_rows(np.asarray(query_vec, dtype=np.float32).reshape(1, -1))[0]
+    q = _tensor(unit_rows(np.reshape(query_vec, (1, -1))))[0]
     # divide by the row norms instead of normalising X: no copy of a large X for every query
     sims = (T @ q) / T.norm(dim=1).clamp_min(1e-12)
     if exclude is not None:
@@ -65,40 +61,46 @@ def nearest(X, query_vec, k: int = 10, exclude: Iterable[int] | np.ndarray | Non
     return idx.numpy().astype(np.int64), vals.numpy().astype(np.float32)
 
 
-def knn_graph(X, k: int, metric: str = "cosine", include_self: bool = True
+def knn_graph(X, k: int, metric: str = "cosine", include_self: bool = True, rows=None, groups=None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours of every row: (indices (n,k) int64, distances (n,k) float32).
+    """Exact k nearest neighbours of every row, or of `rows` only (searched among all rows):
+    (indices (m,k) int64, distances (m,k) float32), nearest first.
 
     Distances are cosine distances (1 - cosine) or Euclidean ones. With `include_self` every row's
     first neighbour is itself at distance 0, the layout UMAP's `precomputed_knn` expects (even
-    when duplicate notes tie with it).
+    when duplicate notes tie with it); without it a row is never its own neighbour. `groups` (a
+    value per row, e.g. a text hash): rows of a query's own group are never its neighbours, as an
+    exact duplicate would be a free hit when scoring labels.
     """
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"unknown metric {metric!r}")
-    T = unit_rows(X) if metric == "cosine" else _tensor(X)
+    T = _tensor(unit_rows(X) if metric == "cosine" else X)
     n = T.shape[0]
+    queries = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     k = min(k, n if include_self else n - 1)
     sq = (T * T).sum(dim=1)  # squared norms, for Euclidean distances from dot products
-    idx_out = np.empty((n, k), dtype=np.int64)
-    dist_out = np.empty((n, k), dtype=np.float32)
+    idx_out = np.empty((len(queries), k), dtype=np.int64)
+    dist_out = np.empty((len(queries), k), dtype=np.float32)
     step = _block_rows(n)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        S = T[start:stop] @ T.T
+    for start in range(0, len(queries), step):
+        part = queries[start:start + step]
+        q = torch.from_numpy(part)
+        S = T[q] @ T.T
         if metric == "euclidean":
             # rank by -|a-b|^2 = 2ab - |b|^2 (the -|a|^2 term is constant within a row)
             S = 2 * S - sq
-        rows = torch.arange(stop - start)
-        S[rows, rows + start] = torch.inf if include_self else -torch.inf
+        if groups is not None:
+            S[torch.from_numpy(groups[part][:, None] == groups[None, :])] = -torch.inf
+        S[torch.arange(len(part)), q] = torch.inf if include_self else -torch.inf
         vals, idx = torch.topk(S, k, dim=1)
         if metric == "cosine":
             d = (1.0 - vals).clamp_min(0.0)
         else:
-            d = (sq[start:stop, None] - vals).clamp_min(0.0).sqrt()
+            d = (sq[q, None] - vals).clamp_min(0.0).sqrt()
         if include_self:
             d[:, 0] = 0.0
-        idx_out[start:stop] = idx.numpy()
-        dist_out[start:stop] = d.numpy()
+        idx_out[start:start + len(part)] = idx.numpy()
+        dist_out[start:start + len(part)] = d.numpy()
     return idx_out, dist_out
 
 
@@ -134,7 +136,7 @@ class CellIndex:
     scored exactly per query. Keeps one float32 copy of X, row-normalised."""
 
     def __init__(self, X, n_cells: int | None = None, probe: int = 8, seed: int = 0):
-        self.U = unit_rows(X)
+        self.U = _tensor(unit_rows(X))
         n = self.U.shape[0]
         # about sqrt(n)/2 cells: 500 at 1M (a query reads 8 cells, ~16k rows), fewer on small sets
         self.centroids = spherical_kmeans(self.U, n_cells or int(np.clip(np.sqrt(n) / 2, 1, 1024)), seed)
@@ -162,7 +164,7 @@ class CellIndex:
 
     def search(self, query_vec, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k rows most cosine-similar to `query_vec` among the probed cells: (indices, similarities)."""
-        q = unit_rows(np.asarray(query_vec, dtype=np.float32).reshape(1, -1))[0]
+        q = _tensor(unit_rows(np.reshape(query_vec, (1, -1))))[0]
         rows = self._candidates(q, k)
         vals, pos = torch.topk(self.U[rows] @ q, min(k, len(rows)))
         return rows[pos].numpy().astype(np.int64), vals.numpy().astype(np.float32)
@@ -171,7 +173,7 @@ class CellIndex:
         """The k indexed rows most cosine-similar to each row of Q: (indices (m,k) int64, cosine
         distances (m,k) float32), best first. Queries are batched by their nearest cell and each batch
         scores the rows of the `probe` cells nearest that cell's centroid: one matmul per cell."""
-        Qu = unit_rows(Q)
+        Qu = _tensor(unit_rows(Q))
         k = min(k, len(self))
         idx_out = np.empty((Qu.shape[0], k), dtype=np.int64)
         dist_out = np.empty((Qu.shape[0], k), dtype=np.float32)
@@ -206,9 +208,10 @@ def neighbours_in_sample(X, rows, k: int, seed: int = 0, chunk: int = 131072
         yield part, idx, dist
 
 
-def knn_indices(X, k: int = 10) -> np.ndarray:
-    """Indices (n,k) of each row's k most cosine-similar other rows, best first (self excluded)."""
-    return knn_graph(X, k, "cosine", include_self=False)[0]
+def knn_indices(X, k: int = 10, rows=None, groups=None) -> np.ndarray:
+    """Indices (m,k) of each row's (or each of `rows`') k most cosine-similar other rows, best first
+    (self excluded; with `groups`, its own group excluded too: see `knn_graph`)."""
+    return knn_graph(X, k, "cosine", include_self=False, rows=rows, groups=groups)[0]
 
 
 def neighbourhood_overlap(XA, XB, k: int = 10) -> np.ndarray:

@@ -44,6 +44,7 @@ import numpy as np
 
 from core import neighbours
 from core.caches import private_dir, route_library_caches
+from core.geometry import unit_rows
 from core.options import ProjectOptions
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def pca(X, n_components: int = 2, metric: str = "cosine") -> np.ndarray:
     """
     X = _as_matrix(X)
     if metric == "cosine":
-        X = neighbours.unit_rows(X).numpy()
+        X = unit_rows(X)
     n, d = X.shape
     if n == 0:
         return np.zeros((0, n_components), np.float32)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.geometry import unit_rows
 from core.intervals import N_BOOT, percentile_interval, resample_counts
 
 MISSING = "(missing)"
@@ -40,12 +41,6 @@ def single_blas():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, user_api="blas")
-
-
-def normalise(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-12)
 
 
 def keep_classes(y: np.ndarray, min_count: int = 2) -> tuple[np.ndarray, dict[str, int]]:
@@ -85,28 +80,6 @@ def silhouette_samples_cosine(Xn: np.ndarray, codes: np.ndarray, block: int = 40
         b = mean_dist.min(axis=1)
         sil = (b - a) / np.maximum(np.maximum(a, b), 1e-12)
         out[s:s + block] = np.where(own_n > 1, sil, 0.0)  # sklearn's convention for singletons
-    return out
-
-
-def knn_neighbours(Xn: np.ndarray, k: int, rows: np.ndarray | None = None, block: int = 1024,
-                   groups: np.ndarray | None = None) -> np.ndarray:
-    """For each query note (`rows`, default all) the indices of its k most cosine-similar other
-    notes among all notes (blocked torch matmul + topk). With `groups` (a text hash per note), notes
-    of the query's own group are never its neighbours: an exact duplicate would be a free hit."""
-    import torch
-
-    T = torch.from_numpy(np.ascontiguousarray(Xn, dtype=np.float32))
-    rows = np.arange(len(Xn)) if rows is None else np.asarray(rows)
-    k = min(k, len(Xn) - 1)
-    out = np.empty((len(rows), k), dtype=np.int64)
-    with torch.no_grad():
-        for s in range(0, len(rows), block):
-            q = torch.from_numpy(rows[s:s + block])
-            sims = T[q] @ T.T
-            sims[torch.arange(len(q)), q] = -float("inf")  # leave-one-out: never your own neighbour
-            if groups is not None:
-                sims[torch.from_numpy(groups[rows[s:s + block]][:, None] == groups[None, :])] = -float("inf")
-            out[s:s + block] = sims.topk(k, dim=1).indices.numpy()
     return out
 
 
@@ -305,9 +278,11 @@ def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_bo
     """
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
+    from core.neighbours import knn_indices  # imports torch: only when measuring
+
     y = as_labels(y)
     mask, dropped = keep_classes(y)
-    Xn, yk = normalise(np.asarray(X)[mask]), y[mask].astype(str)
+    Xn, yk = unit_rows(np.asarray(X)[mask]), y[mask].astype(str)
     g = pd.factorize(np.asarray(groups, dtype=object)[mask])[0] if groups is not None else None
     classes, codes = np.unique(yk, return_inverse=True)
     if len(classes) < 2:
@@ -315,7 +290,7 @@ def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_bo
     n, C = len(Xn), len(classes)
     sil = silhouette_samples_cosine(Xn, codes)
     q = sample_rows(n, max_queries, seed)
-    neigh = knn_neighbours(Xn, knn_k, q, groups=g)
+    neigh = knn_indices(Xn, knn_k, q, groups=g)
     knn_ok = (knn_vote(neigh, codes, C) == codes[q]).astype(np.float64)
     align = alignment_per_class(Xn, codes, C)
     u_rows, kernel = uniformity_kernel(Xn, uniformity_points, seed)
@@ -404,9 +379,11 @@ def confound_audit(X, metadata: pd.DataFrame, k: int = 10, n_bins: int = 4, max_
     """
     if len(metadata) != len(X):
         raise ValueError(f"metadata has {len(metadata)} rows but X has {len(X)}")
-    Xn = normalise(X)
+    from core.neighbours import knn_indices  # imports torch: only when measuring
+
+    Xn = unit_rows(X)
     q = sample_rows(len(Xn), max_queries, seed)
-    neigh = knn_neighbours(Xn, k, q)  # one neighbour graph serves every column
+    neigh = knn_indices(Xn, k, q)  # one neighbour graph serves every column
     ranking, skipped = [], {}
     for name in columns or list(metadata.columns):
         got = column_groups(metadata[name].reset_index(drop=True), n_bins, max_unique_frac)

@@ -19,7 +19,8 @@ import numpy as np
 from core.errors import Cancelled
 from core.fewshot import LearningCurve, paired_curve
 from core.options import PretrainOptions
-from core.separability import as_labels, normalise
+from core.geometry import unit_rows
+from core.separability import as_labels
 from core.training.sampling import split_by_class
 
 EMBED_CHUNK = 256  # notes embedded between two looks at the cancel flag
@@ -67,7 +68,7 @@ def embed(model, texts: list[str], max_length: int, should_stop: Callable[[], bo
             raise Cancelled
         progress(start / len(texts), f"embedding {len(texts):,} notes with the tuned encoder")
         parts.append(model.encode(texts[start:start + EMBED_CHUNK], convert_to_numpy=True, show_progress_bar=False))
-    return normalise(np.vstack(parts))
+    return unit_rows(np.vstack(parts))
 
 
 def setfit_curve(texts: Sequence[str], y, base_path: str, base_vectors: np.ndarray, opts: PretrainOptions, *,
@@ -77,7 +78,7 @@ def setfit_curve(texts: Sequence[str], y, base_path: str, base_vectors: np.ndarr
     """Like `core.fewshot.learning_curve` (logistic regression), on vectors of an encoder fine-tuned per
     draw on its training notes only. `base_vectors` (the frozen vectors, row per text) serve the draws
     too small to fine-tune on (see `trainable`). Raises core.errors.Cancelled when `should_stop` returns True."""
-    texts, labels, frozen = list(texts), as_labels(y), normalise(base_vectors)
+    texts, labels, frozen = list(texts), as_labels(y), unit_rows(base_vectors)
     stop = should_stop or (lambda: False)
 
     def features(train: np.ndarray, test: np.ndarray, draw: int, report) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ maps, clusters, evaluation, labels, search and Compare.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 
@@ -19,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.encoders import Encoder, get_encoder
+from core.stages import cache_key
 from core.store import Corpus, Store, StoreError, vector_table
 
 LONG_NOTE_MODES = ("truncate", "chunk")
@@ -57,7 +57,7 @@ class EmbeddingSpace:
         return params | (chunked if self.long_notes == "chunk" else {})
 
     def _key(self, enc: Encoder) -> str:
-        return hashlib.sha256(json.dumps(self.cache_params(enc), sort_keys=True).encode()).hexdigest()[:32]
+        return cache_key(self.cache_params(enc))
 
     def stored_set(self, store: Store) -> int | None:
         """The id of this space's stored vector set, if any. Read-only, so opening a page never writes."""

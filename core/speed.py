@@ -11,7 +11,6 @@ batch size and max length the notes change a step's time far less than the machi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -23,6 +22,7 @@ from core import background
 from core.encoders import get_encoder
 from core.devices import resolve_device
 from core.options import PretrainOptions
+from core.stages import cache_key
 from core.store import Store
 from core.training.registry import get_objective
 from core.training.settings import check_options
@@ -49,7 +49,7 @@ def _key(store: Store, opts: PretrainOptions) -> tuple[str, dict, dict]:
                 "batch_size": opts.batch_size, "grad_accum": opts.grad_accum, "max_length": opts.max_length,
                 "device": device}
     here = machine(device)
-    digest = hashlib.sha256(json.dumps([here, settings], sort_keys=True).encode()).hexdigest()[:32]
+    digest = cache_key([here, settings])
     return digest, here, settings
 
 

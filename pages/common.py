@@ -77,7 +77,7 @@ def label_picker(container, corpus: Corpus, encoders: list[str], key: str, verb:
     """The label column: metadata columns, then the derived ones of the chosen encoders ("cluster",
     "map: SET"). Returns the label and a key for session results that changes with a derived column's
     values (a new clustering, more map labels), so results of old values are never shown as current."""
-    from core.evaluation import derived_label_columns, labels_digest
+    from core.evaluation.label_values import derived_label_columns, labels_digest
 
     derived = {name: found for name, found in derived_label_columns(store(), corpus.name, encoders).items()
                if name not in corpus.meta}

@@ -7,9 +7,10 @@ import streamlit as st
 from plotly.colors import hex_to_rgb, qualitative
 
 from core import jobs
-from core.evaluation import (
-    FEWSHOT_WORDS, comparisons, comparisons_table, exhausted_shots, fewshot_corpus, fewshot_table, fmt,
-    struggling_classes,
+from core.evaluation.corpus import fewshot_corpus
+from core.evaluation.metrics import comparisons
+from core.evaluation.tables import (
+    FEWSHOT_WORDS, comparisons_table, exhausted_shots, fewshot_table, fmt, struggling_classes,
 )
 from core.export import safe_csv
 from core.fewshot import LearningCurve, summary_frame

@@ -5,9 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from core.evaluation import (
-    audit_corpus, evaluate_corpus, fmt, metrics_table, per_class_frame, separation_words, struggling_classes,
-)
+from core.evaluation.corpus import audit_corpus, evaluate_corpus
+from core.evaluation.tables import fmt, metrics_table, per_class_frame, separation_words, struggling_classes
 from core.intervals import N_BOOT
 from core.options import EvaluateOptions
 from pages.common import corpus_picker, encoder_picker, label_picker, store

@@ -108,7 +108,7 @@ def test_map_predictions_give_stored_copies_of_a_labelled_note_its_label(db_path
 
 def test_evaluating_a_stored_corpus_splits_by_text_hash(db_path, models_dir, synthetic_df):
     from core.corpus import ingest_frame
-    from core.evaluation import evaluate_corpus, fewshot_corpus
+    from core.evaluation.corpus import evaluate_corpus, fewshot_corpus
     from core.fewshot import LearningCurve
     from core.options import EvaluateOptions
     from core.store import Store

@@ -42,7 +42,7 @@ def test_column_names_and_arrow_strings_are_covered():
 def _tied_result() -> dict:
     """Two encoders, six shot counts: b clearly better at three, clearly worse at three, and ahead on
     every point estimate of the separability metrics with intervals that include 0."""
-    from core.evaluation import METRICS
+    from core.evaluation.metrics import METRICS
 
     def point(f1):
         return {"macro_f1": f1, "macro_f1_ci": [f1 - 0.01, f1 + 0.01], "accuracy": f1, "accuracy_ci": [f1 - 0.01, f1 + 0.01],

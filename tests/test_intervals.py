@@ -10,9 +10,10 @@ import pytest
 from sklearn.metrics import accuracy_score, calinski_harabasz_score, davies_bouldin_score, f1_score
 
 from core.fewshot import FewShotRun, LearningCurve, compare_curves, learning_curve, weighted_scores
+from core.geometry import unit_rows
 from core.intervals import paired_difference, percentile_interval, resample_counts
 from core.separability import (
-    geometry_replicates, normalise, separability, uniformity_kernel, uniformity_weighted,
+    geometry_replicates, separability, uniformity_kernel, uniformity_weighted,
 )
 
 
@@ -36,7 +37,7 @@ def test_resample_counts_are_resamples_seeded_and_independent_of_chunking():
 
 def test_geometry_replicates_equal_sklearn_and_brute_force_on_each_resample():
     X, _, codes = blobs(40, classes=3)
-    Xn = normalise(X)
+    Xn = unit_rows(X)
     W = next(resample_counts(40, 6, 1))
     reps = geometry_replicates(Xn, codes, 3, W)
     _, K = uniformity_kernel(Xn)

@@ -7,6 +7,7 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from core import neighbours
+from core.geometry import unit_rows
 from core.neighbours import knn_graph, knn_indices, nearest, neighbourhood_overlap
 
 
@@ -47,6 +48,26 @@ def test_knn_graph_matches_sklearn_across_blocks(monkeypatch, metric):
     np.testing.assert_allclose(dist, ref_dist[:, 1:], atol=1e-4)
     if metric == "cosine":
         np.testing.assert_array_equal(knn_indices(X, 6), ref_idx[:, 1:])
+
+
+def test_knn_indices_of_chosen_rows_leave_out_their_own_group_across_blocks(monkeypatch):
+    monkeypatch.setattr(neighbours, "_BLOCK_ENTRIES", 150 * 16)  # 16 query rows per block
+    X = _random(150)
+    groups = np.arange(150) // 3  # three notes per group, as copies of one text would be
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    sims = U @ U.T
+    sims[groups[:, None] == groups[None, :]] = -np.inf  # the note itself and its copies
+    every = knn_indices(X, 5, groups=groups)
+    np.testing.assert_array_equal(every, np.argsort(-sims, axis=1)[:, :5])
+    rows = np.array([0, 17, 77, 149])  # in different blocks
+    np.testing.assert_array_equal(knn_indices(X, 5, rows=rows, groups=groups), every[rows])
+    np.testing.assert_array_equal(knn_graph(X, 5, include_self=False, rows=rows)[0], knn_indices(X, 5)[rows])
+
+
+def test_unit_rows_scale_to_length_one_and_keep_zero_rows():
+    X = np.array([[3.0, 4.0], [0.0, 0.0], [-2.0, 0.0]])
+    np.testing.assert_allclose(unit_rows(X), [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]], atol=1e-7)
+    assert unit_rows(X).dtype == np.float32
 
 
 def test_knn_graph_puts_self_first_even_with_duplicates():

@@ -9,7 +9,7 @@ from sklearn.metrics import silhouette_score
 from streamlit.testing.v1 import AppTest
 
 from core.embed import load_embeddings
-from core.evaluation import METRICS
+from core.evaluation.metrics import METRICS
 from core.options import EmbedOptions
 from tests.conftest import settle
 

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import silhouette_samples
 
+from core.geometry import unit_rows
 from core.separability import (
-    alignment_per_class, column_groups, confound_audit, knn_neighbours, knn_vote,
-    normalise, separability, silhouette_samples_cosine, uniformity,
+    alignment_per_class, column_groups, confound_audit, knn_vote, separability, silhouette_samples_cosine,
+    uniformity,
 )
 
 
@@ -56,7 +57,7 @@ def test_cosine_silhouette_matches_sklearn_with_unequal_classes():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(257, 16)).astype(np.float32)
     codes = rng.choice(5, size=257, p=[0.5, 0.2, 0.15, 0.1, 0.05])
-    ours = silhouette_samples_cosine(normalise(X), codes)
+    ours = silhouette_samples_cosine(unit_rows(X), codes)
     assert np.allclose(ours, silhouette_samples(X, codes, metric="cosine"), atol=1e-5)
 
 
@@ -66,13 +67,13 @@ def test_silhouette_matches_sklearn_property(n, d, k, seed):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))
     codes = np.r_[np.arange(k), rng.integers(0, k, n - k)]  # every class present
-    ours = silhouette_samples_cosine(normalise(X), codes)
+    ours = silhouette_samples_cosine(unit_rows(X), codes)
     assert np.allclose(ours, silhouette_samples(X, codes, metric="cosine"), atol=1e-4)
 
 
 def test_alignment_and_uniformity_match_brute_force():
     X, y = blobs(1.0, n=120)
-    Xn = normalise(X)
+    Xn = unit_rows(X)
     codes = np.unique(y, return_inverse=True)[1]
     for c, value in enumerate(alignment_per_class(Xn, codes, 4)):
         pts = torch.from_numpy(Xn[codes == c])
@@ -81,18 +82,6 @@ def test_alignment_and_uniformity_match_brute_force():
     assert uniformity(Xn) == pytest.approx(brute, rel=1e-4)
     sampled = uniformity(Xn, max_points=60, seed=1)
     assert sampled == pytest.approx(brute, abs=0.15) and sampled != pytest.approx(brute, abs=1e-9)
-
-
-def test_knn_neighbours_exclude_self_and_match_brute_force():
-    X, _ = blobs(1.0, n=150)
-    Xn = normalise(X)
-    neigh = knn_neighbours(Xn, 5, block=32)
-    sims = Xn @ Xn.T
-    np.fill_diagonal(sims, -np.inf)
-    assert (neigh != np.arange(150)[:, None]).all()
-    assert np.array_equal(np.sort(neigh, axis=1), np.sort(np.argsort(-sims, axis=1)[:, :5], axis=1))
-    rows = np.array([3, 77, 149])
-    assert np.array_equal(knn_neighbours(Xn, 5, rows=rows), neigh[rows])
 
 
 def test_big_corpora_are_estimated_from_seeded_samples():

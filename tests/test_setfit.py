@@ -13,7 +13,7 @@ import pytest
 
 from core import jobs, setfit
 from core.corpus import ingest_frame
-from core.evaluation import fewshot_corpus
+from core.evaluation.corpus import fewshot_corpus
 from core.fewshot import learning_curve
 from core.options import EvaluateOptions
 from core.errors import Cancelled

@@ -142,7 +142,7 @@ def test_a_store_embedded_before_spaces_existed_remembers_its_latest_space(db_pa
 
 def test_every_reader_uses_the_space_the_corpus_was_embedded_in(db_path, models_dir, synthetic_df, monkeypatch):
     from core.clusters import cluster_corpus
-    from core.evaluation import evaluate_corpus
+    from core.evaluation.corpus import evaluate_corpus
     from core.labels import add_labels, predict_from_labels
     from core.maps import embedded, project_corpus
     from core.options import ClusterOptions, EvaluateOptions, ProjectOptions

@@ -82,9 +82,9 @@ def _setfit_params(corpus: str, encoder_ids: list[str], opts: EvaluateOptions, f
 
 def submit_setfit(store: Store, corpus: str, encoder_ids: list[str], opts: EvaluateOptions,
                   finetune: PretrainOptions) -> int:
-    """Queue SetFit curves (`core.evaluation.fewshot_corpus` with `finetune`) for a worker, after the
+    """Queue SetFit curves (`core.evaluation.corpus.fewshot_corpus` with `finetune`) for a worker, after the
     checks a run would fail; returns the job id. The curves are stored as runs, the job keeps a summary."""
-    from core.evaluation import fewshot_corpus  # evaluation is heavy (sklearn); the queue stays light
+    from core.evaluation.corpus import fewshot_corpus  # evaluation is heavy (sklearn); the queue stays light
 
     for e in encoder_ids:
         check_options(finetune, get_encoder(store, e).path)

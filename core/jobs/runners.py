@@ -145,7 +145,7 @@ class _Fractions(JobProgress):
 def run_setfit(store: Store, job_id: int, report=None) -> dict | None:
     """Compute and store a claimed job's SetFit curves; returns {corpus, label, encoders: {id: summary}},
     or None if it was cancelled or halted (a halted job starts over when resumed: nothing was stored)."""
-    from core.evaluation import fewshot_corpus
+    from core.evaluation.corpus import fewshot_corpus
 
     j = state.get(store, job_id)
     params, progress = j["params"], _progress(_Fractions, store, j, report)
