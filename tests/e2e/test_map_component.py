@@ -89,7 +89,7 @@ def shown(frame) -> int:
     return int(frame.locator("#map").get_attribute("data-shown"))
 
 
-def test_legend_filters_in_the_browser_and_the_selection_keeps_only_notes_shown(wards, page, app_url):
+def test_legend_filters_and_density_shading_in_the_browser(wards, page, app_url):
     open_explore(page, app_url)
     frame = map_frame(page)
     expect(frame.locator("#map")).to_have_attribute("data-colour", "specialty")
@@ -122,10 +122,7 @@ def test_legend_filters_in_the_browser_and_the_selection_keeps_only_notes_shown(
     expect(frame.locator("#show-all")).to_be_hidden()
     screenshot(page, "map-component-legend-filter")
 
-
-def test_density_shading_is_a_toggle_in_the_browser(wards, page, app_url):
-    open_explore(page, app_url)
-    frame = map_frame(page)
+    # density shading, a toggle in the browser too
     page.mouse.move(0, 0)  # no hover ring in the pictures
     stage = frame.locator(".stage")
     plain = stage.screenshot()

@@ -3,8 +3,9 @@
 // Python (pages/components/mapview/__init__.py) registers the points once per map as binary files
 // on the app's own media endpoint and passes their URLs; everything else in `args` is small JSON.
 // Colour, legend filters, density shading, zoom/pan, hover highlight, box and lasso selection happen
-// here; only selected ords (and the ord of a note rested on, for its preview) go back to Python. Note text only ever arrives
-// for that one hovered note and is set with textContent, never parsed as HTML.
+// here; only selected ords (and the ord of a note rested on, for its preview) go back to Python.
+// Note text only ever arrives for that one hovered note and is set with textContent, never parsed
+// as HTML.
 import createScatterplot from "regl-scatterplot";
 
 const send = (type, data) => window.parent.postMessage({ isStreamlitMessage: true, type, ...data }, "*");
@@ -285,7 +286,9 @@ async function applyFilter(tell = true) {
   showCount();
 }
 
-const isShown = (i) => !S.shownMask || S.shownMask[i] === 1;
+function isShown(i) {
+  return !S.shownMask || S.shownMask[i] === 1;
+}
 
 function shownIndices() {
   const out = [];
