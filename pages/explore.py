@@ -16,9 +16,9 @@ import streamlit as st
 
 from core.encoders import list_encoders
 from core.labels import label_series, label_sets
-from core.neighbours import nearest
 from core.options import ProjectOptions
 from core.palette import DEFAULT_TOP, PALETTE, category_colours
+from core.search import search as find_like, wants_index
 from core.space import EmbeddingSpace
 from pages.common import corpus_picker, encoder_picker, store
 from pages.components import loaders, state
@@ -126,6 +126,7 @@ with charts_slot:
 st.session_state[state.FILTER] = None if mask.all() else frame["ord"][mask].tolist()
 
 # ---- search: a typed query, or the neighbours of a note, in the full embedding space -----------
+# exact on small corpora; through a cell index on large ones (core/search.py), exact until it is built
 
 
 def new_query() -> None:
@@ -138,14 +139,17 @@ search = None
 if st.session_state[state.SEARCH_NOTE] is not None or query.strip():
     space = EmbeddingSpace(**result["embedding"])  # the map's space: search reads the vectors it was drawn from
     X = loaders.vectors(db, corpus_name, corpus.data_hash, space)
+    index = loaders.search_index(db, corpus_name, corpus.data_hash, space)
     note = st.session_state[state.SEARCH_NOTE]
     if note is not None:
-        idx, sims = nearest(X, X[note], k_results, exclude=[note])
+        idx, sims = find_like(X, X[note], k_results, exclude=[note], index=index)
         title = f"Notes like {frame['doc_id'].iloc[note]}"
     else:
-        idx, sims = nearest(X, loaders.query_vector(db, space, query.strip()), k_results)
+        idx, sims = find_like(X, loaders.query_vector(db, space, query.strip()), k_results, index=index)
         title = f"Notes like “{query.strip()}”"
-    search = (idx, sims, title, f"{X.shape[1]}-d {space.describe()}")
+    how = ("approximate, through a cell index" if index is not None
+           else "exact (a cell index for faster search is being built)" if wants_index(len(X)) else "exact")
+    search = (idx, sims, title, f"{X.shape[1]}-d {space.describe()}", how)
 st.session_state[state.HIGHLIGHT] = search[0].tolist() if search else []
 
 # ---- the map: filtered, then sampled above the limit (never silently) ---------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core import search
 from core.clusters import latest_clustering
 from core.corpus import ingest_frame
 from core.embed import embed_corpus, load_embeddings
@@ -207,6 +209,22 @@ def test_compare_mode_draws_two_aligned_maps_with_linked_selection(explore, db_p
     assert 0 < expected < 1  # two encoders that really differ
     (shown,) = [float(m) for c in at.caption for m in re.findall(r"Mean (\d\.\d\d)", c.value)]
     assert shown == pytest.approx(expected, abs=0.0051)
+
+
+def test_search_on_a_large_corpus_goes_through_a_cell_index_once_built(explore, monkeypatch):
+    at = explore
+    at.text_input(key="explore_query").input("troponin chest pain").run()
+    exact = at.session_state["explore_highlight_ords"]
+    assert any("search exact." in c.value for c in at.caption)
+    monkeypatch.setattr(search, "EXACT_MAX", 50)  # this corpus now counts as large
+    at.run()  # exact search answers while the index is built in the background
+    assert any("search exact (a cell index for faster search is being built)" in c.value for c in at.caption)
+    for thread in threading.enumerate():
+        if thread.name == "notespace-search index":
+            thread.join(120)
+    at.run()
+    assert any("search approximate, through a cell index." in c.value for c in at.caption)
+    assert at.session_state["explore_highlight_ords"] == exact  # so few notes: every cell is probed
 
 
 def test_search_by_typed_query_and_by_note(explore):

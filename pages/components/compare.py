@@ -3,8 +3,9 @@
 The second map is rotated, scaled and shifted onto the first (least squares, `align_to`), because
 UMAP's orientation is arbitrary: without it, two maps that agree would still look different.
 Both maps write the same selection key and are linked in the browser: hovering or selecting in
-one shows the same notes in the other at once. Cluster names are drawn as outlined text without a
-box, so they never cover the points. The overlap colour is measured in each encoder's full space, not on the maps.
+one shows the same notes in the other at once, and so does hiding a category from the legend.
+Cluster names start hidden, so they never cover the points being compared; each map's Labels button
+shows them (outlined text without a box). The overlap colour is measured in each encoder's full space, not on the maps.
 """
 
 from __future__ import annotations
@@ -80,5 +81,5 @@ def compare_view(corpus: Corpus, opts: ProjectOptions, result_a: dict, frame: pd
             rows = part[shown]
             draw_map(rows, [c for c in colour_columns if c in rows], st.session_state.get(COLOUR_KEY), key=key,
                      labels=annotate(rows) if annotate else (), height=520, link=f"{corpus.name}/compare",
-                     label_style="outline", **draw)
+                     label_style="outline", labels_shown=False, **draw)
     return [job] if job else []

@@ -17,7 +17,9 @@ import streamlit as st
 from core import background, maps
 from core.background import Job
 from core.embed import corpus_space, embed_query
+from core.neighbours import CellIndex
 from core.options import ProjectOptions
+from core.search import wants_index
 from core.space import EmbeddingSpace
 from pages.common import progress_bar, show_failure, store
 
@@ -41,6 +43,22 @@ def _vectors(db: str, corpus: str, data_hash: str, space_fields: tuple) -> np.nd
 def vectors(db: str, corpus: str, data_hash: str, space: EmbeddingSpace) -> np.ndarray:
     """The corpus's vectors in that space (read-only, shared by sessions: 50k x 384 is 77 MB)."""
     return _vectors(db, corpus, data_hash, astuple(space))
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _index_job(db: str, corpus: str, data_hash: str, space_fields: tuple) -> Job:
+    X = _vectors(db, corpus, data_hash, space_fields)
+    return background.start(("search index", db, corpus, data_hash, space_fields), None, lambda progress: CellIndex(X))
+
+
+def search_index(db: str, corpus: str, data_hash: str, space: EmbeddingSpace) -> CellIndex | None:
+    """The cell index that searches a large corpus (core.search.wants_index), built in the background
+    once per server for these vectors; None for a corpus searched exactly, and while it is being built
+    (exact search answers meanwhile). Its job is kept only by this cache, so an evicted index is freed."""
+    if not wants_index(len(vectors(db, corpus, data_hash, space))):
+        return None
+    job = _index_job(db, corpus, data_hash, astuple(space))
+    return job.result if job.done else None
 
 
 @st.cache_data(max_entries=64, show_spinner="Embedding the query…")

@@ -9,7 +9,8 @@ Why it is built this way:
   into that column's palette), fetched when the column is first chosen. No note text. The
   component's arguments stay small JSON, so a rerun that changes the selection or a preview does
   not send the points again.
-- Colour, zoom, pan, hover and box / lasso selection happen in the browser; only the selected
+- Colour, zoom, pan, hover, box / lasso selection, hiding categories from the legend (a filter;
+  the selection keeps only the notes shown) and density shading happen in the browser; only the selected
   ords come back (into `selection_key`), and the ord of a note the pointer rests on, for which
   `preview` fetches that one note's preview. That round trip reruns only the map (a fragment).
 - The palette of a column comes from all its notes (core.palette), so colours do not change
@@ -132,19 +133,21 @@ def draw_map(frame: pd.DataFrame, columns: Sequence[str], colour: str | None = N
              ranges: dict[str, tuple[float, float]] | None = None, highlight_ords: Sequence[int] = (),
              labels: Sequence[dict] = (), selection_revision: int = 0,
              preview: Callable[[int], dict] | None = None, point_size: float = 4, opacity: float = 0.75,
-             height: int | None = None, link: str | None = None, label_style: str = "box") -> None:
+             height: int | None = None, link: str | None = None, label_style: str = "box",
+             labels_shown: bool = True) -> None:
     """Show the notes of `frame` (ord, x, y and the `columns` it can be coloured by) on the map.
 
     The selection is kept as ords in `st.session_state[selection_key]`, written (and given to
     `on_selection`) when the user selects; a selection made off the map (a new
     `selection_revision`) is drawn on it. `labels` are {x, y, text} (plain text, drawn on a canvas,
     never parsed as HTML), largest first; `link` names a group of maps (Compare) that show each
-    other's hover and selection; `label_style` "outline" draws labels without a box.
+    other's hover and selection (and legend filters); `label_style` "outline" draws labels without a
+    box; `labels_shown` False starts with the labels hidden (the map's Labels button shows them).
     """
     args = map_payload(frame, columns, key, kinds, palettes, ranges) | {
         "colour": st.session_state.get(COLOUR_KEY, colour) if st.session_state.get(COLOUR_KEY) in columns else colour,
         "highlight": [int(o) for o in highlight_ords], "labels": list(labels), "point_size": point_size,
-        "opacity": opacity, "height": height, "link": link, "label_style": label_style,
+        "opacity": opacity, "height": height, "link": link, "label_style": label_style, "labels_shown": labels_shown,
         "single_colour": SINGLE_COLOUR, "preview_on_hover": preview is not None,
         "selection": {"revision": selection_revision, "ords": [int(o) for o in st.session_state.get(selection_key) or []]},
     }

@@ -89,13 +89,16 @@ def selection_panel(store: Store, corpus: Corpus, frame: pd.DataFrame, selected:
                           on_click="ignore")
 
 
-def search_results(frame: pd.DataFrame, ords: np.ndarray, sims: np.ndarray, title: str, space: str) -> None:
-    """Search results, best first, with their cosine similarity in the full embedding space."""
+def search_results(frame: pd.DataFrame, ords: np.ndarray, sims: np.ndarray, title: str, space: str,
+                   how: str) -> None:
+    """Search results, best first, with their cosine similarity in the full embedding space; `how`
+    says how they were found (exact, or approximate through a cell index)."""
     by_ord = frame.set_index("ord", drop=False)
     results = by_ord.loc[ords].reset_index(drop=True)
     results.insert(0, "similarity", sims.astype(float))
     st.markdown(f"**{for_markdown(title)}**: {len(results)} nearest notes, ringed on the map")
-    st.caption(f"Cosine similarity in the full {space} embedding space (not distances on the map).")
+    st.caption(f"Cosine similarity in the full {space} embedding space (not distances on the map); "
+               f"search {how}.")
     _table(results, "explore_search_table", {"similarity": st.column_config.ProgressColumn(
         format="%.3f", min_value=min(0.0, float(sims.min(initial=0))), max_value=1.0)})
 

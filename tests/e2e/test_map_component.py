@@ -1,5 +1,6 @@
 """In a real browser: the Explore map component (regl-scatterplot on software WebGL) colours, selects
-with box and lasso, shows a hovered note's preview as text, and links the two maps of Compare."""
+with box and lasso, shows a hovered note's preview as text, hides categories from its legend (the
+selection keeps only the notes shown), shades by density, and links the two maps of Compare."""
 
 import re
 
@@ -13,9 +14,10 @@ from core.options import EmbedOptions, ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import wait_for
-from tests.e2e.conftest import map_frame, map_point, map_select, open_page, screenshot, wait_idle
+from tests.e2e.conftest import map_frame, map_point, map_select, open_page, screenshot, settled, wait_idle
 
 NASTY = "<img src=x onerror=alert(1)> & <b>chest</b> pain"
+NOTES = synthetic_notes(200, seed=5)  # the wards corpus's notes
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
 
 
@@ -28,7 +30,7 @@ def wards(app_env, tiny_encoder_path, second_encoder_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NOTESPACE_MODELS", app_env["NOTESPACE_MODELS"])
         store = Store(app_env["NOTESPACE_DB"])
-        notes = synthetic_notes(200, seed=5)
+        notes = NOTES.copy()
         notes.loc[3, "text"] = NASTY
         ingest_frame(store, notes, "wards", "text", "note_id", ["specialty", "site", "age"])
         for encoder in ("tiny", "tiny2"):
@@ -82,16 +84,88 @@ def test_colour_box_lasso_and_hover_preview(wards, page, app_url):
     screenshot(page, "map-component-hover")
 
 
-def test_compare_maps_are_linked(wards, page, app_url):
+def shown(frame) -> int:
+    """How many notes the map shows (not hidden from its legend)."""
+    return int(frame.locator("#map").get_attribute("data-shown"))
+
+
+def test_legend_filters_and_density_shading_in_the_browser(wards, page, app_url):
+    open_explore(page, app_url)
+    frame = map_frame(page)
+    expect(frame.locator("#map")).to_have_attribute("data-colour", "specialty")
+    reports = "() => window.notespaceMap.seq"  # values sent to Python (each one a rerun)
+    sent = frame.locator("#map").evaluate(reports)
+    cardiology = frame.locator("#legend .entry", has_text="cardiology")
+    cardiology.locator(".name").click()  # hide cardiology
+    not_cardiology = int((NOTES["specialty"] != "cardiology").sum())
+    expect(frame.locator("#map")).to_have_attribute("data-shown", str(not_cardiology))
+    expect(cardiology).to_have_class(re.compile(r"\boff\b"))
+    expect(frame.locator("#status")).to_contain_text(f"{not_cardiology} of 200 notes shown")
+    assert frame.locator("#map").evaluate(reports) == sent  # nothing went to Python: no rerun
+
+    frame.locator("#colour").select_option("site")  # the filter stays while the map is recoloured
+    expect(frame.locator("#legend .entry", has_text="north")).to_be_visible()
+    assert shown(frame) == not_cardiology
+    map_select(page, "box")  # (nearly) the whole map: only the notes shown are selected
+    wait_for(lambda: page.get_by_text(re.compile(r"[\d,]+ notes selected")).count() == 1
+             and selected_count(page) == not_cardiology)
+
+    north = frame.locator("#legend .entry", has_text="north")
+    north.hover()
+    north.locator(".only").click()  # only north (and still no cardiology): the selection shrinks with it
+    north_only = int(((NOTES["specialty"] != "cardiology") & (NOTES["site"] == "north")).sum())
+    expect(frame.locator("#map")).to_have_attribute("data-shown", str(north_only))
+    wait_for(lambda: selected_count(page) == north_only)
+
+    frame.locator("#show-all").click()
+    expect(frame.locator("#map")).to_have_attribute("data-shown", "200")
+    expect(frame.locator("#show-all")).to_be_hidden()
+    screenshot(page, "map-component-legend-filter")
+
+    # density shading, a toggle in the browser too
+    page.mouse.move(0, 0)  # no hover ring in the pictures
+    stage = frame.locator(".stage")
+    plain = stage.screenshot()
+    density = frame.locator("#density")
+    density.click()
+    expect(frame.locator("#map")).to_have_attribute("data-density", "true")
+    expect(density).to_have_class(re.compile(r"\bon\b"))
+    wait_for(lambda: stage.screenshot() != plain)  # drawn translucent by density
+    density.click()
+    expect(frame.locator("#map")).to_have_attribute("data-density", "false")
+    wait_for(lambda: stage.screenshot() == plain)  # and back to what it was
+
+
+def test_compare_maps_are_linked_and_their_labels_start_hidden(wards, page, app_url):
     open_explore(page, app_url)
     page.get_by_test_id("stRadio").filter(has_text="Compare").get_by_text("Compare", exact=True).click()
     wait_idle(page)
+    settled(page)  # the default clusters are named: their labels are in both maps
     left, right = map_frame(page, 0), map_frame(page, 1)
-    x, y = map_point(page, 7, 0)
-    page.mouse.move(x - 3, y)
-    page.mouse.move(x, y, steps=3)  # hovering a note on the left rings it on the right
-    wait_for(lambda: right.locator("#map").evaluate("() => [...window.notespaceMap.linked]")
-             == [right.locator("#map").evaluate("() => window.notespaceMap.indexOf.get(7)")])
+    for side in (left, right):  # cluster names never cover the points being compared, unless asked for
+        expect(side.locator("#labels")).to_be_visible()
+        expect(side.locator("#labels")).not_to_have_class(re.compile(r"\bon\b"))
+        expect(side.locator("#map")).to_have_attribute("data-labels", "0")
+    left.locator("#labels").click()
+    left.locator('#map:not([data-labels="0"])[data-labels]').wait_for()
+    expect(right.locator("#map")).to_have_attribute("data-labels", "0")
+    left.locator("#labels").click()
+    expect(left.locator("#map")).to_have_attribute("data-labels", "0")
+
+    for here, there in ((0, right), (1, left)):  # hovering a note on one map rings it on the other
+        x, y = map_point(page, 7, here)
+        page.mouse.move(x - 3, y)
+        page.mouse.move(x, y, steps=3)
+        wait_for(lambda: there.locator("#map").evaluate("() => [...window.notespaceMap.linked]")
+                 == [there.locator("#map").evaluate("() => window.notespaceMap.indexOf.get(7)")])
+        page.mouse.move(0, 0)
+
+    left.locator("#legend .entry", has_text="cardiology").locator(".name").click()  # hidden on both maps
+    not_cardiology = str(int((NOTES["specialty"] != "cardiology").sum()))
+    expect(right.locator("#map")).to_have_attribute("data-shown", not_cardiology)
+    expect(right.locator("#legend .entry", has_text="cardiology")).to_have_class(re.compile(r"\boff\b"))
+    right.locator("#show-all").click()
+    expect(left.locator("#map")).to_have_attribute("data-shown", "200")
     map_select(page, "box", nth=0, start=(0.0, 0.0), end=(0.5, 1.0))
     page.get_by_text("notes selected").wait_for()
     count = selected_count(page)

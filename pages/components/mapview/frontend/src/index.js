@@ -2,9 +2,10 @@
 //
 // Python (pages/components/mapview/__init__.py) registers the points once per map as binary files
 // on the app's own media endpoint and passes their URLs; everything else in `args` is small JSON.
-// Colour, zoom/pan, hover highlight, box and lasso selection happen here; only selected ords (and
-// the ord of a note rested on, for its preview) go back to Python. Note text only ever arrives
-// for that one hovered note and is set with textContent, never parsed as HTML.
+// Colour, legend filters, density shading, zoom/pan, hover highlight, box and lasso selection happen
+// here; only selected ords (and the ord of a note rested on, for its preview) go back to Python.
+// Note text only ever arrives for that one hovered note and is set with textContent, never parsed
+// as HTML.
 import createScatterplot from "regl-scatterplot";
 
 const send = (type, data) => window.parent.postMessage({ isStreamlitMessage: true, type, ...data }, "*");
@@ -34,7 +35,12 @@ for (const [mode, text, help] of [
   tools[mode] = el("button", { textContent: text, title: help, className: "tool", dataset: { mode } }, bar);
 }
 const resetView = el("button", { textContent: "Reset view", title: "zoom out to all notes" }, bar);
-const labelToggle = el("button", { textContent: "Labels", title: "show or hide cluster names", className: "tool on" }, bar);
+const labelToggle = el("button", { textContent: "Labels", title: "show or hide cluster names", className: "tool on", id: "labels" }, bar);
+const densityToggle = el("button", {
+  textContent: "Density", className: "tool", id: "density",
+  title: "shade by density: points turn translucent by how many are in view, so crowded areas add up dark and sparse ones stay faint",
+}, bar);
+const showAll = el("button", { textContent: "Show all", title: "show the notes hidden from the legend", id: "show-all", style: "display:none" }, bar);
 const status = el("span", { className: "status", id: "status" }, bar);
 const stage = el("div", { className: "stage", tabIndex: 0 }, root);
 const canvas = el("canvas", { className: "points" }, stage);
@@ -67,6 +73,9 @@ const S = {
   args: null, pointsUrl: null, n: 0, x: null, y: null, ords: null, indexOf: new Map(), codes: new Map(),
   colour: undefined, selected: [], selectionRevision: null, focused: false, seq: 0, hoverTimer: null,
   hovered: null, labels: [], showLabels: true, highlight: [], channel: null, linked: new Set(), mode: "pan",
+  hidden: new Map(), // column name -> the legend labels hidden by clicking the legend (kept across reruns)
+  shownMask: null, // per point 1 when shown, null when nothing is hidden
+  density: false,
 };
 window.notespaceMap = S; // read by the browser tests and bench/map.py (e.g. S.drawnAt)
 S.screenOf = (ord) => { // where a note is drawn, in the map's pixels (tests point at notes with it)
@@ -100,6 +109,7 @@ async function fetchBinary(url) {
 }
 
 async function render(args) {
+  if (!S.args) setLabelsShown(args.labels_shown !== false); // first render; then the user's toggle
   S.args = args;
   const height = frameHeight();
   root.style.height = `${height}px`;
@@ -140,6 +150,7 @@ async function loadPoints(args) {
   for (let i = 0; i < n; i++) S.indexOf.set(S.ords[i], i);
   S.codes = new Map();
   S.selected = [];
+  S.shownMask = null; // the hidden values (S.hidden) apply to these points once coloured
   // the coordinates normalised to [-1, 1] (regl-scatterplot's space), each axis on its own
   S.nx = normalise(S.x);
   S.ny = normalise(S.y);
@@ -148,8 +159,9 @@ async function loadPoints(args) {
     ...names.map((name) => el("option", { value: name, textContent: name })));
   const wanted = S.colour !== undefined && (S.colour === null || names.includes(S.colour)) ? S.colour : args.colour;
   await colourBy(names.includes(wanted) ? wanted : null, true);
+  await applyFilter();
   fitView();
-  status.textContent = `${n.toLocaleString()} notes`;
+  showCount();
 }
 
 function normalise(values) {
@@ -182,8 +194,9 @@ async function colourBy(name, first = false) {
   const spatialIndex = first ? undefined : plot.get("spatialIndex");
   plot.set({ pointColor: palette, colorBy: "valueA" });
   await plot.draw({ x: S.nx, y: S.ny, valueA: codes }, {
-    zDataType: "categorical", spatialIndex, select: S.selected, preventFilterReset: true,
+    zDataType: "categorical", spatialIndex, select: S.selected,
   });
+  if (S.shownMask) await plot.filter(shownIndices(), { preventEvent: true }); // a new draw shows every point
   drawLegend(column);
   drawOverlay();
   S.drawnAt = performance.now();
@@ -200,6 +213,7 @@ function drawLegend(column) {
   if (!column) { legend.style.display = "none"; return; }
   legend.style.display = "";
   el("div", { className: "title", textContent: column.name }, legend);
+  const hidden = S.hidden.get(column.name) || new Set();
   if (column.kind === "scale") {
     el("div", { className: "ramp", style: `background: linear-gradient(to right, ${column.ramp.join(",")})` }, legend);
     const ends = el("div", { className: "ends" }, legend);
@@ -207,10 +221,87 @@ function drawLegend(column) {
     el("span", { textContent: column.high }, ends);
   }
   for (const entry of column.legend) {
-    const row = el("div", { className: "entry" }, legend);
+    const row = el("div", { className: hidden.has(entry.label) ? "entry off" : "entry", dataset: { label: entry.label } }, legend);
+    row.title = `${entry.label}: click to hide or show these notes`;
     el("span", { className: "swatch", style: `background:${entry.colour}` }, row);
-    el("span", { textContent: entry.label, title: entry.label }, row);
+    el("span", { className: "name", textContent: entry.label }, row);
+    const only = el("button", { className: "only", textContent: "only", title: `show only ${entry.label}` }, row);
+    row.addEventListener("click", () => hideLegendEntries(column, hidden.has(entry.label) ? [] : [entry.label], [entry.label]));
+    only.addEventListener("click", (event) => {
+      event.stopPropagation();
+      const others = column.legend.map((e) => e.label).filter((label) => label !== entry.label);
+      hideLegendEntries(column, others, [entry.label], true);
+    });
   }
+}
+
+// ---- filters: legend entries hide their notes in the browser (no rerun) -------------------------
+// Hidden values of every column apply together (hide a specialty, recolour by site: it stays
+// hidden). A selection keeps only the notes shown, and Python hears of it when that drops notes.
+function hideLegendEntries(column, hide, show, replace = false) {
+  const hidden = replace ? new Set() : new Set(S.hidden.get(column.name) || []);
+  for (const label of show) hidden.delete(label);
+  for (const label of hide) hidden.add(label);
+  setHidden(column.name, hidden, true).catch(showError);
+}
+
+async function setHidden(name, hidden, tellLinked) {
+  if (hidden.size) S.hidden.set(name, hidden);
+  else S.hidden.delete(name);
+  if (tellLinked && S.channel) S.channel.postMessage({ type: "filter", column: name, hidden: [...hidden] });
+  await applyFilter(tellLinked);
+}
+
+showAll.addEventListener("click", () => {
+  S.hidden.clear();
+  if (S.channel) S.channel.postMessage({ type: "filter", column: null, hidden: [] });
+  applyFilter(true).catch(showError);
+});
+
+// `tell`: report a selection the filter shrank (the map of a comparison that heard of the filter
+// from the other map leaves that to it: both hold the same selection)
+async function applyFilter(tell = true) {
+  const columns = S.args.columns.filter((c) => (S.hidden.get(c.name) || new Set()).size);
+  if (!columns.length) {
+    S.shownMask = null;
+    if (plot.get("isPointsFiltered")) await plot.unfilter({ preventEvent: true });
+  } else {
+    const mask = new Uint8Array(S.n).fill(1);
+    for (const column of columns) {
+      const hidden = S.hidden.get(column.name);
+      const off = column.values.map((value) => hidden.has(value));
+      const codes = await columnCodes(column);
+      for (let i = 0; i < S.n; i++) if (off[codes[i]]) mask[i] = 0;
+    }
+    S.shownMask = mask;
+    await plot.filter(shownIndices(), { preventEvent: true });
+  }
+  const kept = S.selected.filter(isShown);
+  if (kept.length !== S.selected.length) {
+    S.selected = kept;
+    if (tell) report({ event: "select", selected: kept.map((i) => S.ords[i]) });
+  }
+  drawLegend(S.args.columns.find((c) => c.name === S.colour) || null);
+  drawOverlay();
+  showCount();
+}
+
+function isShown(i) {
+  return !S.shownMask || S.shownMask[i] === 1;
+}
+
+function shownIndices() {
+  const out = [];
+  for (let i = 0; i < S.n; i++) if (S.shownMask[i]) out.push(i);
+  return out;
+}
+
+function showCount() {
+  const shown = S.shownMask ? S.shownMask.reduce((a, b) => a + b, 0) : S.n;
+  status.textContent = shown === S.n ? `${S.n.toLocaleString()} notes`
+    : `${shown.toLocaleString()} of ${S.n.toLocaleString()} notes shown (${[...S.hidden.keys()].join(", ")} filtered)`;
+  showAll.style.display = S.shownMask ? "" : "none";
+  root.dataset.shown = String(shown);
 }
 
 // ---- tools, focus and the wheel -----------------------------------------------------------------
@@ -225,10 +316,17 @@ setMode("pan");
 // all notes in view, whatever the map's shape (regl-scatterplot fits [-1, 1] to the height)
 const fitView = () => plot.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
 resetView.addEventListener("click", fitView);
-labelToggle.addEventListener("click", () => {
-  S.showLabels = !S.showLabels;
-  labelToggle.classList.toggle("on", S.showLabels);
+function setLabelsShown(shown) {
+  S.showLabels = shown;
+  labelToggle.classList.toggle("on", shown);
   drawOverlay();
+}
+labelToggle.addEventListener("click", () => setLabelsShown(!S.showLabels));
+densityToggle.addEventListener("click", () => {
+  S.density = !S.density;
+  densityToggle.classList.toggle("on", S.density);
+  plot.set({ opacityBy: S.density ? "density" : null });
+  root.dataset.density = String(S.density);
 });
 
 // The wheel scrolls the page until the map is clicked; then it zooms, until the page is clicked.
@@ -274,7 +372,7 @@ plot.subscribe("deselect", () => {
 });
 
 function applySelection(ords) {
-  S.selected = ords.map((o) => S.indexOf.get(o)).filter((i) => i !== undefined);
+  S.selected = ords.map((o) => S.indexOf.get(o)).filter((i) => i !== undefined && isShown(i));
   if (S.selected.length) plot.select(S.selected, { preventEvent: true });
   else plot.deselect({ preventEvent: true });
 }
@@ -328,6 +426,9 @@ function linkedEvent(message) {
     drawOverlay();
   } else if (message.type === "select") {
     applySelection(message.ords);
+  } else if (message.type === "filter") {
+    if (message.column === null) S.hidden.clear(); // "Show all"
+    setHidden(message.column, new Set(message.hidden), false).catch(showError);
   }
 }
 
@@ -342,10 +443,11 @@ function drawOverlay() {
   const { width, height } = stage.getBoundingClientRect();
   ctx.lineWidth = 2;
   ctx.strokeStyle = "#111";
-  for (const i of S.highlight) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 7);
+  for (const i of S.highlight.filter(isShown)) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 7);
   ctx.strokeStyle = "#d62728";
-  for (const i of S.linked) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 9);
+  for (const i of [...S.linked].filter(isShown)) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 9);
   if (S.showLabels) placeLabels(ctx, width, height);
+  else root.dataset.labels = "0";
 }
 
 function ring(ctx, x, y, r) {
