@@ -88,7 +88,7 @@ def test_a_measurement_shows_its_progress_and_can_be_cancelled(clinic, monkeypat
     """Measuring runs in the background: the page says what it is doing, Cancel stops it with nothing
     stored, and Measure starts it afresh. The real evaluation waits at its start until the test has
     pressed Cancel, so the job is surely running then."""
-    from core import evaluation
+    from core.evaluation import corpus as evaluation
 
     started, release, measure = threading.Event(), threading.Event(), evaluation.evaluate_corpus
 
