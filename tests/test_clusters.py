@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
@@ -247,3 +248,18 @@ def test_joining_the_sample_is_a_k10_majority_vote_with_ties_to_the_nearest():
     nearest_tied = [len(best) > 1 and near in best for best, near in zip(winners, nearest)]
     assert sum(nearest_tied) > 20  # the data has ties for the rule to break
     np.testing.assert_array_equal(labels[rest][nearest_tied], nearest[nearest_tied])
+
+
+def test_clusters_are_renumbered_by_size_with_ties_by_old_id():
+    """pandas as the oracle: sizes counted, sorted by size (largest first) then old id; noise stays -1."""
+    from core.clusters import _by_size
+
+    old = np.random.default_rng(2).permutation(np.repeat([-1, 0, 3, 9, 12, 5], [40, 60, 100, 150, 100, 7]))
+    sizes = pd.Series(old[old >= 0]).value_counts()
+    order = sorted(sizes.index, key=lambda c: (-sizes[c], c))  # 9, 3, 12 (as many as 3), 0, 5
+    expected = pd.Series(old).map(dict(zip(order, range(len(order)))) | {-1: -1}).to_numpy()
+    renumbered = _by_size(old)
+    assert renumbered.dtype == np.int64
+    np.testing.assert_array_equal(renumbered, expected)
+    np.testing.assert_array_equal(_by_size(np.array([-1, -1])), [-1, -1])
+    assert _by_size(np.zeros(0, dtype=np.int64)).shape == (0,)
