@@ -130,8 +130,9 @@ def test_cluster_labels_follow_the_c_tf_idf_definition():
 
 @pytest.mark.parametrize("n_notes, min_df", [(199, 1), (200, 2)])
 def test_cluster_labels_equal_a_c_tf_idf_by_hand_on_a_random_corpus(n_notes, min_df):
-    """Words drawn with skewed frequencies, each cluster favouring some, noise (-1) among the clusters;
-    from 200 notes on, n-grams in a single note are left out: then a one-note cluster loses its own word."""
+    """Words drawn with skewed frequencies, each cluster favouring some, noise (-1) among the clusters,
+    many ties; a missing note. From 200 notes on, n-grams in fewer than 2 notes are left out: a
+    one-note cluster loses its own word there, a two-note cluster keeps its."""
     rng = np.random.default_rng(n_notes)
     vocabulary = np.array(["angina", "troponin", "eczema", "rash", "biopsy", "fracture", "cast", "insulin",
                            "glucose", "asthma", "inhaler", "seizure", "migraine", "ward", "transfer"])
@@ -142,10 +143,13 @@ def test_cluster_labels_equal_a_c_tf_idf_by_hand_on_a_random_corpus(n_notes, min
         weights = np.roll(weights, 3 * (label + 1))
         words = rng.choice(vocabulary, rng.integers(2, 9), p=weights / weights.sum())
         texts.append(" ".join(words) + (f" rare{rng.integers(10_000)}" if rng.random() < 0.3 else ""))
-    texts[-1], labels[-1] = "solitary solitary solitary angina", 4
-    expected = _ctfidf_labels(texts, labels, top_n=8, min_df=min_df)
-    assert ("solitary" in expected[4]) == (min_df == 1)
-    assert label_clusters(texts, labels, top_n=8) == expected
+    texts[-4:] = [None, "solitary solitary solitary angina", "paired paired angina", "angina paired"]
+    labels[-4:] = [7, 4, 5, 5]
+    expected = _ctfidf_labels(["" if t is None else t for t in texts], labels, top_n=5, min_df=min_df)
+    assert expected[7] == [] and expected[5][0] == "paired" and ("solitary" in expected[4]) == (min_df == 1)
+    assert label_clusters(texts, labels) == expected  # 5 terms by default
+    one = ["troponin rise"]
+    assert label_clusters(one, [2]) == _ctfidf_labels(one, [2], top_n=5, min_df=1) != {2: []}
 
 
 # ---- confound audit: balanced accuracy, so a skewed column cannot score by its majority --------
