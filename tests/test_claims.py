@@ -9,7 +9,9 @@ the CPU attention path, and ingest's all-or-nothing at a chosen point inside its
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -77,6 +79,77 @@ def test_a_word_frequent_in_every_cluster_is_not_a_label():
             texts.append(" ".join(rng.permutation(body)))
             labels.append(cluster)
     assert label_clusters(texts, labels, top_n=1) == {c: [word] for c, word in own.items()}
+
+
+def _ctfidf_labels(texts, labels, top_n: int, min_df: int) -> dict[int, list[str]]:
+    """c-TF-IDF by hand, from its definition: a cluster's notes form one document of words (3 or more
+    letters, not a number, not a stop word) and the pairs of words next to each other once stop words
+    are gone; tf = count / n-grams in the cluster; idf = log(1 + mean n-grams per cluster / count over
+    all clusters); n-grams in fewer than `min_df` notes are dropped. A cluster's label: its best terms
+    (ties alphabetical), skipping a term whose words are all in the terms already taken."""
+    from collections import Counter
+
+    from core.clusters import STOP_WORDS
+
+    def grams(text):
+        words = [w for w in re.findall(r"\w+", text.lower()) if len(w) >= 3 and not w.isdigit() and w not in STOP_WORDS]
+        return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+    notes_with = Counter(g for text in texts for g in set(grams(text)))
+    by_cluster: dict[int, Counter] = {}
+    for text, label in zip(texts, labels):
+        by_cluster.setdefault(int(label), Counter()).update(g for g in grams(text) if notes_with[g] >= min_df)
+    overall = sum(by_cluster.values(), Counter())
+    mean_size = np.mean([sum(c.values()) for c in by_cluster.values()])
+    out = {}
+    for label, counts in sorted(by_cluster.items()):
+        size = sum(counts.values())
+        score = {g: n / size * math.log(1 + mean_size / overall[g]) for g, n in counts.items()}
+        chosen, seen = [], set()
+        for g in sorted(score, key=lambda g: (-round(score[g], 12), g)):
+            if len(chosen) < top_n and not set(g.split()) <= seen:
+                chosen.append(g)
+                seen |= set(g.split())
+        out[label] = chosen
+    return out
+
+
+def test_cluster_labels_follow_the_c_tf_idf_definition():
+    """By hand on three notes: cluster 0 has troponin x2, angina, 'troponin troponin', 'troponin angina'
+    (5 n-grams), clusters 1 and 2 three each, mean 11/3. Scores in cluster 0: troponin 2/5 log(1 +
+    11/6) = 0.417, each pair 1/5 log(1 + 11/3) = 0.308, angina 1/5 log(1 + 11/6) = 0.208; then the
+    subset rule. Plain term frequency would rank angina level with the pairs."""
+    texts = ["Troponin troponin angina", "eczema angina", "eczema rash 2024 to be"]
+    assert label_clusters(texts, [0, 1, 2], top_n=5) == {0: ["troponin", "troponin angina"], 1: ["eczema angina"],
+                                                         2: ["eczema rash"]}
+    assert label_clusters(texts, [0, 1, 2], top_n=5) == _ctfidf_labels(texts, [0, 1, 2], top_n=5, min_df=1)
+    assert label_clusters(texts, [0, 1, 2], top_n=1)[0] == ["troponin"]
+    assert label_clusters(["the and 12", "of 3"], [0, -1]) == {-1: [], 0: []}  # nothing but stop words and numbers
+    assert label_clusters([], []) == {}
+
+
+@pytest.mark.parametrize("n_notes, min_df", [(199, 1), (200, 2)])
+def test_cluster_labels_equal_a_c_tf_idf_by_hand_on_a_random_corpus(n_notes, min_df):
+    """Words drawn with skewed frequencies, each cluster favouring some, noise (-1) among the clusters,
+    many ties; a missing note. From 200 notes on, n-grams in fewer than 2 notes are left out: a
+    one-note cluster loses its own word there, a two-note cluster keeps its."""
+    rng = np.random.default_rng(n_notes)
+    vocabulary = np.array(["angina", "troponin", "eczema", "rash", "biopsy", "fracture", "cast", "insulin",
+                           "glucose", "asthma", "inhaler", "seizure", "migraine", "ward", "transfer"])
+    labels = rng.integers(-1, 4, n_notes)
+    texts = []
+    for label in labels:
+        weights = 1 / np.arange(1, len(vocabulary) + 1) ** 1.2
+        weights = np.roll(weights, 3 * (label + 1))
+        words = rng.choice(vocabulary, rng.integers(2, 9), p=weights / weights.sum())
+        texts.append(" ".join(words) + (f" rare{rng.integers(10_000)}" if rng.random() < 0.3 else ""))
+    texts[-4:] = [None, "solitary solitary solitary angina", "paired paired angina", "angina paired"]
+    labels[-4:] = [7, 4, 5, 5]
+    expected = _ctfidf_labels(["" if t is None else t for t in texts], labels, top_n=5, min_df=min_df)
+    assert expected[7] == [] and expected[5][0] == "paired" and ("solitary" in expected[4]) == (min_df == 1)
+    assert label_clusters(texts, labels) == expected  # 5 terms by default
+    one = ["troponin rise"]
+    assert label_clusters(one, [2]) == _ctfidf_labels(one, [2], top_n=5, min_df=1) != {2: []}
 
 
 # ---- confound audit: balanced accuracy, so a skewed column cannot score by its majority --------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
@@ -209,3 +210,56 @@ def test_notes_outside_the_sample_join_their_nearest_sample_notes_cluster():
     np.testing.assert_array_equal(labels[rows], sample_labels)
     rest = np.setdiff1d(np.arange(300), rows)
     np.testing.assert_array_equal(labels[rest], truth[rest])
+
+
+def _vote_oracle(X, rows, sample_labels, k=10):
+    """sklearn's brute-force cosine kNN over the sample, then a plain count per label: for each row
+    outside the sample, the labels with the most votes, and the label of its nearest sample note."""
+    from collections import Counter
+
+    from sklearn.neighbors import NearestNeighbors
+
+    rest = np.setdiff1d(np.arange(len(X)), rows)
+    idx = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(X[rows]).kneighbors(
+        X[rest], return_distance=False)
+    winners = []
+    for near in idx:
+        votes = Counter(sample_labels[near].tolist())
+        winners.append({label for label, count in votes.items() if count == max(votes.values())})
+    return rest, winners, sample_labels[idx[:, 0]]
+
+
+def test_joining_the_sample_is_a_k10_majority_vote_with_ties_to_the_nearest():
+    """Random labels on random points: many votes are tied or won by one, so the vote count, k and the
+    tie-break all show. One sample note far from every other holds the highest label and wins no vote."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 8))
+    X[:-1, 0] = np.abs(X[:-1, 0])
+    X[-1] = 0
+    X[-1, 0] = -50.0  # cosine: alone in its direction
+    rows = np.r_[np.arange(0, 399, 4), 399]
+    sample_labels = rng.integers(-1, 3, len(rows))
+    sample_labels[-1] = 7
+    labels = _join_neighbours(X.astype(np.float32), rows, sample_labels, seed=3)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels[rows], sample_labels)
+    rest, winners, nearest = _vote_oracle(X, rows, sample_labels)
+    assert all(label in best for label, best in zip(labels[rest], winners))  # a majority label, never 7
+    nearest_tied = [len(best) > 1 and near in best for best, near in zip(winners, nearest)]
+    assert sum(nearest_tied) > 20  # the data has ties for the rule to break
+    np.testing.assert_array_equal(labels[rest][nearest_tied], nearest[nearest_tied])
+
+
+def test_clusters_are_renumbered_by_size_with_ties_by_old_id():
+    """pandas as the oracle: sizes counted, sorted by size (largest first) then old id; noise stays -1."""
+    from core.clusters import _by_size
+
+    old = np.random.default_rng(2).permutation(np.repeat([-1, 0, 3, 9, 12, 5], [40, 60, 100, 150, 100, 7]))
+    sizes = pd.Series(old[old >= 0]).value_counts()
+    order = sorted(sizes.index, key=lambda c: (-sizes[c], c))  # 9, 3, 12 (as many as 3), 0, 5
+    expected = pd.Series(old).map(dict(zip(order, range(len(order)))) | {-1: -1}).to_numpy()
+    renumbered = _by_size(old)
+    assert renumbered.dtype == np.int64
+    np.testing.assert_array_equal(renumbered, expected)
+    np.testing.assert_array_equal(_by_size(np.array([-1, -1])), [-1, -1])
+    assert _by_size(np.zeros(0, dtype=np.int64)).shape == (0,)
