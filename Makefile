@@ -8,7 +8,7 @@ DEMO   ?= drug-reviews
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test test-fast bench chromium clean mutate mapview
+.PHONY: install run test test-robustness test-fast bench chromium clean mutate mapview
 
 $(PY):
 	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
@@ -42,10 +42,15 @@ run: $(STAMP)
 
 test: $(STAMP) chromium
 	@echo "==> running the test suite"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not robustness"
+
+# Crash recovery and scale-out (SIGKILLed workers, Ray, torchrun, three users at once): CI runs it too.
+test-robustness: $(STAMP) chromium
+	@echo "==> running the robustness tests"
+	$(PY) -m pytest -q -m robustness
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not e2e and not real_model"
+	$(PY) -m pytest -q -m "not e2e and not real_model and not robustness"
 
 # Mutation testing (docs/testing.md), not part of `make test`: minutes to hours. MODULES=clusters corpus ... for some.
 mutate: $(STAMP)

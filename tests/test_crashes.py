@@ -19,6 +19,8 @@ from core.embed import embed_corpus, load_embeddings
 from core.options import EmbedOptions
 from core.store import Store
 
+pytestmark = pytest.mark.robustness  # make test-robustness (docs/testing.md)
+
 SEED = 20261125
 
 

@@ -27,6 +27,8 @@ from core.store import Store, StoreError
 from core.training.loop import train
 from core.jobs.runners import training_data
 
+pytestmark = pytest.mark.robustness  # make test-robustness (docs/testing.md)
+
 K = 4
 
 

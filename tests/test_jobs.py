@@ -186,6 +186,7 @@ def test_ctrl_c_at_any_moment_cancels_the_foreground_job(store, ctrl_c, monkeypa
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C raises again
 
 
+@pytest.mark.robustness
 def test_killed_worker_is_recovered_and_resumed_from_its_checkpoint(store, monkeypatch):
     monkeypatch.setenv("NOTESPACE_CHECKPOINT_S", "0.3")  # read by the worker processes
     job_id = jobs.submit_pretrain(store, "clinic", tiny("resumed", steps=60, batch_size=4, max_length=32))

@@ -152,6 +152,7 @@ def test_the_chosen_corpus_and_encoder_follow_the_session_across_pages(data_page
     assert (at.selectbox(key="corpus").value, at.selectbox(key="encoder").value) == ("first", chosen)
 
 
+@pytest.mark.robustness
 @pytest.mark.skipif(not ray_installed(), reason="the optional extra 'scale' (make test installs it)")
 def test_where_ray_is_installed_the_page_embeds_on_a_local_ray(data_page, db_path, synthetic_df):
     from core.corpus import ingest_frame

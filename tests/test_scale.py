@@ -23,6 +23,8 @@ from core.scale import ROOT, embed_on_ray, import_ray, work_dir  # noqa: E402
 from core.space import remembered  # noqa: E402
 from core.store import Store  # noqa: E402
 
+pytestmark = pytest.mark.robustness  # make test-robustness (docs/testing.md)
+
 OPTS = EmbedOptions(encoder="tiny")
 ROWS = 16
 

@@ -35,6 +35,8 @@ from sample_data.synthetic import synthetic_notes
 from tests.conftest import wait_for
 from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, MAP_IFRAME, ROOT
 
+pytestmark = pytest.mark.robustness  # make test-robustness (docs/testing.md)
+
 SESSIONS = 3
 HUNG_INTERACTION_S = 300.0  # timeouts for a hung wait, not speed limits
 HUNG_TOTAL_S = 600.0
