@@ -114,8 +114,9 @@ def synthesise(n: int, seed: int = 0):
 def build(db: Path, n: int) -> None:
     """Ingest the synthetic notes and write their vectors through the store's own paths (run once)."""
     from core.corpus import ingest_frame
-    from core.embed import Settings, _write_vectors, embedding_set
+    from core.embed import resolve_space
     from core.encoders import get_encoder
+    from core.space import remember, write_vectors
 
     store = Store(db)
     frames, vectors = [], []
@@ -128,11 +129,13 @@ def build(db: Path, n: int) -> None:
     log("  ingested")
     corpus = store.corpus(corpus_name(n))
     enc = get_encoder(store, ENCODER)
-    set_id = embedding_set(store, enc, Settings.resolve(enc, EmbedOptions(encoder=ENCODER)).cache_params(enc), DIM)
+    space = resolve_space(store, corpus, enc, EmbedOptions(encoder=ENCODER))  # the app's default space
+    set_id = space.create_set(store)
     hashes = store.text_hashes(corpus)  # in ord order; texts are unique, so one vector each
     X = np.concatenate(vectors)
     for start in range(0, n, CHUNK):
-        _write_vectors(store, set_id, DIM, hashes[start:start + CHUNK], X[start:start + CHUNK])
+        write_vectors(store, set_id, DIM, hashes[start:start + CHUNK], X[start:start + CHUNK])
+    remember(store, corpus, space)
     log(f"  {n:,} vectors written to {db}")
 
 
