@@ -111,10 +111,10 @@ class _Task:
         from core.setfit import setfit_curve
 
         texts = self.store.texts(self.corpus)["text"].tolist()
-        return json_safe(setfit_curve(texts, self.labels, get_encoder(self.store, encoder_id).path, vectors,
-                                   self.finetune, max_length=self.embedding[encoder_id]["max_length"],
-                                   shots=self.opts.shot_list(), seeds=self.opts.seeds, test_size=self.opts.test_size,
-                                   progress=report, should_stop=self.should_stop).to_dict())
+        return setfit_curve(texts, self.labels, get_encoder(self.store, encoder_id).path, vectors,
+                            self.finetune, max_length=self.embedding[encoder_id]["max_length"],
+                            shots=self.opts.shot_list(), seeds=self.opts.seeds, test_size=self.opts.test_size,
+                            progress=report, should_stop=self.should_stop).to_dict()  # made JSON-safe by _stored
 
     def pieces(self, kinds: list[str], progress: Progress, compute: bool) -> dict[str, dict] | None:
         """{encoder: {kind: result}} from the store, computing what is missing (compute=False: None then)."""
