@@ -40,9 +40,11 @@ run: $(STAMP)
 	@echo "==> serving NoteSpace on http://127.0.0.1:8501"
 	$(VENV)/bin/notespace app
 
+# One worker per CPU (pytest-xdist), the browser tests all on one of them; TEST_JOBS=0 runs one process.
+TEST_JOBS ?= auto
 test: $(STAMP) chromium
 	@echo "==> running the test suite"
-	$(PY) -m pytest -q -m "not robustness"
+	$(PY) -m pytest -q -m "not robustness" -n $(TEST_JOBS) --dist loadgroup
 
 # Crash recovery and scale-out (SIGKILLed workers, Ray, torchrun, three users at once): CI runs it too.
 test-robustness: $(STAMP) chromium

@@ -18,6 +18,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items):
+    """Groups for `pytest -n` (`--dist loadgroup`, as `make test` runs it): a module's tests stay on one
+    worker, so its module fixtures are built once, and the browser tests share one worker, so only one
+    app server and one chromium run at a time beside the other tests."""
+    for item in items:
+        group = "e2e" if "/tests/e2e/" in str(item.fspath) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def build_tiny_encoder(out_dir: Path, hidden: int = 32, layers: int = 2, seed: int = 0, heads: int = 2) -> Path:
     """A random BERT (2 layers by default) that reuses the packaged MiniLM tokenizer, saved as a
     sentence-transformers folder. Another seed gives another encoder with the same shape."""

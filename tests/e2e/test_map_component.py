@@ -14,7 +14,7 @@ from core.options import EmbedOptions, ProjectOptions
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import wait_for
-from tests.e2e.conftest import map_frame, map_point, map_select, open_page, screenshot, settled, wait_idle
+from tests.e2e.conftest import MAP_IFRAME, map_frame, map_point, map_select, open_page, screenshot, settled, wait_idle
 
 NASTY = "<img src=x onerror=alert(1)> & <b>chest</b> pain"
 NOTES = synthetic_notes(200, seed=5)  # the wards corpus's notes
@@ -174,3 +174,22 @@ def test_compare_maps_are_linked_and_their_labels_start_hidden(wards, page, app_
     wait_for(lambda: right.locator("#map").evaluate(ords) == left.locator("#map").evaluate(ords)
              and len(left.locator("#map").evaluate(ords)) == count)
     screenshot(page, "map-component-compare")
+
+
+def test_points_that_failed_to_load_are_fetched_again_on_the_next_run(wards, page, app_url):
+    """A rerun interrupted before it registers the map's files again lets Streamlit delete them, so the
+    browser's fetch gets a 404; the run after registers them again, and the map must then draw."""
+    open_explore(page, app_url)
+    map_frame(page)
+    page.route(re.compile(r"/media/"), lambda route: route.fulfill(status=404))
+    page.get_by_test_id("stSelectbox").filter(has_text="Encoder").click()
+    page.get_by_role("option", name=re.compile(r"^tiny2 \(adapted")).click()
+    wait_idle(page)
+    frame = page.frame_locator(MAP_IFRAME).first
+    expect(frame.locator("#status")).to_contain_text("The map could not be drawn: 404")
+
+    page.unroute(re.compile(r"/media/"))
+    page.locator("body").press("r")  # Streamlit's key for a rerun: the same map, its files registered again
+    wait_idle(page)
+    expect(frame.locator("#status")).to_have_text("200 notes")
+    assert frame.locator("#map").evaluate("() => window.notespaceMap.shownCodes.length") == 200

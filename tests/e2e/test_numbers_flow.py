@@ -3,17 +3,14 @@ with baselines beside accuracies, intervals beside estimates and the classes tha
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import only_tiny, open_page, screenshot, settled, wait_idle
+from tests.e2e.conftest import only_tiny, open_page, screenshot, start_step, wait_idle
 
 
 def test_separability_page_says_what_its_numbers_mean(embedded_clinic, page, app_url):
     open_page(page, app_url, "Separability")
     only_tiny(page)
-    page.get_by_role("button", name="Measure separability").click()
-    wait_idle(page)
-    settled(page)  # the step runs in the background, with its progress bar
     headline = page.get_by_text("the label separates")
-    headline.wait_for()
+    start_step(page, "Measure separability", headline)  # the step runs in the background, with its progress bar
     words = headline.inner_text()
     assert "by always answering the largest class" in words and "by guessing" in words and "Beyond chance" in words
     table = page.get_by_test_id("stTable")
@@ -30,10 +27,7 @@ def test_separability_page_says_what_its_numbers_mean(embedded_clinic, page, app
 def test_fewshot_page_puts_baselines_beside_accuracy(embedded_clinic, page, app_url):
     open_page(page, app_url, "Few-shot")
     only_tiny(page)
-    page.get_by_role("button", name="Run learning curve").click()
-    wait_idle(page)
-    settled(page)  # the step runs in the background, with its progress bar
-    expect(page.get_by_text("Macro-F1 (higher is better)")).to_be_visible()
+    start_step(page, "Run learning curve", page.get_by_text("Macro-F1 (higher is better)"))
     page.get_by_test_id("stRadio").filter(has_text="Measure").get_by_text("Accuracy", exact=True).click()
     wait_idle(page)
     expect(page.get_by_text("Accuracy (higher is better)")).to_be_visible()

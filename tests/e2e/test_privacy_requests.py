@@ -18,7 +18,7 @@ from core.store import Store
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import build_tiny_encoder
 from tests.e2e.conftest import (HUNG_MS, TINY, box_select, only_tiny, open_map, open_page, pick, screenshot,
-                                settled, wait_idle)
+                                start_step, wait_idle)
 from tests.test_privacy import sockets_blocked_env
 
 pytestmark = pytest.mark.e2e
@@ -90,17 +90,11 @@ def test_every_page_and_flow_asks_only_the_apps_own_host(clinic, recorded, app_u
 
     open_page(page, app_url, "Separability")
     only_tiny(page)
-    page.get_by_role("button", name="Measure separability").click()
-    wait_idle(page)
-    settled(page)  # the step runs in the background, with its progress bar
-    page.get_by_test_id("stPlotlyChart").first.wait_for()
+    start_step(page, "Measure separability", page.get_by_test_id("stPlotlyChart").first)
 
     open_page(page, app_url, "Few-shot")
     only_tiny(page)
-    page.get_by_role("button", name="Run learning curve").click()
-    wait_idle(page)
-    settled(page)  # the step runs in the background, with its progress bar
-    page.get_by_text("held-out notes score every encoder").wait_for()
+    start_step(page, "Run learning curve", page.get_by_text("held-out notes score every encoder"))
 
     open_page(page, app_url, "Pretrain")
     pick(page, "Start from encoder", TINY)

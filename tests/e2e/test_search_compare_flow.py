@@ -73,7 +73,10 @@ def maps_when(page, ready, what: str, timeout: float = HUNG_MS / 1000) -> list[d
     deadline = time.monotonic() + timeout
     while not ready(drawn := [m for f in page.frames if "notespace_map" in f.url if (m := f.evaluate(MAP_JS))]):
         if time.monotonic() > deadline:
-            raise AssertionError(f"the page never showed {what}; its maps ring {[m['ringed'] for m in drawn]}")
+            said = [f.evaluate("() => document.getElementById('status')?.textContent") for f in page.frames
+                    if "notespace_map" in f.url]
+            raise AssertionError(f"the page never showed {what}; its maps ring {[m['ringed'] for m in drawn]}"
+                                 f" and say {said}")
         page.wait_for_timeout(200)
     return drawn
 

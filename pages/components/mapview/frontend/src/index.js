@@ -121,9 +121,18 @@ async function render(args) {
   }
   plot.set({ pointSize: args.point_size || 4, opacity: args.opacity || 0.75 });
   labelToggle.style.display = args.labels && args.labels.length ? "" : "none";
-  // renders can overlap while points load: each map's points are fetched once
+  // renders can overlap while points load: each map's points are fetched once. A failed fetch is
+  // forgotten, so the next render retries: a rerun interrupted before it re-registers the map's files
+  // lets Streamlit delete them (a 404), and the run after it registers them again.
   if (args.points_url !== S.pointsUrl) {
-    if (!S.loading || S.loading.url !== args.points_url) S.loading = { url: args.points_url, done: loadPoints(args) };
+    if (!S.loading || S.loading.url !== args.points_url) {
+      const loading = { url: args.points_url };
+      loading.done = loadPoints(args).catch((error) => {
+        if (S.loading === loading) S.loading = null;
+        throw error;
+      });
+      S.loading = loading;
+    }
     await S.loading.done;
   }
   if (args.selection && args.selection.revision !== S.selectionRevision) {
@@ -139,7 +148,7 @@ async function render(args) {
 async function loadPoints(args) {
   status.textContent = `Loading ${args.n.toLocaleString()} notes…`;
   const buffer = await fetchBinary(args.points_url);
-  if (S.loading.url !== args.points_url) return; // another map arrived meanwhile
+  if (S.loading?.url !== args.points_url) return; // another map arrived meanwhile
   const n = args.n;
   S.pointsUrl = args.points_url;
   S.n = n;
@@ -179,7 +188,11 @@ const toGlX = (v) => ((v - S.nx.lo) / S.nx.span) * 1.8 - 0.9;
 const toGlY = (v) => ((v - S.ny.lo) / S.ny.span) * 1.8 - 0.9;
 
 async function columnCodes(column) {
-  if (!S.codes.has(column.url)) S.codes.set(column.url, fetchBinary(column.url).then((b) => new Uint8Array(b)));
+  if (!S.codes.has(column.url)) {
+    const codes = fetchBinary(column.url).then((b) => new Uint8Array(b));
+    S.codes.set(column.url, codes);
+    codes.catch(() => { if (S.codes.get(column.url) === codes) S.codes.delete(column.url); }); // retried later
+  }
   return S.codes.get(column.url);
 }
 
