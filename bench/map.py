@@ -1,7 +1,7 @@
 """Map benchmark: the Explore map (regl-scatterplot component) against the plotly map it replaced,
 in the same run, in headless Debian chromium (software WebGL, no GPU).
 
-    python bench/map.py --sizes 10000,50000        # one JSON line per size and renderer
+    python bench/map.py --sizes 10000,50000 [--repeats 3]  # one JSON line per size and renderer: medians
 
 The plotly map is today's app at the commit before the component (PLOTLY_COMMIT), unpacked with
 `git archive` into bench/out and served on its own port from the same store: no plotly code is
@@ -35,7 +35,13 @@ PLOTLY_COMMIT = "dbfa335"  # main before the map component: its Explore map is p
 DB = OUT / "map.duckdb"
 VIEWPORT = {"width": 1440, "height": 900}
 
+import numpy as np  # noqa: E402
+
+from bench.million import machine  # noqa: E402
 from bench.serving import served_app  # noqa: E402
+
+
+METRICS = ("draw_s", "colour_s", "select_s", "bytes_per_point")
 
 
 def log(message: str) -> None:
@@ -176,6 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,50000", help="comma-separated corpus sizes")
     parser.add_argument("--renderers", default="regl,plotly", help="regl (the map component) and/or plotly")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per size and renderer; medians are printed")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     encoder = prepare(sizes)
@@ -191,10 +198,15 @@ def main() -> None:
                             flags=("--server.maxMessageSize", "2000")) as (url, _):
                 for n in sizes:
                     try:
-                        print(json.dumps(measure(browser, url, renderer, n, encoder)), flush=True)
+                        runs = [measure(browser, url, renderer, n, encoder) for _ in range(args.repeats)]
                     except Exception as error:  # plotly past its limits: say so and go on
                         print(json.dumps({"n": n, "renderer": renderer, "error": str(error).splitlines()[0]}),
                               flush=True)
+                        continue
+                    print(json.dumps({"n": n, "renderer": renderer} | {
+                        key: float(np.median([run[key] for run in runs])) for key in METRICS} | {
+                        "runs": [{key: run[key] for key in METRICS} for run in runs], "machine": machine()}),
+                        flush=True)
         browser.close()
 
 

@@ -44,7 +44,6 @@ import numpy as np
 
 from core import neighbours
 from core.caches import private_dir, route_library_caches
-from core.geometry import unit_rows
 from core.options import ProjectOptions
 
 log = logging.getLogger(__name__)
@@ -113,11 +112,14 @@ def _import_umap():
     return _umap
 
 
+BLOCK_ROWS = 65536  # rows per block of a pass over a large X: no n x d temporary
+
+
 def _as_matrix(X) -> np.ndarray:
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2:
         raise ValueError(f"expected a 2-D array of embeddings, got shape {X.shape}")
-    if not np.isfinite(X).all():
+    if not all(np.isfinite(X[s:s + BLOCK_ROWS]).all() for s in range(0, len(X), BLOCK_ROWS)):
         raise ValueError("the embeddings contain NaN or infinite values")
     return X
 
@@ -126,25 +128,31 @@ def pca(X, n_components: int = 2, metric: str = "cosine") -> np.ndarray:
     """Deterministic PCA: eigenvectors of the covariance, each signed so its largest loading is > 0.
 
     With the cosine metric rows are normalised first, so PCA sees the same geometry UMAP does.
+    Block by block (a million notes are 1.5 GB): the mean, then the covariance of the centred rows
+    (float32 products summed in float64 across blocks), then the coordinates; X itself is never copied.
     """
     X = _as_matrix(X)
-    if metric == "cosine":
-        X = unit_rows(X)
     n, d = X.shape
     if n == 0:
         return np.zeros((0, n_components), np.float32)
-    mean = X.mean(axis=0, dtype=np.float64)
+    scale = (1 / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12) if metric == "cosine"
+             else np.ones(n)).astype(np.float32)
+    blocks = range(0, n, BLOCK_ROWS)
+    mean = sum(scale[s:s + BLOCK_ROWS].astype(np.float64) @ X[s:s + BLOCK_ROWS] for s in blocks) / n
+
+    def centred(s: int) -> np.ndarray:
+        return X[s:s + BLOCK_ROWS] * scale[s:s + BLOCK_ROWS, None] - mean.astype(np.float32)
+
     cov = np.zeros((d, d))
-    for start in range(0, n, 65536):  # float64 accumulation without a float64 copy of X
-        block = X[start:start + 65536].astype(np.float64) - mean
+    for s in blocks:
+        block = centred(s)
         cov += block.T @ block
     _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
     V = vecs[:, ::-1][:, :n_components]
     V *= np.sign(V[np.abs(V).argmax(axis=0), np.arange(V.shape[1])])
-    Y = (X.astype(np.float64) - mean) @ V if n <= 65536 else np.vstack(
-        [(X[s:s + 65536].astype(np.float64) - mean) @ V for s in range(0, n, 65536)])
     out = np.zeros((n, n_components), np.float32)  # d < n_components: pad with zeros
-    out[:, :Y.shape[1]] = Y
+    for s in blocks:
+        out[s:s + BLOCK_ROWS, :V.shape[1]] = centred(s) @ V.astype(np.float32)
     return out
 
 

@@ -89,9 +89,8 @@ class EmbeddingSpace:
 
         return store.write(create)
 
-    def _without_vectors(self, store: Store, corpus: Corpus, select: str, tail: str = "",
-                         located: tuple[Encoder, int | None] | None = None) -> list[tuple]:
-        enc, set_id = located or self._located(store)
+    def _without_vectors(self, store: Store, corpus: Corpus, select: str, tail: str = "") -> list[tuple]:
+        enc, set_id = self._located(store)
         dim = enc.dim
         with store.connect() as con:
             if set_id is None or not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?",
@@ -113,24 +112,23 @@ class EmbeddingSpace:
 
     def load(self, store: Store, corpus: Corpus) -> np.ndarray:
         """The corpus's vectors in this space, in note order (n x dim float32); every note must have one."""
-        located = enc, set_id = self._located(store)
-        if self._without_vectors(store, corpus, "count(*)", located=located)[0][0]:
-            raise StoreError(f"corpus '{corpus.name}' is not fully embedded in this space ({self.describe()}); "
-                             f"run `notespace embed --corpus {corpus.name} --encoder {self.encoder}` first")
+        enc, set_id = self._located(store)
         dim = enc.dim
         vectors = np.empty((corpus.n_docs, dim), dtype=np.float32)
-        with store.connect() as con:  # streamed into place by ord: no sort, no second copy of the result
-            batches = con.sql(
-                f"SELECT d.ord, v.vector FROM documents d JOIN {vector_table(dim)} v "
-                f"ON v.set_id = ? AND v.text_hash = d.text_hash WHERE d.corpus_id = ?",
-                params=[set_id, corpus.id],
-            ).to_arrow_reader(LOAD_BATCH_ROWS)
-            filled = 0
-            for batch in batches:
-                vectors[batch.column(0).to_numpy()] = batch.column(1).flatten().to_numpy().reshape(-1, dim)
-                filled += batch.num_rows
-        if filled != corpus.n_docs:
-            raise StoreError(f"corpus '{corpus.name}' changed while its vectors were read; try again")
+        filled = 0
+        if set_id is not None:
+            with store.connect() as con:  # streamed into place by ord: no sort, no second copy of the result
+                batches = con.sql(
+                    f"SELECT d.ord, v.vector FROM documents d JOIN {vector_table(dim)} v "
+                    f"ON v.set_id = ? AND v.text_hash = d.text_hash WHERE d.corpus_id = ?",
+                    params=[set_id, corpus.id],
+                ).to_arrow_reader(LOAD_BATCH_ROWS)
+                for batch in batches:
+                    vectors[batch.column(0).to_numpy()] = batch.column(1).flatten().to_numpy().reshape(-1, dim)
+                    filled += batch.num_rows
+        if filled != corpus.n_docs:  # one row a note (ords are unique): fewer rows, notes without vectors
+            raise StoreError(f"corpus '{corpus.name}' is not fully embedded in this space ({self.describe()}); "
+                             f"run `notespace embed --corpus {corpus.name} --encoder {self.encoder}` first")
         return vectors
 
 

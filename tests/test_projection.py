@@ -31,6 +31,15 @@ def test_pca_is_deterministic_and_order_independent():
     np.testing.assert_allclose(np.abs(a), np.abs(ref), atol=1e-4)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_pca_in_blocks_matches_sklearn(monkeypatch, metric):
+    """A large X is read in blocks (here of 64 rows, the last one short): the same map as sklearn's."""
+    monkeypatch.setattr(projection, "BLOCK_ROWS", 64)
+    X = _blobs()
+    rows = X / np.linalg.norm(X, axis=1, keepdims=True) if metric == "cosine" else X
+    np.testing.assert_allclose(np.abs(pca(X, metric=metric)), np.abs(PCA(2).fit_transform(rows)), atol=1e-4)
+
+
 def test_umap_same_seed_same_map():
     X = _blobs()
     opts = ProjectOptions(n_neighbors=10, seed=7)

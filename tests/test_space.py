@@ -1,6 +1,8 @@
 """Embedding spaces: whole notes in overlapping windows, the space a corpus remembers, and every
 reader of vectors using it (tiny random BERT, real DuckDB files)."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from core.corpus import ingest_frame
 from core.embed import Embedder, embed_corpus, load_embeddings, split_windows
 from core.options import EmbedOptions
 from core.space import EmbeddingSpace, remembered
-from core.store import Store
+from core.store import Store, StoreError
 
 WINDOW = 32  # tokens per window, [CLS] and [SEP] included: 30 of the note's own
 CHUNK = EmbedOptions(encoder="tiny", precision="fp32", max_length=WINDOW, long_notes="chunk")
@@ -167,3 +169,21 @@ def test_every_reader_uses_the_space_the_corpus_was_embedded_in(db_path, models_
     # the vectors read are the chunk space's, not the default truncation's
     X = space.load(store, store.corpus("clinic"))
     assert X.shape == (120, 32) and space.long_notes == "chunk"
+
+
+def test_loading_needs_every_note_embedded_and_duplicate_texts_share_one_vector(db_path, models_dir):
+    store = Store(db_path)
+    texts = ["chest pain", "knee pain", "chest pain", "rash"]  # a duplicate text: one stored vector, two notes
+    ingest_frame(store, pd.DataFrame({"text": texts}), "ward", "text")
+    embed_corpus(store, "ward", EmbedOptions(encoder="tiny"))
+    space = remembered(store, store.corpus("ward"), "tiny")
+    vectors = space.load(store, store.corpus("ward"))
+    assert vectors.shape[0] == 4 and np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
+
+    ingest_frame(store, pd.DataFrame({"text": ["rash", "chest pain", "new cough"]}), "clinic", "text")
+    clinic = store.corpus("clinic")
+    assert space.missing(store, clinic) == 1
+    with pytest.raises(StoreError, match=r"corpus 'clinic' is not fully embedded .*notespace embed --corpus clinic"):
+        space.load(store, clinic)
+    with pytest.raises(StoreError, match="not fully embedded"):  # a space nothing was embedded in yet
+        dataclasses.replace(space, max_length=64).load(store, clinic)
