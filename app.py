@@ -8,6 +8,7 @@ st.set_page_config(page_title="NoteSpace", page_icon="🔬", layout="wide")
 from core.access import allow_list_from_env, exposure_refusal, is_allowed, login_configured  # noqa: E402
 from core.caches import remove_leftovers, route_library_caches  # noqa: E402
 from core.projection import warm_up_in_background  # noqa: E402  (set_page_config must come first)
+from pages.common import store  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)
@@ -69,4 +70,7 @@ pages = {
 }
 if door is None:
     warm_up_in_background()  # UMAP ready before the first map is asked for (idempotent)
-st.navigation([door] if door else pages).run()
+    with store().session():  # the page's dozens of short reads open the file once; long work lets go of it
+        st.navigation(pages).run()
+else:
+    st.navigation([door]).run()

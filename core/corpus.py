@@ -26,10 +26,11 @@ def ingest_file(store: Store, path: Source, name: str, text_col: str, id_col: st
     "skipped", "meta", "duplicates", "conflicts", "warnings"}. `force` stores despite refusals;
     `replace` swaps a corpus of the same name for this one, all or nothing."""
     safe_name(name)
-    plan = confirmed(check(path, text_col, id_col, meta_cols, header), force)
-    source = f"upload:{path.name}" if isinstance(path, InMemoryFile) else f"file:{Path(path).resolve()}"
-    chunks = read_chunks(path, wanted_columns(text_col, id_col, list(plan.meta)), header=header)
-    return write(store, chunks, plan, name, source, progress, should_stop, replace)
+    with store.released():
+        plan = confirmed(check(path, text_col, id_col, meta_cols, header), force)
+        source = f"upload:{path.name}" if isinstance(path, InMemoryFile) else f"file:{Path(path).resolve()}"
+        chunks = read_chunks(path, wanted_columns(text_col, id_col, list(plan.meta)), header=header)
+        return write(store, chunks, plan, name, source, progress, should_stop, replace)
 
 
 def ingest_frame(store: Store, df: pd.DataFrame, name: str, text_col: str, id_col: str | None = None,
@@ -37,9 +38,11 @@ def ingest_frame(store: Store, df: pd.DataFrame, name: str, text_col: str, id_co
                  progress: Progress | None = None, *, force: bool = False, replace: bool = False) -> dict:
     """Same checks and transaction as a file, for a DataFrame already in memory (demo corpora)."""
     safe_name(name)
-    as_text = frame_as_text(df)
-    plan = confirmed(check(InMemoryFile(name, b""), text_col, id_col, meta_cols, chunks=frame_chunks(as_text)), force)
-    return write(store, frame_chunks(as_text), plan, name, source, progress, replace=replace)
+    with store.released():
+        as_text = frame_as_text(df)
+        plan = confirmed(check(InMemoryFile(name, b""), text_col, id_col, meta_cols, chunks=frame_chunks(as_text)),
+                         force)
+        return write(store, frame_chunks(as_text), plan, name, source, progress, replace=replace)
 
 
 def corpus_info(store: Store, name: str) -> dict:

@@ -285,7 +285,7 @@ def embed_corpus(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptio
         done = computed + n_texts * windows_done / max(n_windows, 1)
         report(LOADING + (1 - LOADING) * done / len(todo), f"{int(done):,} of {len(todo):,} new texts embedded")
 
-    with ThreadPoolExecutor(1) as tokenizer_pool, ThreadPoolExecutor(1) as writer:
+    with store.released(), ThreadPoolExecutor(1) as tokenizer_pool, ThreadPoolExecutor(1) as writer:
         pending_write = None
         upcoming = tokenizer_pool.submit(prepare, chunks[0]) if chunks else None
         for i in range(len(chunks)):

@@ -76,9 +76,10 @@ def _stage(store: Store, corpus: Corpus, opts: ProjectOptions, space: EmbeddingS
 def find_projection(store: Store, corpus_name: str, opts: ProjectOptions = ProjectOptions()) -> dict | None:
     """The stored map for these options (the `project` JSON with cached=True), else None; never computes."""
     started = time.perf_counter()
-    corpus = store.corpus(corpus_name)
-    space = remembered(store, corpus, get_encoder(store, opts.encoder).id)
-    hit = stored_or_computed(store, _stage(store, corpus, opts, space), None) if space else None
+    with store.session():
+        corpus = store.corpus(corpus_name)
+        space = remembered(store, corpus, get_encoder(store, opts.encoder).id)
+        hit = stored_or_computed(store, _stage(store, corpus, opts, space), None) if space else None
     if hit is None:
         return None
     return ({"projection": hit.id} | hit.result | {"embedding": space.public()}
@@ -98,17 +99,21 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
 
     started = time.perf_counter()
     report = progress or _quiet
-    hit = find_projection(store, corpus_name, opts)
-    if hit:
-        report(1.0, f"map {hit['projection']} found in the store")
-        return hit | {"seconds": round(time.perf_counter() - started, 4)}
-    corpus = store.corpus(corpus_name)
-    if corpus.n_docs == 0:
-        raise StoreError(f"corpus '{corpus.name}' holds no notes to draw")
-    space = corpus_space(store, corpus.name, opts.encoder, progress=lambda f, m="": report(0.5 * f, m))
-    stage = _stage(store, corpus, opts, space, {"embedding_set": space.stored_set(store)})
+    with store.session():  # a dozen short lookups, one opening of the file
+        hit = find_projection(store, corpus_name, opts)
+        if hit:
+            report(1.0, f"map {hit['projection']} found in the store")
+            return hit | {"seconds": round(time.perf_counter() - started, 4)}
+        corpus = store.corpus(corpus_name)
+        if corpus.n_docs == 0:
+            raise StoreError(f"corpus '{corpus.name}' holds no notes to draw")
+        space = ready(store, corpus.name, opts.encoder)
+    if space is None:  # notes to embed first: long work, so outside the session
+        space = corpus_space(store, corpus.name, opts.encoder, progress=lambda f, m="": report(0.5 * f, m))
+    with store.session():
+        stage = _stage(store, corpus, opts, space, {"embedding_set": space.stored_set(store)})
+        X = space.load(store, corpus)
     encoder_id, inputs = stage.encoder_id, stage.inputs
-    X = space.load(store, corpus)
     drawn: dict = {}
 
     def draw() -> Computed:
@@ -117,10 +122,11 @@ def project_corpus(store: Store, corpus_name: str, opts: ProjectOptions = Projec
         if warm and len(warm.xy) != len(X):
             warm = None
         knn = warm.knn if warm else None
-        if opts.method == "umap" and len(X) <= SAMPLE_ABOVE and (knn is None or knn[0].shape[1] < opts.n_neighbors):
-            knn = knn_graph(X, min(len(X), max(KNN_KEPT, opts.n_neighbors)), opts.metric, include_self=True)
-        xy = drawn["xy"] = compute_projection(X, opts, progress=lambda f, m="": report(0.5 + 0.5 * f, m),
-                                              init=warm.xy if warm else None, knn=knn)
+        with store.released():  # a layout takes seconds to minutes: the file is not held meanwhile
+            if opts.method == "umap" and len(X) <= SAMPLE_ABOVE and (knn is None or knn[0].shape[1] < opts.n_neighbors):
+                knn = knn_graph(X, min(len(X), max(KNN_KEPT, opts.n_neighbors)), opts.metric, include_self=True)
+            xy = drawn["xy"] = compute_projection(X, opts, progress=lambda f, m="": report(0.5 + 0.5 * f, m),
+                                                  init=warm.xy if warm else None, knn=knn)
         drawn["knn"] = knn
         return Computed({"corpus": corpus.name, "encoder": encoder_id, "method": opts.method, "n": len(xy)},
                         sampling(len(X), opts.method)

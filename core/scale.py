@@ -208,7 +208,7 @@ def embed_on_ray(store: Store, corpus_name: str, opts: EmbedOptions = EmbedOptio
     workers = workers or (1 if address else max(1, (os.cpu_count() or 1) // 2))
     started = time.perf_counter()
     probe_dir = work_dir(store, corpus, 0)  # spill folder until the set id is known
-    with _ray_session(ray, address, workers, _private_dir(probe_dir) / "spill"):
+    with store.released(), _ray_session(ray, address, workers, _private_dir(probe_dir) / "spill"):
         space, settings = ray_space(store, corpus, enc, opts, _cluster_has_gpus(ray))
         set_id = space.create_set(store)
         folder = _private_dir(work_dir(store, corpus, set_id))

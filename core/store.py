@@ -4,7 +4,8 @@ Sharing the file between processes (app, background jobs, command line): DuckDB 
 process hold the file at a time, so nobody keeps a connection open. Every operation opens a short
 connection through `Store.connect()`, which retries while another process holds the lock, and
 closes it when done (see docs/architecture.md). Within one process DuckDB shares the instance, so
-threads (Streamlit sessions) can connect concurrently.
+threads (Streamlit sessions) can connect concurrently, and a burst of short reads (a lookup, a page
+run) opens the file once inside `Store.session()`.
 """
 
 from __future__ import annotations
@@ -142,10 +143,10 @@ class Store:
         self.path = Path(path) if path else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrated = False
+        self._held = threading.local()  # the connection a thread's session keeps open (Store.session)
 
-    @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; waits (with back-off) while another process holds the file."""
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """A new connection; waits (with back-off) while another process holds the file."""
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         delay = 0.02
         while True:
@@ -161,13 +162,55 @@ class Store:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
-        try:
-            if not self._migrated:
+        if not self._migrated:
+            try:
                 with _WRITE_LOCK:
                     self._migrate(con)
+            except BaseException:
+                con.close()
+                raise
+        return con
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection, closed when the block ends."""
+        con = self._open()
+        try:
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Keep the file open across a burst of short reads and writes (a lookup, a page run): the
+        connections this process makes meanwhile share DuckDB's open instance, well under a millisecond
+        each against ~15 ms to open the file. Other processes wait for the file meanwhile, so long work
+        inside a session runs in `released()`. Sessions nest; each thread holds its own."""
+        if getattr(self._held, "con", None) is not None:
+            yield
+            return
+        self._held.con = self._open()
+        try:
+            yield
+        finally:
+            con, self._held.con = self._held.con, None
+            if con is not None:
+                con.close()
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Long work (embedding, ingesting, a layout) inside a session: this thread's hold on the file is
+        let go meanwhile, so other processes (job workers, the command line) are not kept waiting."""
+        con = getattr(self._held, "con", None)
+        if con is None:
+            yield
+            return
+        con.close()
+        self._held.con = None
+        try:
+            yield
+        finally:
+            self._held.con = self._open()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -138,3 +138,31 @@ def test_small_vector_commits_are_not_merged_into_whole_row_groups(db_path):
         row_groups = con.execute("SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('v')").fetchall()[0][0]
         assert con.execute("SELECT count(*), sum(i) FROM v").fetchall()[0] == (5000, sum(range(5000)))
     assert row_groups == 5
+
+
+def other_process_can_open(path) -> bool:
+    """Whether another process gets the file now (DuckDB locks it for the life of a process's instance)."""
+    probe = "import duckdb, sys\ntry:\n    duckdb.connect(sys.argv[1]).close()\nexcept duckdb.IOException:\n    sys.exit(3)"
+    return subprocess.run([sys.executable, "-c", probe, str(path)], timeout=60).returncode == 0
+
+
+def test_a_session_holds_the_file_for_its_reads_and_lets_go_for_long_work_and_at_its_end(db_path, monkeypatch):
+    store = Store(db_path)
+    store.summary()
+    opened = []
+    real_connect = duckdb.connect
+    monkeypatch.setattr(store_mod.duckdb, "connect", lambda *a, **k: opened.append(a) or real_connect(*a, **k))
+    assert other_process_can_open(db_path)  # between operations nobody holds the file
+    with store.session():
+        assert not other_process_can_open(db_path)
+        with store.session():  # sessions nest
+            store.summary(), store.corpora()
+            with store.released():  # long work: other processes get the file meanwhile
+                assert other_process_can_open(db_path)
+            store.summary()
+        assert not other_process_can_open(db_path)
+    assert other_process_can_open(db_path)
+    assert len(opened) == 5  # the session's opening, one per read (3), the reopening after released()
+    with pytest.raises(ZeroDivisionError), store.session():
+        1 / 0
+    assert other_process_can_open(db_path)  # a failure inside a session lets go too
