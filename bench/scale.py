@@ -29,6 +29,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--notes", type=int, default=2000)
@@ -74,7 +80,7 @@ def main() -> None:
         "docs_per_s": {k: round(args.notes / v, 1) for k, v in median.items()},
         "ray_overhead_s_per_10k_notes": {k: round((v - median["local"]) / args.notes * 10_000, 1)
                                          for k, v in median.items() if k != "local"},
-        "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+        "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "gpu": gpu_name(),
                     "load_avg_at_end": os.getloadavg()[0], "platform": platform.platform()},
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
 
