@@ -93,8 +93,10 @@ if view == "Map":  # the charts beside the map; under the two maps when comparin
     map_slot, charts_slot = st.columns([7, 3])
 else:
     map_slot, charts_slot = st.container(), st.expander("Metadata charts", expanded=True, icon=":material/bar_chart:")
+# lazy tabs: a tab's tables are computed only while it is open (a selection on 50k notes waited ~0.2 s
+# for the cluster table behind a closed tab); switching tabs reruns the page
 notes_tab, clusters_tab, label_tab, export_tab = st.tabs(
-    ["Selection and search", "Clusters", "Label from the map", "Export"], key="explore_tab")
+    ["Selection and search", "Clusters", "Label from the map", "Export"], key="explore_tab", on_change="rerun")
 
 # ---- derived colour columns: clusters, labels made on the map, predictions ---------------------
 
@@ -102,7 +104,8 @@ with clusters_tab:
     clusters, cluster_job = default_clustering(store(), corpus_name, encoder,
                                                lambda: cluster_panel(store(), corpus_name, encoder, frame))
     if clusters is not None:
-        cluster_table(clusters, frame, kinds)
+        if clusters_tab.open:
+            cluster_table(clusters, frame, kinds)
         frame = frame.assign(cluster=clusters.column().to_numpy())
 with label_tab:
     predicted = labelling_panel(store(), corpus_name, encoder, state.selected())
@@ -199,17 +202,19 @@ with progress_slot:
 
 # ---- below the map: search results, selection, reader; export -----------------------------------
 
-with notes_tab:
-    reading = st.session_state[state.READ]
-    tables, reader = st.columns([3, 2]) if reading is not None else (st.container(), None)
-    with tables:
-        if search is not None:
-            search_results(frame, *search)
-            st.button("Clear search", key="explore_clear_search", icon=":material/close:", on_click=state.clear_search)
-        selection_panel(store(), corpus, frame, state.selected())
-    if reader is not None:
-        with reader:
-            note_reader(store(), corpus, frame, reading)
+if notes_tab.open:
+    with notes_tab:
+        reading = st.session_state[state.READ]
+        tables, reader = st.columns([3, 2]) if reading is not None else (st.container(), None)
+        with tables:
+            if search is not None:
+                search_results(frame, *search)
+                st.button("Clear search", key="explore_clear_search", icon=":material/close:",
+                          on_click=state.clear_search)
+            selection_panel(store(), corpus, frame, state.selected())
+        if reader is not None:
+            with reader:
+                note_reader(store(), corpus, frame, reading)
 
 with export_tab:
     buttons = st.container(horizontal=True)

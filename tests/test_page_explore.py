@@ -6,6 +6,7 @@ fixture waits for it, so every test sees the page as it settles (clusters named 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -24,7 +25,7 @@ from core.embed import embed_corpus, load_embeddings
 from core.options import EmbedOptions
 from core.store import Store
 from pages.components.compare import OVERLAP
-from pages.components.map import COLOUR_KEY, column_codes, point_bytes
+from pages.components.map import COLOUR_KEY, column_codes, point_bytes, selected_ords, selection_arg
 from tests.conftest import settle
 
 # app.py warms UMAP up in a thread; its note that our kNN graph rules out `transform` is expected
@@ -118,6 +119,35 @@ def test_payload_encoding_of_points_categories_and_scales():
     codes, spec = column_codes(frame, "age")
     assert codes.tolist() == [0, 255, 254, 127] and spec["kind"] == "scale" and spec["low"] == "10"
     assert spec["values"][255] == "(missing)" and spec["legend"] == [{"label": "(missing)", "colour": "#9E9E9E"}]
+
+
+def test_a_large_selection_travels_as_a_bitmask_over_the_points_drawn_both_ways():
+    drawn = np.random.default_rng(0).permutation(np.arange(100, 6100))  # ords, in drawing order
+    chosen = drawn[::3]  # 2,000 notes: above the 1,000 that travel as ords
+    arg = selection_arg(drawn, chosen.tolist())
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(arg["mask"]), np.uint8), bitorder="little")
+    assert set(arg) == {"mask"} and len(arg["mask"]) <= 4 * len(drawn) / 8 / 3 + 4  # n/8 bytes, base64
+    assert set(drawn[bits[: len(drawn)].astype(bool)].tolist()) == set(chosen.tolist())
+    assert not bits[len(drawn):].any()
+    assert selected_ords({"selected_mask": arg["mask"]}, drawn) == sorted(chosen.tolist())
+    assert selection_arg(drawn, [4000, 100]) == {"ords": [4000, 100]}  # few: ords, as they are
+    assert selected_ords({"selected": [8, 4, 4]}, drawn) == [4, 8]
+    assert selected_ords({}, drawn) == []
+
+
+def test_a_selection_sent_as_a_bitmask_selects_the_notes_at_those_points(explore, media):
+    at = explore
+    at.run()  # the map's files registered again, now that `media` records them
+    (args,) = maps_in(at)
+    drawn = np.array(ords_of(args, media))
+    positions = np.arange(1, len(drawn), 2)  # every other point, as the browser draws them
+    bits = np.zeros(len(drawn), dtype=bool)
+    bits[positions] = True
+    mask = base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode()
+    map_event(at, "explore_map", {"event": "select", "selected_mask": mask, "colour": "site", "seq": 1})
+    assert not at.exception
+    assert at.session_state["explore_selected_ords"] == sorted(drawn[positions].tolist())
+    assert any(f"{len(positions)} notes selected" in m.value for m in at.markdown)
 
 
 def test_a_selection_on_the_map_comes_back_as_ords_into_the_explore_state(explore):

@@ -81,6 +81,7 @@ def test_streamlit_config_is_private_and_idle_by_default():
     assert config["server"]["fileWatcherType"] == "none"
     assert config["server"]["runOnSave"] is False
     assert config["browser"]["gatherUsageStats"] is False
+    assert config["runner"]["postScriptGC"] is False
 
 
 def test_the_served_command_watches_no_files():
@@ -90,6 +91,7 @@ def test_the_served_command_watches_no_files():
     flags = dict(zip(command[5::2], command[6::2]))
     assert flags["--server.fileWatcherType"] == "none"
     assert flags["--server.runOnSave"] == "false"
+    assert flags["--runner.postScriptGC"] == "false"
     assert flags["--server.address"] == "127.0.0.1"
     assert flags["--browser.gatherUsageStats"] == "false"
 

@@ -3,7 +3,8 @@
 // Python (pages/components/mapview/__init__.py) registers the points once per map as binary files
 // on the app's own media endpoint and passes their URLs; everything else in `args` is small JSON.
 // Colour, legend filters, density shading, zoom/pan, hover highlight, box and lasso selection happen
-// here; only selected ords (and the ord of a note rested on, for its preview) go back to Python.
+// here; only the selection (ords, or a bitmask when large) and the ord of a note rested on, for its
+// preview, go back to Python.
 // Note text only ever arrives for that one hovered note and is set with textContent, never parsed
 // as HTML.
 import createScatterplot from "regl-scatterplot";
@@ -71,7 +72,7 @@ function linearScale() {
 // ---- state ------------------------------------------------------------------------------------
 const S = {
   args: null, pointsUrl: null, n: 0, x: null, y: null, ords: null, indexOf: new Map(), codes: new Map(),
-  colour: undefined, selected: [], selectionRevision: null, focused: false, seq: 0, hoverTimer: null,
+  colour: undefined, selected: [], selectionRevision: null, focused: false, seq: 0, hoverTimer: null, style: {},
   hovered: null, labels: [], showLabels: true, highlight: [], channel: null, linked: new Set(), mode: "pan",
   hidden: new Map(), // column name -> the legend labels hidden by clicking the legend (kept across reruns)
   shownMask: null, // per point 1 when shown, null when nothing is hidden
@@ -119,7 +120,9 @@ async function render(args) {
     S.channel = new BroadcastChannel(`notespace-map:${args.link}`);
     S.channel.onmessage = (e) => linkedEvent(e.data);
   }
-  plot.set({ pointSize: args.point_size || 4, opacity: args.opacity || 0.75 });
+  const style = { pointSize: args.point_size || 4, opacity: args.opacity || 0.75 };
+  if (style.pointSize !== S.style.pointSize || style.opacity !== S.style.opacity) plot.set(style);
+  S.style = style;
   labelToggle.style.display = args.labels && args.labels.length ? "" : "none";
   // renders can overlap while points load: each map's points are fetched once. A failed fetch is
   // forgotten, so the next render retries: a rerun interrupted before it re-registers the map's files
@@ -137,7 +140,8 @@ async function render(args) {
   }
   if (args.selection && args.selection.revision !== S.selectionRevision) {
     S.selectionRevision = args.selection.revision;
-    applySelection(args.selection.ords);
+    const { mask, ords } = args.selection;
+    applySelection(mask !== undefined ? indicesOfMask(mask, S.n) : indicesOfOrds(ords));
   }
   S.highlight = (args.highlight || []).map((o) => S.indexOf.get(o)).filter((i) => i !== undefined);
   S.labels = args.labels || [];
@@ -158,7 +162,7 @@ async function loadPoints(args) {
   S.indexOf = new Map();
   for (let i = 0; i < n; i++) S.indexOf.set(S.ords[i], i);
   S.codes = new Map();
-  S.selected = [];
+  setSelected([]);
   S.shownMask = null; // the hidden values (S.hidden) apply to these points once coloured
   // the coordinates normalised to [-1, 1] (regl-scatterplot's space), each axis on its own
   S.nx = normalise(S.x);
@@ -291,8 +295,8 @@ async function applyFilter(tell = true) {
   }
   const kept = S.selected.filter(isShown);
   if (kept.length !== S.selected.length) {
-    S.selected = kept;
-    if (tell) report({ event: "select", selected: kept.map((i) => S.ords[i]) });
+    setSelected(kept);
+    if (tell) report({ event: "select", ...selectionValue(kept) });
   }
   drawLegend(S.args.columns.find((c) => c.name === S.colour) || null);
   drawOverlay();
@@ -352,9 +356,12 @@ stage.addEventListener("wheel", (event) => {
 stage.addEventListener("pointerdown", () => { S.focused = true; root.classList.add("focused"); });
 window.addEventListener("blur", () => { S.focused = false; root.classList.remove("focused"); });
 
+// Each frame costs: in software WebGL a redraw of 50k points takes ~0.15-0.2 s, so a rerun that
+// changes nothing on the map must not redraw it (resize and style are set only when they change).
 function resize() {
   const { width, height } = stage.getBoundingClientRect();
-  if (!width || !height) return;
+  if (!width || !height || (width === S.width && height === S.height)) return;
+  [S.width, S.height] = [width, height];
   plot.set({ width, height });
   overlay.width = Math.round(width * devicePixelRatio);
   overlay.height = Math.round(height * devicePixelRatio);
@@ -366,26 +373,58 @@ function resize() {
 new ResizeObserver(resize).observe(stage);
 
 // ---- selection ----------------------------------------------------------------------------------
+// the point indices selected here; their count and the sum of their ords are on #map for tests
+function setSelected(indices) {
+  S.selected = indices;
+  root.dataset.selected = String(indices.length);
+  root.dataset.selectedOrdSum = String(indices.reduce((sum, i) => sum + S.ords[i], 0));
+}
+
 function report(value) {
   S.seq += 1;
   setValue({ ...value, colour: S.colour, seq: S.seq });
 }
 
+// A large selection travels to and from Python as a bitmask over the points in drawing order (n/8
+// bytes, base64) rather than as ords (~6.5 bytes each): all of 50k notes is 8 KB instead of ~380 KB.
+// pages/components/map.py applies the same rule.
+const MASK_ABOVE = 1000;
+const asMask = (k, n) => k > MASK_ABOVE && k > n / 40;
+
+function maskOf(indices, n) {
+  const bytes = new Uint8Array((n + 7) >> 3);
+  for (const i of indices) bytes[i >> 3] |= 1 << (i & 7);
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+function indicesOfMask(mask, n) {
+  const bytes = atob(mask);
+  const out = [];
+  for (let i = 0; i < n; i++) if (bytes.charCodeAt(i >> 3) & (1 << (i & 7))) out.push(i);
+  return out;
+}
+
+const indicesOfOrds = (ords) => ords.map((o) => S.indexOf.get(o)).filter((i) => i !== undefined);
+
+const selectionValue = (indices) =>
+  asMask(indices.length, S.n) ? { selected_mask: maskOf(indices, S.n) } : { selected: indices.map((i) => S.ords[i]) };
+
 plot.subscribe("select", ({ points }) => {
-  S.selected = Array.from(points);
-  const ords = S.selected.map((i) => S.ords[i]);
-  report({ event: "select", selected: ords });
-  if (S.channel) S.channel.postMessage({ type: "select", ords });
+  setSelected(Array.from(points));
+  report({ event: "select", ...selectionValue(S.selected) });
+  if (S.channel) S.channel.postMessage({ type: "select", ords: S.selected.map((i) => S.ords[i]) });
 });
 plot.subscribe("deselect", () => {
   if (!S.selected.length) return;
-  S.selected = [];
+  setSelected([]);
   report({ event: "select", selected: [] });
   if (S.channel) S.channel.postMessage({ type: "select", ords: [] });
 });
 
-function applySelection(ords) {
-  S.selected = ords.map((o) => S.indexOf.get(o)).filter((i) => i !== undefined && isShown(i));
+function applySelection(indices) {
+  setSelected(indices.filter(isShown));
   if (S.selected.length) plot.select(S.selected, { preventEvent: true });
   else plot.deselect({ preventEvent: true });
 }
@@ -438,7 +477,7 @@ function linkedEvent(message) {
     S.linked = new Set(i === undefined ? [] : [i]);
     drawOverlay();
   } else if (message.type === "select") {
-    applySelection(message.ords);
+    applySelection(indicesOfOrds(message.ords));
   } else if (message.type === "filter") {
     if (message.column === null) S.hidden.clear(); // "Show all"
     setHidden(message.column, new Set(message.hidden), false).catch(showError);
