@@ -72,7 +72,7 @@ function linearScale() {
 // ---- state ------------------------------------------------------------------------------------
 const S = {
   args: null, pointsUrl: null, n: 0, x: null, y: null, ords: null, indexOf: new Map(), codes: new Map(),
-  colour: undefined, selected: [], selectionRevision: null, focused: false, seq: 0, hoverTimer: null, style: {},
+  colour: undefined, selected: [], selectionRevision: null, focused: false, seq: 0, hoverTimer: null, renders: 0,
   hovered: null, labels: [], showLabels: true, highlight: [], channel: null, linked: new Set(), mode: "pan",
   hidden: new Map(), // column name -> the legend labels hidden by clicking the legend (kept across reruns)
   shownMask: null, // per point 1 when shown, null when nothing is hidden
@@ -112,6 +112,7 @@ async function fetchBinary(url) {
 async function render(args) {
   if (!S.args) setLabelsShown(args.labels_shown !== false); // first render; then the user's toggle
   S.args = args;
+  const ticket = (S.renders += 1);
   const height = frameHeight();
   root.style.height = `${height}px`;
   send("streamlit:setFrameHeight", { height });
@@ -120,9 +121,7 @@ async function render(args) {
     S.channel = new BroadcastChannel(`notespace-map:${args.link}`);
     S.channel.onmessage = (e) => linkedEvent(e.data);
   }
-  const style = { pointSize: args.point_size || 4, opacity: args.opacity || 0.75 };
-  if (style.pointSize !== S.style.pointSize || style.opacity !== S.style.opacity) plot.set(style);
-  S.style = style;
+  plot.set({ pointSize: args.point_size || 4, opacity: args.opacity || 0.75 });
   labelToggle.style.display = args.labels && args.labels.length ? "" : "none";
   // renders can overlap while points load: each map's points are fetched once. A failed fetch is
   // forgotten, so the next render retries: a rerun interrupted before it re-registers the map's files
@@ -138,6 +137,9 @@ async function render(args) {
     }
     await S.loading.done;
   }
+  // a newer render arrived while this one waited for points: its arguments win (a map that changed
+  // from PCA to UMAP meanwhile got the PCA labels, off the map, one run in three)
+  if (ticket !== S.renders) return;
   if (args.selection && args.selection.revision !== S.selectionRevision) {
     S.selectionRevision = args.selection.revision;
     const { mask, ords } = args.selection;
@@ -356,12 +358,9 @@ stage.addEventListener("wheel", (event) => {
 stage.addEventListener("pointerdown", () => { S.focused = true; root.classList.add("focused"); });
 window.addEventListener("blur", () => { S.focused = false; root.classList.remove("focused"); });
 
-// Each frame costs: in software WebGL a redraw of 50k points takes ~0.15-0.2 s, so a rerun that
-// changes nothing on the map must not redraw it (resize and style are set only when they change).
 function resize() {
   const { width, height } = stage.getBoundingClientRect();
-  if (!width || !height || (width === S.width && height === S.height)) return;
-  [S.width, S.height] = [width, height];
+  if (!width || !height) return;
   plot.set({ width, height });
   overlay.width = Math.round(width * devicePixelRatio);
   overlay.height = Math.round(height * devicePixelRatio);
@@ -485,7 +484,9 @@ function linkedEvent(message) {
 }
 
 // ---- overlay: cluster labels without overlap, search results ringed, a linked hover -------------
-plot.subscribe("view", () => drawOverlay());
+// after every frame whose view changed: a change made with preventEvent (a fitted view, a selection
+// drawn from Python) publishes no "view", and labels placed with the scales before it land off the map
+plot.subscribe("draw", ({ isViewChanged }) => { if (isViewChanged) drawOverlay(); });
 
 function drawOverlay() {
   const ctx = overlay.getContext("2d");
