@@ -132,7 +132,7 @@ def map_payload(frame: pd.DataFrame, columns: Sequence[str], key: str, kinds: di
 
 def selection_arg(drawn_ords: np.ndarray, selected: Sequence[int]) -> dict:
     """The selection for the browser: its ords, or, when large, a bitmask over the points in drawing
-    order (base64, n/8 bytes; ords as JSON cost ~6.5 bytes each). The component applies the same rule."""
+    order (base64, n/8 bytes; ords as JSON cost ~6.5 bytes each). Both sides read either form."""
     if len(selected) > MASK_ABOVE and len(selected) > len(drawn_ords) / 40:
         bits = np.isin(drawn_ords, np.asarray(selected, dtype=np.int64))
         return {"mask": base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode()}

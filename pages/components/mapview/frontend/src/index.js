@@ -386,7 +386,7 @@ function report(value) {
 
 // A large selection travels to and from Python as a bitmask over the points in drawing order (n/8
 // bytes, base64) rather than as ords (~6.5 bytes each): all of 50k notes is 8 KB instead of ~380 KB.
-// pages/components/map.py applies the same rule.
+// Both sides read either form (pages/components/map.py), so each chooses on its own.
 const MASK_ABOVE = 1000;
 const asMask = (k, n) => k > MASK_ABOVE && k > n / 40;
 
