@@ -1,7 +1,7 @@
 """The study behind docs/results.md (issue 21): the paper's claims tested on notes held out from adaptation.
 
     python bench/study.py [--parts all | PART,PART...] [--report-only] [--smoke]
-                          [--db PATH] [--results DIR] [--out docs/results.md] [--base minilm]
+                          [--db PATH] [--results DIR] [--out docs/results.md] [--base minilm] [--device cpu]
 
 Each corpus is split once into an adaptation part and a held-out part (stored as corpora NAME-adapt and
 NAME-heldout); encoders adapt on the first, every number comes from the second. The study is cut into
@@ -36,6 +36,9 @@ spans; so at 4 notes a run takes ~3 min (MLM, plus ~0.5 min for the head), ~6 mi
   mostly the batch ablation: 49 conditions, many rare), drug-reviews:setfit 6, long-notes:setfit 6.
 Every part under 60 minutes; the default plan (PLANNED_MIN) ~ 237 min, under the 4-hour budget. The
 other parts (hpo:mlm0, hpo:fixes, drug-reviews:mlm0, hpo:setfit) run with --parts all or by name.
+
+--device cuda adapts on a GPU (a copy of the tree without .git names its commit in STUDY_COMMIT); each part
+records the machine and device it ran on.
 
 --smoke: the tiny random BERT (built into NOTESPACE_MODELS if missing), 60 notes per corpus, 2 steps,
 2 seeds, everything under bench/out/study-smoke: the whole pipeline in minutes, for the tests.
@@ -157,19 +160,23 @@ DEFAULT_PARTS = list(PLANNED_MIN)
 
 # ---------------------------------------------------------------- provenance
 def code_version() -> dict:
-    """The commit that made a result and whether the work tree had uncommitted changes."""
+    """The commit that made a result and whether the work tree had uncommitted changes. A copy of the tree
+    without .git (e.g. sent to a GPU machine) names its commit in STUDY_COMMIT; its cleanliness is unknown."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     try:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "dirty": None}
+        return {"commit": os.environ.get("STUDY_COMMIT", "unknown"), "dirty": None}
 
 
-def _machine() -> str:
+def _machine(device: str) -> str:
     import platform
 
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), {platform.platform()}"
+    import torch
+
+    cpu = f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), {platform.platform()}"
+    return f"{torch.cuda.get_device_name()}, {cpu}" if device == "cuda" else cpu
 
 
 # ---------------------------------------------------------------- corpora
@@ -206,10 +213,11 @@ def corpora(store: Store, study: Study, sizes: Sizes) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- adaptation
-def pretrain_options(variant: Variant, study: Study, sizes: Sizes, seed: int, name: str, base: str) -> PretrainOptions:
+def pretrain_options(variant: Variant, study: Study, sizes: Sizes, seed: int, name: str, base: str,
+                     device: str) -> PretrainOptions:
     mlm = variant.objective == "mlm"
     opts = PretrainOptions(objective=variant.objective, name=name, base=base, steps=sizes.steps,
-                           batch_size=sizes.batch_size, max_length=sizes.max_length, device="cpu", seed=seed,
+                           batch_size=sizes.batch_size, max_length=sizes.max_length, device=device, seed=seed,
                            label=study.label if variant.objective == "metadata" else "",
                            lr=sizes.mlm_lr if mlm else sizes.contrastive_lr,
                            warmup_steps=sizes.mlm_warmup if mlm else 0)
@@ -332,13 +340,13 @@ def load_part(results: Path, part: str) -> tuple[dict, dict] | None:
     return json.loads((results / f"{stem}.json").read_text(encoding="utf-8")), reps
 
 
-def run_part(store: Store, part: str, sizes: Sizes, base: str, results: Path) -> dict:
+def run_part(store: Store, part: str, sizes: Sizes, base: str, results: Path, device: str = "cpu") -> dict:
     corpus_name, kind = part.split(":")
     study = next(s for s in STUDIES if s.name == corpus_name)
     started = time.perf_counter()
     adapt_corpus, heldout = corpora(store, study, sizes)
     record = {"part": part, "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "code": code_version(), "machine": _machine(), "sizes": sizes.__dict__ | {"seeds": list(sizes.seeds)},
+              "code": code_version(), "machine": _machine(device), "device": device, "sizes": sizes.__dict__ | {"seeds": list(sizes.seeds)},
               "base": base, "adapt_corpus": adapt_corpus, "heldout_corpus": heldout, "runs": {}, "encoders": {}}
     reps: dict[str, np.ndarray] = {}
     labels = [study.label] + ([study.other_label] if kind == "main" and study.other_label else [])
@@ -348,7 +356,7 @@ def run_part(store: Store, part: str, sizes: Sizes, base: str, results: Path) ->
     for variant in KINDS[kind]:
         for seed in sizes.seeds:
             name = f"{prefix(study, sizes)}-{variant.name}-s{seed}"
-            r = adapt_one(store, adapt_corpus, pretrain_options(variant, study, sizes, seed, name, base))
+            r = adapt_one(store, adapt_corpus, pretrain_options(variant, study, sizes, seed, name, base, device))
             record["runs"][name] = r | {"variant": variant.name, "seed": seed}
             if "error" not in r:
                 encoders.append(name)
@@ -629,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="write the report from the saved parts only")
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes, under bench/out/study-smoke")
     parser.add_argument("--base", default=DEFAULT_ENCODER, help="encoder to adapt and compare with")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where encoders adapt (embedding follows the store's default: a GPU where there is one)")
     parser.add_argument("--db", help="store file (default: $NOTESPACE_DB or ~/.notespace/notespace.duckdb)")
     parser.add_argument("--results", type=Path, help=f"saved parts (default {_shown(RESULTS)})")
     parser.add_argument("--out", help="the report (default docs/results.md)")
@@ -651,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
             if load_part(results, part):
                 print(f"{part}: finished earlier, skipped", file=sys.stderr)
                 continue
-            run_part(store, part, sizes, args.base, results)
+            run_part(store, part, sizes, args.base, results, args.device)
     except (StoreError, ValueError) as exc:
         print(f"study: {exc}", file=sys.stderr)
         return 1
