@@ -37,7 +37,7 @@ spans; so at 4 notes a run takes ~3 min (MLM, plus ~0.5 min for the head), ~6 mi
 Every part under 60 minutes; the default plan (PLANNED_MIN) ~ 237 min, under the 4-hour budget. The
 other parts (hpo:mlm0, hpo:fixes, drug-reviews:mlm0, hpo:setfit) run with --parts all or by name.
 
---device cuda adapts on a GPU (a copy of the tree without .git names its commit in STUDY_COMMIT); each part
+--device cuda adapts on a GPU (a clean tree's copy sent there names its commit in STUDY_COMMIT); each part
 records the machine and device it ran on.
 
 --smoke: the tiny random BERT (built into NOTESPACE_MODELS if missing), 60 notes per corpus, 2 steps,
@@ -67,7 +67,7 @@ from core.cli import StderrProgress  # noqa: E402
 from core.corpus import ingest_frame, text_hash  # noqa: E402
 from core.encoders import Encoder, get_encoder, list_encoders  # noqa: E402
 from core.fewshot import compare_curves, learning_curve, paired_curve, split_train_test  # noqa: E402
-from core.intervals import paired_difference, resample_counts  # noqa: E402
+from core.intervals import paired_difference, percentile_interval, resample_counts  # noqa: E402
 from core.jobs import run_pretrain_now  # noqa: E402
 from core.options import DEFAULT_ENCODER, EmbedOptions, PretrainOptions  # noqa: E402
 from core.store import Corpus, Store, StoreError  # noqa: E402
@@ -160,14 +160,18 @@ DEFAULT_PARTS = list(PLANNED_MIN)
 
 # ---------------------------------------------------------------- provenance
 def code_version() -> dict:
-    """The commit that made a result and whether the work tree had uncommitted changes. A copy of the tree
-    without .git (e.g. sent to a GPU machine) names its commit in STUDY_COMMIT; its cleanliness is unknown."""
+    """The commit that made a result and whether the work tree had uncommitted changes. A copy of a clean
+    tree sent elsewhere (a GPU machine) names its commit in STUDY_COMMIT: that copy's own git, if any, knows
+    another base."""
+    if os.environ.get("STUDY_COMMIT"):
+        return {"commit": os.environ["STUDY_COMMIT"], "dirty": False, "from": "STUDY_COMMIT"}
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     try:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": os.environ.get("STUDY_COMMIT", "unknown"), "dirty": None}
+        return {"commit": "unknown", "dirty": None}
 
 
 def _machine(device: str) -> str:
@@ -484,7 +488,7 @@ def claims(ev: Evidence) -> list[list[str]]:
     rows = []
     vs = [ev.diff(o, "declutr", lab, "few/macro_f1") for o in ("base", "mlm", "metadata")]
     rows.append(["DeCLUTR beats the other objectives and the base with a frozen encoder and few labels", title,
-                 f"{few}, DeCLUTR minus " + "; ".join(_d(c, o) for c, o in zip(vs, ("base", "MLM", "metadata"))),
+                 f"{few}, DeCLUTR " + "; ".join(_d(c, f"minus {o}") for c, o in zip(vs, ("base", "MLM", "metadata"))),
                  _all_better(vs)])
     c = ev.diff("declutr", "metadata", lab, "few/macro_f1")
     rows.append(["The metadata objective does not further improve classification", title,
@@ -493,7 +497,7 @@ def claims(ev: Evidence) -> list[list[str]]:
                  else "supported" if c["excludes_zero"] else "not shown"])
     vs = [ev.diff(o, "metadata", lab, "sep/silhouette") for o in ("base", "mlm", "declutr")]
     rows.append(["The metadata objective separates its own categories most clearly", title,
-                 "silhouette, metadata minus " + "; ".join(_d(c, o) for c, o in zip(vs, ("base", "MLM", "DeCLUTR"))),
+                 "silhouette, metadata " + "; ".join(_d(c, f"minus {o}") for c, o in zip(vs, ("base", "MLM", "DeCLUTR"))),
                  _all_better(vs)])
     vs = [ev.diff("base", o, lab, "few/macro_f1") for o in ("mlm", "declutr", "metadata")]
     rows.append(["Every adapted encoder beats its base", title,
@@ -541,14 +545,43 @@ def _setfit_cells(ev: Evidence) -> list[str]:
     part = ev.parts.get("setfit")
     if not part:
         return ["not run yet", "not run yet"]
-    cs = [c for c in part["setfit"]["comparisons"] if c["shots"] <= FEW]
-    text = "macro-F1, SetFit minus frozen base: " + "; ".join(_d(c, f"{c['shots']} per class") for c in cs)
+    # one note per class makes no pair of the same class: nothing to fine-tune on, so SetFit is the frozen base
+    cs = [c for c in part["setfit"]["comparisons"] if 2 <= c["shots"] <= FEW]
+    text = ("macro-F1, SetFit minus frozen base: " + "; ".join(_d(c, f"{c['shots']} per class") for c in cs)
+            + " (1 per class: no pair to fine-tune on, the frozen base itself)")
     return [text, _all_better(cs) if cs else "not shown"]
+
+
+VARIANT_NAMES = {"base": "base", "mlm": "MLM", "declutr": "DeCLUTR", "metadata": "metadata",
+                 "declutr-mlm0": "DeCLUTR, `--mlm-weight 0`", "metadata-mlm0": "metadata, `--mlm-weight 0`",
+                 "declutr-original-spans": "DeCLUTR, original length filter",
+                 "metadata-random-batches": "metadata, random batches"}
+
+
+def scores(ev: Evidence) -> list[str]:
+    """Each encoder's own scores on the study label (adapted ones: the mean over seeds), beside the baselines."""
+    lab = ev.study.label
+    base = next((p["encoders"][ev.base][lab] for p in ev.parts.values() if ev.base in p["encoders"]), None)
+    if base is None:
+        return []
+    cols = [("few/macro_f1", f"few-shot macro-F1, 1-{FEW} per class"), ("few/accuracy", f"few-shot accuracy, 1-{FEW} per class"),
+            ("sep/knn_accuracy", f"kNN-{base['knn_k']} accuracy"), ("sep/silhouette", "silhouette")]
+    lines = [f"**{ev.study.title}**: {base['n']:,} held-out notes in {base['n_classes']} classes; majority class "
+             f"{base['majority_baseline']:.3f}, chance {base['chance']:.3f} (accuracy).", "",
+             "| Encoder | " + " | ".join(c for _, c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for variant, name in VARIANT_NAMES.items():
+        found = [ev.quantity(variant, lab, what) for what, _ in cols]
+        if all(f is None for f in found):
+            continue
+        cells = ["not run" if f is None else "no estimate (pools exhausted)" if f == EXHAUSTED
+                 else "{:.3f} [{:.3f}, {:.3f}]".format(f[0], *percentile_interval(f[1])) for f in found]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 # ---------------------------------------------------------------- the report
 def _provenance(results: Path) -> list[str]:
-    lines = ["| Part | Planned (estimate) | Finished | Code | Machine | Time | Encoders adapted |",
+    lines = ["| Part | Planned (estimate) | Started | Code | Machine | Time | Encoders adapted |",
              "|---|---|---|---|---|---|---|"]
     for study in STUDIES:
         for kind in KINDS:
@@ -592,6 +625,11 @@ def report(results: Path, sizes: Sizes, base: str, command: str) -> str:
              "HPO has no second label, so the metadata encoder's unseen-label check is not shown there.", "",
              "## Claims", "", "| Claim | Corpus | Paired difference [95% interval] | Verdict |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "## Scores", "", "Each encoder's own scores with 95% intervals (adapted encoders: the mean over "
+              "their seeds, seeds resampled in the interval); the claims above rest on the paired differences, "
+              "not on these.", ""]
+    for study in STUDIES:
+        lines += scores(Evidence(study, sizes, base, results))
     lines += ["", "## Parts", "", "Each part is saved with the commit (and whether the work tree had uncommitted "
               "changes) that made it; the default plan runs the ablations where they can show something (docstring "
               f"of bench/study.py), about {sum(PLANNED_MIN.values())} minutes "

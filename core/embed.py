@@ -182,10 +182,32 @@ class Embedder:
 
 def split_windows(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
     """Every note cut into windows of at most max_length tokens (special tokens included), consecutive
-    windows sharing `space.overlap` tokens; and the note of each window (ascending)."""
-    enc = tokenizer(texts, truncation=True, max_length=max_length, stride=overlap(max_length),
-                    return_overflowing_tokens=True, return_attention_mask=False, return_token_type_ids=False)
-    return enc["input_ids"], np.asarray(enc["overflow_to_sample_mapping"])
+    windows sharing `space.overlap` tokens; and the note of each window (ascending). Cut here, not by the
+    tokenizer's overflowing tokens: tokenizers 0.23.2 returned at most two windows of a note that way
+    (a 1,000-token note became 256 + 36 tokens), which silently cut long notes."""
+    head, tail = special_tokens(tokenizer)
+    body = max_length - len(head) - len(tail)
+    step = body - overlap(max_length)
+    windows, owner = [], []
+    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False,
+                    verbose=False)["input_ids"]
+    for note, tokens in enumerate(ids):
+        start = 0
+        while True:
+            windows.append(head + tokens[start:start + body] + tail)
+            owner.append(note)
+            if start + body >= len(tokens):
+                break
+            start += step
+    return windows, np.asarray(owner, dtype=np.int64)
+
+
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a single text (BERT: [CLS] and [SEP])."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    at = next(i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare)
+    return full[:at], full[at + len(bare):]
 
 
 def pool(vectors: np.ndarray, owner: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:

@@ -49,7 +49,9 @@ READING = [
     *[f"- {name}, {better} is better: {meaning}" for _, name, better, _, meaning in METRICS],
     "- Few-shot macro-F1: the F1 score averaged over classes, so a small class counts as much as a large one.",
     "", f"Intervals are 95% percentile bootstrap intervals: separability over {N_BOOT:,} resamples of the notes "
-    "(silhouette, kNN and probe results per note averaged; the other metrics recomputed on each resample); "
+    "(silhouette, kNN and probe results per note averaged; the other metrics recomputed on each resample, "
+    "Davies-Bouldin's and Calinski-Harabasz's intervals centred on the estimate, since repeated notes shift "
+    "every replicate of a ratio to one side); "
     f"few-shot over {N_BOOT:,} resamples of the test notes and of the draws together. A comparison resamples both "
     "encoders identically (a paired bootstrap) and counts as a difference only when its interval excludes 0.", "",
 ]

@@ -37,6 +37,19 @@ def percentile_interval(replicates, level: float = LEVEL) -> list[float | None]:
     return [float(np.quantile(r, a)), float(np.quantile(r, 1 - a))]
 
 
+def centred_interval(estimate: float, replicates, level: float = LEVEL) -> list[float | None]:
+    """The percentile interval moved so that the replicates' median sits on the estimate. For ratios such
+    as Davies-Bouldin and Calinski-Harabasz, resampling with replacement repeats notes and shifts every
+    replicate to one side (on held-out HPO definitions the plain interval missed its own estimate for most
+    encoders); the replicates' spread still measures the estimate's precision."""
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return [None, None]
+    shift = estimate - float(np.median(r))
+    return [lo + shift for lo in percentile_interval(r, level)]
+
+
 def paired_difference(estimate_a: float | None, estimate_b: float | None, replicates_a, replicates_b,
                       level: float = LEVEL) -> dict:
     """b - a, its percentile interval from replicates made on the same resamples, and whether it excludes 0."""

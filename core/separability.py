@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.errors import UserError
 from core.geometry import unit_rows
-from core.intervals import N_BOOT, percentile_interval, resample_counts
+from core.intervals import N_BOOT, centred_interval, percentile_interval, resample_counts
 
 MISSING = "(missing)"
 
@@ -272,7 +272,8 @@ def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_bo
     notes) serve every metric and every encoder, so replicates of two encoders pair up. Silhouette,
     kNN and probe results are per note and are averaged over each resample; Davies-Bouldin,
     Calinski-Harabasz, alignment and uniformity are recomputed on it (uniformity on a seeded sample
-    of `uniformity_points` notes). Above `max_queries` / `max_probe` notes, kNN accuracy is estimated
+    of `uniformity_points` notes); the intervals of the two ratios, Davies-Bouldin and Calinski-Harabasz,
+    are centred on their estimates (`centred_interval`). Above `max_queries` / `max_probe` notes, kNN accuracy is estimated
     on a seeded sample of query notes (neighbours still searched among all) and the probe is
     cross-validated on a seeded sample.
     """
@@ -315,6 +316,8 @@ def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_bo
         reps["uniformity"].append(uniformity_weighted(kernel, W[:, u_rows]))
     boot = {k: np.concatenate(v) for k, v in reps.items() if v}
     ci = {k: percentile_interval(v) for k, v in boot.items()}
+    ratios = {"davies_bouldin": davies_bouldin_score(Xn, codes), "calinski_harabasz": calinski_harabasz_score(Xn, codes)}
+    ci |= {k: centred_interval(v, boot[k]) for k, v in ratios.items()}
     probe_ci = ci.get("linear_probe_accuracy")
     per_class = {
         str(c): {"n": int((codes == i).sum()), "silhouette": float(sil[codes == i].mean()),
@@ -324,8 +327,8 @@ def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_bo
     return Separability(
         n=int(n), n_classes=C,
         silhouette=float(sil.mean()), silhouette_ci=ci["silhouette"],
-        davies_bouldin=float(davies_bouldin_score(Xn, codes)), davies_bouldin_ci=ci["davies_bouldin"],
-        calinski_harabasz=float(calinski_harabasz_score(Xn, codes)), calinski_harabasz_ci=ci["calinski_harabasz"],
+        davies_bouldin=float(ratios["davies_bouldin"]), davies_bouldin_ci=ci["davies_bouldin"],
+        calinski_harabasz=float(ratios["calinski_harabasz"]), calinski_harabasz_ci=ci["calinski_harabasz"],
         knn_k=int(neigh.shape[1]), knn_accuracy=float(knn_ok.mean()), knn_queries=int(len(q)),
         knn_accuracy_ci=ci["knn_accuracy"],
         knn_chance_corrected=float(chance_corrected(knn_ok, codes[q], C)[0]),
@@ -336,7 +339,8 @@ def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_bo
         linear_probe_accuracy=float(probe_ok.mean()) if probe_ok is not None else None,
         linear_probe_ci=probe_ci, linear_probe_accuracy_ci=probe_ci, linear_probe_folds=folds_acc,
         per_class=per_class, dropped_classes=dropped, n_unlabelled=int(sum(v is None for v in y)),
-        interval_method=f"95% percentile bootstrap, {n_boot} resamples of the notes",
+        interval_method=f"95% percentile bootstrap, {n_boot} resamples of the notes (Davies-Bouldin and "
+                        "Calinski-Harabasz: centred on the estimate)",
         bootstrap={k: v.tolist() for k, v in boot.items()},
     )
 

@@ -128,6 +128,19 @@ def test_intervals_widen_with_fewer_notes():
         assert hi_w - lo_w > hi_n - lo_n > 0, metric
 
 
+def test_ratio_intervals_hold_their_estimate_where_every_replicate_sits_to_one_side():
+    """Small classes in many dimensions: resampled (repeated) notes shrink Davies-Bouldin and inflate
+    Calinski-Harabasz in every replicate, so a plain percentile interval misses the score itself."""
+    r = separability(*blobs(300, noise=2.0, d=64, classes=20)[:2], n_boot=300).to_dict()
+    for metric in ("davies_bouldin", "calinski_harabasz"):
+        plain = percentile_interval(r["bootstrap"][metric])
+        assert not plain[0] <= r[metric] <= plain[1], metric  # the case this guards against
+        lo, hi = r[f"{metric}_ci"]
+        assert lo <= r[metric] <= hi, metric
+        assert hi - lo == pytest.approx(plain[1] - plain[0]), metric
+        assert (lo + hi) / 2 - r[metric] == pytest.approx(np.mean(plain) - np.median(r["bootstrap"][metric])), metric
+
+
 def test_fewshot_intervals_widen_with_fewer_test_notes_and_baselines_sit_beside_accuracy():
     X, y, _ = blobs(400, noise=1.5)
     small = learning_curve(X, y, shots=(4,), seeds=3, test_size=0.1).summary()["4"]

@@ -27,7 +27,8 @@ from core.store import Corpus, Store
 # Part of every cache key: bump it when a metric, classifier or the shape of a result changes, so
 # results stored by the old code are computed again instead of being shown as if the new code had
 # produced them. 3: intervals for every metric, bootstrap replicates, baselines, duplicate-aware splits.
-RESULTS_VERSION = 3
+# 4: Davies-Bouldin's and Calinski-Harabasz's intervals centred on their estimates.
+RESULTS_VERSION = 4
 
 
 def _space(store: Store, corpus: Corpus, encoder_id: str, compute: bool, progress: Progress) -> EmbeddingSpace | None:
