@@ -17,7 +17,8 @@ Parts, per corpus (drug-reviews, hpo, long-notes; the long notes are sample_data
 - `CORPUS:mlm0`  DeCLUTR and the metadata objective with `--mlm-weight 0` (seeds 1-3);
 - `CORPUS:fixes` the two fixes ablated: DeCLUTR with the original length filter (`--spans original`),
   the metadata objective with random batches (`--batches random`) (seeds 1-3);
-- `CORPUS:setfit` SetFit-style curves of the base (core/setfit.py) beside its frozen curve, same draws.
+- `CORPUS:setfit` SetFit-style curves of the base (core/setfit.py) beside its frozen curve, same draws, the tuned
+  encoder reading each note as the frozen vectors do (the corpus space: whole notes where it chunks).
 
 Sizes (SIZES below), the same for every objective so that they are compute-matched by notes seen:
 250 steps x 4 notes = 1,000 notes, 128 tokens. MLM at the paper's lr 2e-5 with 200 warm-up steps; the
@@ -385,13 +386,15 @@ def run_part(store: Store, part: str, sizes: Sizes, base: str, results: Path, de
 
 def setfit_part(store: Store, heldout: str, base: str, data: Heldout, sizes: Sizes, reps: dict) -> dict:
     """The base's SetFit-style curve and its frozen curve on the same split and draws."""
+    from core.embed import corpus_space
     from core.setfit import finetune_options, setfit_curve
 
-    X = vectors(store, heldout, base)[data.rows]
+    X, space = vectors(store, heldout, base)[data.rows], corpus_space(store, heldout, base)
     frozen = learning_curve(X, data.y, shots=sizes.setfit_shots, seeds=sizes.setfit_draws, seed=EVAL_SEED,
                             groups=data.texts)
     tuned = setfit_curve(data.texts, data.y, str(get_encoder(store, base).path), X,
-                         finetune_options(steps=sizes.setfit_steps), max_length=sizes.max_length,
+                         finetune_options(steps=sizes.setfit_steps), max_length=space.max_length,
+                         long_notes=space.long_notes,
                          shots=sizes.setfit_shots, seeds=sizes.setfit_draws, seed=EVAL_SEED,
                          progress=StderrProgress())
     return {"frozen": frozen.summary(), "setfit": tuned.summary(),

@@ -103,12 +103,13 @@ class Settings:
 
 
 class Embedder:
-    """One loaded encoder at one precision; `encode(texts)` returns float32 vectors in input order."""
+    """One loaded encoder (a SentenceTransformer on `settings.device`, in `settings.precision`) reading
+    notes as `settings` say; `encode(texts)` returns float32 vectors in input order."""
 
-    def __init__(self, enc: Encoder, settings: Settings, batch_size: int):
+    def __init__(self, model, settings: Settings, batch_size: int):
         self.device = settings.device
         self.precision = settings.precision
-        self.model = load_model(enc, self.device, DTYPES[self.precision])
+        self.model = model
         self.tokenizer = self.model.tokenizer
         self.max_length = settings.max_length
         self.chunk_long_notes = settings.long_notes == "chunk"
@@ -180,6 +181,10 @@ class Embedder:
         return self.pool_windows(self.encode_windows(windows), owner, len(texts))
 
 
+def load_embedder(enc: Encoder, settings: Settings, batch_size: int) -> Embedder:
+    return Embedder(load_model(enc, settings.device, DTYPES[settings.precision]), settings, batch_size)
+
+
 def split_windows(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
     """Every note cut into windows of at most max_length tokens (special tokens included), consecutive
     windows sharing `space.overlap` tokens; and the note of each window (ascending). Cut here, not by the
@@ -223,7 +228,7 @@ _embedders: dict[tuple, Embedder] = {}
 def embedder(enc: Encoder, settings: Settings, batch_size: int) -> Embedder:
     key = (enc.fingerprint, settings, batch_size)
     if key not in _embedders:
-        _embedders[key] = Embedder(enc, settings, batch_size)
+        _embedders[key] = load_embedder(enc, settings, batch_size)
     return _embedders[key]
 
 

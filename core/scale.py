@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.access import is_loopback
-from core.embed import Embedder, Settings, resolve_space
+from core.embed import Settings, load_embedder, resolve_space
 from core.encoders import Encoder, get_encoder
 from core.errors import UserError
 from core.options import EmbedOptions
@@ -85,7 +85,7 @@ class EmbedShards:
             import torch
 
             torch.set_num_threads(threads)
-        self.embedder = Embedder(enc, settings, batch_size)
+        self.embedder = load_embedder(enc, settings, batch_size)
         self.out_dir = Path(out_dir)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -58,26 +58,32 @@ def fine_tune(texts: list[str], labels: list[str], base_path: str, opts: Pretrai
     return run.st_model.eval()
 
 
-def embed(model, texts: list[str], max_length: int, should_stop: Callable[[], bool],
+def embed(model, texts: list[str], max_length: int, long_notes: str, should_stop: Callable[[], bool],
           progress: Callable[[float, str], None]) -> np.ndarray:
-    """L2-normalised vectors of `texts`, cut at `max_length` tokens like the corpus's stored vectors."""
-    model.max_seq_length = max_length
+    """L2-normalised vectors of `texts`, read as the corpus's stored vectors are: windows of `max_length`
+    tokens, a long note either its first window or the mean of all its windows (`long_notes`). Reading
+    only the first window where the frozen vectors pooled whole notes had cost the tuned encoder most of
+    its accuracy on the study's long notes."""
+    from core.embed import Embedder, Settings
+
+    reader = Embedder(model, Settings(model.device.type, "fp32", max_length, long_notes), EMBED_CHUNK)
     parts = []
     for start in range(0, len(texts), EMBED_CHUNK):
         if should_stop():
             raise Cancelled
         progress(start / len(texts), f"embedding {len(texts):,} notes with the tuned encoder")
-        parts.append(model.encode(texts[start:start + EMBED_CHUNK], convert_to_numpy=True, show_progress_bar=False))
+        parts.append(reader.encode(texts[start:start + EMBED_CHUNK]))
     return unit_rows(np.vstack(parts))
 
 
 def setfit_curve(texts: Sequence[str], y, base_path: str, base_vectors: np.ndarray, opts: PretrainOptions, *,
-                 max_length: int, shots=(1, 2, 4, 8, 16), seeds: int = 5, test_size: float = 0.3, seed: int = 0,
+                 max_length: int, long_notes: str, shots=(1, 2, 4, 8, 16), seeds: int = 5, test_size: float = 0.3, seed: int = 0,
                  progress: Callable[[float, str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> LearningCurve:
     """Like `core.fewshot.learning_curve` (logistic regression), on vectors of an encoder fine-tuned per
-    draw on its training notes only. `base_vectors` (the frozen vectors, row per text) serve the draws
-    too small to fine-tune on (see `trainable`). Raises core.errors.Cancelled when `should_stop` returns True."""
+    draw on its training notes only, read in the frozen vectors' space (`max_length`, `long_notes`).
+    `base_vectors` (the frozen vectors, row per text) serve the draws too small to fine-tune on (see
+    `trainable`). Raises core.errors.Cancelled when `should_stop` returns True."""
     texts, labels, frozen = list(texts), as_labels(y), unit_rows(base_vectors)
     stop = should_stop or (lambda: False)
 
@@ -88,7 +94,8 @@ def setfit_curve(texts: Sequence[str], y, base_path: str, base_vectors: np.ndarr
         model = fine_tune([texts[i] for i in train], train_labels, base_path, opts.replace(seed=opts.seed + draw),
                           stop, lambda f, m: report(0.5 * f, m))
         rows = np.concatenate([train, test])
-        X = embed(model, [texts[i] for i in rows], max_length, stop, lambda f, m: report(0.5 + 0.5 * f, m))
+        X = embed(model, [texts[i] for i in rows], max_length, long_notes, stop,
+                  lambda f, m: report(0.5 + 0.5 * f, m))
         return X[:len(train)], X[len(train):]
 
     # identical texts share one side of the split and count as one shot (core.fewshot.split_train_test)

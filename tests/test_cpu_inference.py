@@ -13,7 +13,7 @@ import core.embed as embed
 from bench.embed import GATE_COSINE, GATE_KNN, knn_overlap, min_cosine
 from core.cpu_inference import (ATTENTION, FusedFeedForward, FusedLinear, chunked_attention, fuse_linear_layers,
                                 fused_linear_works, lanes, padding_bias, prepare_for_cpu)
-from core.embed import Embedder, Settings, cpu_has_bf16
+from core.embed import Settings, cpu_has_bf16, load_embedder
 from core.encoders import packaged_path
 from core.encoders import get_encoder
 from core.options import EmbedOptions
@@ -169,7 +169,7 @@ def test_bf16_prepared_vectors_stay_close_to_fp32(plain):
 
 def test_the_cpu_embedder_runs_the_prepared_model(db_path, models_dir):
     enc = get_encoder(Store(db_path), "tiny")
-    embedder = Embedder(enc, Settings.resolve(enc, EmbedOptions(encoder="tiny", device="cpu")), 8)
+    embedder = load_embedder(enc, Settings.resolve(enc, EmbedOptions(encoder="tiny", device="cpu")), 8)
     assert embedder.model[0].auto_model.config._attn_implementation == ATTENTION
 
 
@@ -186,7 +186,7 @@ def test_lanes_run_one_thread_each_and_leave_the_process_setting_alone():
 
 def test_batches_side_by_side_give_the_vectors_of_one_at_a_time(db_path, models_dir, monkeypatch):
     enc = get_encoder(Store(db_path), "tiny")
-    embedder = Embedder(enc, Settings.resolve(enc, EmbedOptions(encoder="tiny", device="cpu")), 2)
+    embedder = load_embedder(enc, Settings.resolve(enc, EmbedOptions(encoder="tiny", device="cpu")), 2)
     texts = [f"note {i}: " + "chest pain " * (i % 7) for i in range(23)]
     assert len(embedder.batches(np.array([len(w) for w in embedder.tokenize(texts)[0]]))) > 1
     side_by_side = embedder.encode(texts)

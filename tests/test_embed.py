@@ -6,7 +6,7 @@ from sentence_transformers import SentenceTransformer
 import core.embed as embed_mod
 import core.space as space_mod
 from core.corpus import ingest_frame
-from core.embed import Embedder, Settings, embed_corpus, embed_query, load_embeddings
+from core.embed import Settings, embed_corpus, embed_query, load_embedder, load_embeddings
 from core.encoders import get_encoder
 from core.space import EmbeddingSpace
 from core.options import EmbedOptions
@@ -74,7 +74,7 @@ def test_long_notes_truncate_or_chunk(db_path, models_dir):
 
 def test_batches_cover_every_text_under_the_token_budget(db_path, models_dir):
     enc = get_encoder(Store(db_path), "tiny")
-    emb = Embedder(enc, Settings.resolve(enc, TINY), batch_size=8)
+    emb = load_embedder(enc, Settings.resolve(enc, TINY), batch_size=8)
     emb.token_budget = 100
     lengths = np.array([3, 50, 7, 7, 20, 1, 99, 12, 12, 12, 5])
     batches = list(emb.batches(lengths))

@@ -64,7 +64,7 @@ def test_each_draw_fine_tunes_on_its_training_notes_only_and_pairs_with_the_froz
     real = setfit.fine_tune
     monkeypatch.setattr(setfit, "fine_tune", spy)
     curve = setfit_curve(df["text"], df["specialty"], str(tiny_encoder_path), frozen_vectors, tiny(), max_length=64,
-                         shots=SHOTS, seeds=2)
+                         long_notes="truncate", shots=SHOTS, seeds=2)
     frozen = learning_curve(frozen_vectors, df["specialty"], shots=SHOTS, seeds=2)
 
     assert curve.to_dict().keys() == frozen.to_dict().keys() and curve.summary().keys() == frozen.summary().keys()
@@ -83,11 +83,41 @@ def test_each_draw_fine_tunes_on_its_training_notes_only_and_pairs_with_the_froz
     assert curve.summary()["1"] == frozen.summary()["1"]  # the frozen vectors served the untuned draws
 
 
+def test_a_tuned_encoder_reads_long_notes_as_the_corpus_space_does(notes):
+    """The frozen vectors of a chunked space pool every window of a long note; the tuned encoder's
+    vectors must too, or SetFit is compared on first windows against whole notes."""
+    import torch
+
+    _, model, _ = notes
+    tok = model.tokenizer
+    long_note = "chest pain radiating to the left arm, troponin raised; " * 12 + "stent placed in the LAD."
+    texts = [long_note, "short note"]
+    ids = tok(long_note, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 3 * 30
+    windows, start = [], 0  # 30 of the note's tokens a window, 4 shared (32 // 8), written out here
+    while True:
+        windows.append([tok.cls_token_id, *ids[start:start + 30], tok.sep_token_id])
+        if start + 30 >= len(ids):
+            break
+        start += 26
+    with torch.inference_mode():
+        per_window = [model({"input_ids": torch.tensor([w]), "attention_mask": torch.ones(1, len(w), dtype=torch.long),
+                             "token_type_ids": torch.zeros(1, len(w), dtype=torch.long)})["sentence_embedding"][0].numpy()
+                      for w in windows]
+    whole = np.mean(per_window, axis=0)
+    no_stop, quiet = (lambda: False), (lambda f, m: None)
+    chunked = setfit.embed(model, texts, 32, "chunk", no_stop, quiet)
+    first = setfit.embed(model, texts, 32, "truncate", no_stop, quiet)
+    np.testing.assert_allclose(chunked[0], whole / np.linalg.norm(whole), atol=1e-5)
+    np.testing.assert_allclose(first[0], per_window[0] / np.linalg.norm(per_window[0]), atol=1e-5)
+    np.testing.assert_allclose(chunked[1], first[1], atol=1e-6)  # a one-window note reads the same either way
+
+
 def test_should_stop_cancels_between_steps(notes, tiny_encoder_path):
     df, _, frozen_vectors = notes
     with pytest.raises(Cancelled):
         setfit_curve(df["text"], df["specialty"], str(tiny_encoder_path), frozen_vectors, tiny(), max_length=64,
-                     shots=(2,), seeds=1, should_stop=lambda: True)
+                     long_notes="truncate", shots=(2,), seeds=1, should_stop=lambda: True)
 
 
 def test_a_setfit_job_runs_in_a_worker_and_stores_its_curves(db_path, models_dir, synthetic_df, monkeypatch):

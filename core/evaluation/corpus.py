@@ -27,7 +27,8 @@ from core.store import Corpus, Store
 # Part of every cache key: bump it when a metric, classifier or the shape of a result changes, so
 # results stored by the old code are computed again instead of being shown as if the new code had
 # produced them. 3: intervals for every metric, bootstrap replicates, baselines, duplicate-aware splits.
-# 4: Davies-Bouldin's and Calinski-Harabasz's intervals centred on their estimates.
+# 4: Davies-Bouldin's and Calinski-Harabasz's intervals centred on their estimates; SetFit reads whole
+# notes when the corpus's space does.
 RESULTS_VERSION = 4
 
 
@@ -114,6 +115,7 @@ class _Task:
         texts = self.store.texts(self.corpus)["text"].tolist()
         return setfit_curve(texts, self.labels, get_encoder(self.store, encoder_id).path, vectors,
                             self.finetune, max_length=self.embedding[encoder_id]["max_length"],
+                            long_notes=self.embedding[encoder_id]["long_notes"],
                             shots=self.opts.shot_list(), seeds=self.opts.seeds, test_size=self.opts.test_size,
                             progress=report, should_stop=self.should_stop).to_dict()  # made JSON-safe by _stored
 
