@@ -78,7 +78,9 @@ from sample_data.long_notes import long_notes  # noqa: E402
 SPLIT_SEED = 0
 EVAL_SEED = 0  # one split, one set of draws and resamples for every encoder: comparisons are paired
 RESULTS = ROOT / "bench" / "results" / "study"  # tracked: docs/results.md is written from these
-LONG_NOTES = "## Long notes: the first window or the whole note"  # bench/long_notes.py's section, kept on rewrite
+# Written by hand, kept on rewrite from the first of these headings on: the commentary on the claims, then
+# bench/long_notes.py's section.
+KEPT = ("## Commentary", "## Long notes: the first window or the whole note")
 SMOKE_DIR = ROOT / "bench" / "out" / "study-smoke"
 EXHAUSTED = "exhausted"
 FEW = 4  # "few labels": the mean of the curve up to this many notes per class
@@ -647,6 +649,21 @@ def report(results: Path, sizes: Sizes, base: str, command: str) -> str:
     return "\n".join(lines)
 
 
+def kept_sections(text: str) -> str:
+    starts = [text.find(h) for h in KEPT if h in text]
+    return "\n" + text[min(starts):] if starts else ""
+
+
+def stale_warning(results: Path, kept: str) -> str:
+    """A line before the commentary when a saved part was made by a commit the commentary does not name:
+    it was written for other runs."""
+    commits = {loaded[0]["code"]["commit"][:7] for s in STUDIES for k in KINDS
+               if (loaded := load_part(results, f"{s.name}:{k}"))}
+    unseen = sorted(c for c in commits if KEPT[0] in kept and c not in kept)
+    return (f"\n> **The commentary below does not name commit(s) {', '.join(unseen)}, which made some of the parts "
+            "above: it was written for other runs. Read the tables.**\n" if unseen else "")
+
+
 def _shown(path: Path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
@@ -706,9 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreError, ValueError) as exc:
         print(f"study: {exc}", file=sys.stderr)
         return 1
-    kept = out.read_text(encoding="utf-8").partition(LONG_NOTES)[1:] if out.exists() else ("", "")
-    out.write_text(report(results, sizes, args.base, command) + ("\n" + "".join(kept) if kept[0] else ""),
-                   encoding="utf-8")
+    kept = kept_sections(out.read_text(encoding="utf-8") if out.exists() else "")
+    out.write_text(report(results, sizes, args.base, command) + stale_warning(results, kept) + kept, encoding="utf-8")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

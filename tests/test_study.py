@@ -66,6 +66,17 @@ def test_smoke_study_saves_each_part_with_its_commit_and_a_rerun_skips_it(tmp_pa
     assert capsys.readouterr().err.count("finished earlier, skipped") == 3
     assert study.load_part(tmp_path / "results", "drug-reviews:main")[0] == main
 
+    # a hand-written commentary survives a rewrite, flagged while it does not name the parts' commit
+    md, commit = tmp_path / "results.md", main["code"]["commit"][:7]
+    md.write_text(md.read_text() + "\n## Commentary\n\nWritten for other runs.\n")
+    assert study.main(_args(tmp_path) + ["--report-only"]) == 0
+    text = md.read_text()
+    assert text.count("## Commentary") == 1 and text.endswith("Written for other runs.\n")
+    assert f"does not name commit(s) {commit}" in text
+    md.write_text(text.replace("Written for other runs.", f"Written for the parts of {commit}."))
+    assert study.main(_args(tmp_path) + ["--report-only"]) == 0
+    assert "does not name commit" not in md.read_text() and f"Written for the parts of {commit}." in md.read_text()
+
 
 def test_an_encoder_of_the_same_name_made_from_other_notes_is_refused(tmp_path, models_dir, capsys):
     # e.g. a metadata encoder adapted on the whole corpus: it has seen the held-out notes' labels
