@@ -52,7 +52,6 @@ import datetime
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ from core.fewshot import compare_curves, learning_curve, paired_curve, split_tra
 from core.intervals import paired_difference, percentile_interval, resample_counts  # noqa: E402
 from core.jobs import run_pretrain_now  # noqa: E402
 from core.options import DEFAULT_ENCODER, EmbedOptions, PretrainOptions  # noqa: E402
+from core import stages  # noqa: E402
 from core.store import Corpus, Store, StoreError  # noqa: E402
 from sample_data.demo import DEMOS  # noqa: E402
 from sample_data.long_notes import long_notes  # noqa: E402
@@ -168,13 +168,7 @@ def code_version() -> dict:
     another base."""
     if os.environ.get("STUDY_COMMIT"):
         return {"commit": os.environ["STUDY_COMMIT"], "dirty": False, "from": "STUDY_COMMIT"}
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "dirty": None}
+    return {"commit": "unknown", "dirty": None} | stages.code_version()
 
 
 def _machine(device: str) -> str:
@@ -425,7 +419,9 @@ class Evidence:
             loaded = load_part(results, f"{study.name}:{kind}")
             if loaded:
                 self.parts[kind], r = loaded
-                self.reps |= r
+                # the first part to score an encoder keeps it (main, before setfit re-scores the base): the
+                # base's replicates then come from the run of the encoders they are paired with
+                self.reps |= {k: v for k, v in r.items() if k not in self.reps}
                 self.runs |= loaded[0]["runs"]
         # shot counts at which some class's whole pool is in every draw: left out of every verdict
         self.exhausted: dict[str, set[int]] = {}
@@ -524,7 +520,7 @@ def claims(ev: Evidence) -> list[list[str]]:
     c = ev.diff("declutr-original-spans", "declutr", lab, "few/macro_f1")
     impossible = any("error" in r for r in ev.runs.values() if r.get("variant") == "declutr-original-spans")
     rows.append(["(NoteSpace fix) Length-adaptive spans beat DeCLUTR's original length filter", title,
-                 f"{usable}; {few}, adaptive minus {_d(c, 'original')}",
+                 usable if impossible else f"{usable}; {few}, adaptive minus {_d(c, 'original')}",
                  "not shown: the original filter leaves too few notes to train on" if impossible
                  else _all_better([c])])
     vs = [ev.diff("metadata-random-batches", "metadata", lab, w) for w in ("few/macro_f1", "sep/silhouette")]

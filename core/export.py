@@ -8,7 +8,7 @@ import pandas as pd
 
 from core.evaluation.metrics import METRICS
 from core.evaluation.tables import (
-    DIRECTION, comparison_words, exhausted_shots, fmt, separation_words, struggling_classes,
+    DIRECTION, comparison_words, exhausted_shots, fewshot_class_frame, fmt, separation_words, struggling_classes,
 )
 from core.intervals import N_BOOT
 
@@ -66,6 +66,12 @@ def _overview(result: dict, first: dict) -> list[str]:
     lines = []
     if result.get("corpus") or result.get("label"):
         lines += [f"Corpus **{_esc(result.get('corpus', '?'))}**, label **{_esc(result.get('label', '?'))}**.", ""]
+    if result.get("code"):
+        code = result["code"]
+        commit = f", commit {code['commit'][:10]}" + (" with uncommitted changes" if code.get("dirty") else "") \
+            if code.get("commit") else ""
+        lines += [f"Computed by NoteSpace {_esc(code.get('notespace', '?'))}{commit}, results version "
+                  f"{code.get('results_version', '?')}.", ""]
     if first.get("n") is not None:
         lines.append(f"{first['n']} labelled notes in {first['n_classes']} classes.")
         dropped = sorted(first.get("dropped_classes") or {})
@@ -163,6 +169,22 @@ def _per_class_section(name: str, entry: dict, limit: int = 30) -> list[str]:
     return lines
 
 
+def _fewshot_per_class_section(name: str, entry: dict, limit: int = 30) -> list[str]:
+    """Each class's few-shot F1 and recall at the largest shot count, worst first."""
+    k = max(entry["fewshot"], key=int)
+    frame = fewshot_class_frame(entry["fewshot"][k].get("per_class", {}))
+    rows = [[_esc(r["Class"]), str(r["Test notes"]), fmt(r["F1"]), fmt(r["Share of its notes found"])]
+            for r in frame.head(limit).to_dict("records")]
+    lines = [f"## Few-shot per class: {_esc(name)}, {k} notes per class", "",
+             "Mean over draws, worst first."
+             + (" Every training note of some classes is used in every draw at this count."
+                if entry["fewshot"][k].get("exhausted_classes") else ""), ""]
+    lines += _table(["Class", "Test notes", "F1", "Share of its notes found"], rows)
+    if len(frame) > limit:
+        lines += [f"({len(frame) - limit} better classes not shown.)", ""]
+    return lines
+
+
 def render_report_md(result: dict, title: str = "NoteSpace evaluation", level: int = 1, details: bool = True) -> str:
     """A readable Markdown report of `evaluate_encoders` / `evaluate_corpus` output.
 
@@ -181,5 +203,7 @@ def render_report_md(result: dict, title: str = "NoteSpace evaluation", level: i
         for n in names:
             if encs[n].get("per_class"):
                 lines += _per_class_section(n, encs[n])
+            if encs[n].get("fewshot"):
+                lines += _fewshot_per_class_section(n, encs[n])
         lines += READING
     return "\n".join("#" * (level - 1) + line if line.startswith("#") else line for line in lines)

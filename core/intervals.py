@@ -51,11 +51,12 @@ def centred_interval(estimate: float, replicates, level: float = LEVEL) -> list[
 
 
 def paired_difference(estimate_a: float | None, estimate_b: float | None, replicates_a, replicates_b,
-                      level: float = LEVEL) -> dict:
-    """b - a, its percentile interval from replicates made on the same resamples, and whether it excludes 0."""
+                      level: float = LEVEL, centred: bool = False) -> dict:
+    """b - a, its percentile interval from replicates made on the same resamples (`centred`: moved onto
+    the difference, as for a ratio's own interval), and whether it excludes 0."""
     if estimate_a is None or estimate_b is None:
         return {"diff": None, "ci": [None, None], "excludes_zero": False}
-    ci = percentile_interval(np.asarray(replicates_b, dtype=np.float64) - np.asarray(replicates_a, dtype=np.float64),
-                             level)
+    diffs = np.asarray(replicates_b, dtype=np.float64) - np.asarray(replicates_a, dtype=np.float64)
+    ci = (centred_interval(estimate_b - estimate_a, diffs, level) if centred else percentile_interval(diffs, level))
     excludes = ci[0] is not None and (ci[0] > 0 or ci[1] < 0)
     return {"diff": float(estimate_b - estimate_a), "ci": ci, "excludes_zero": bool(excludes)}

@@ -218,6 +218,8 @@ def _mean(v: np.ndarray) -> float | None:
 
 
 # ---------------------------------------------------------------- headline report
+# Ratios whose bootstrap replicates sit to one side of the estimate: their intervals are centred on it
+RATIOS = ("davies_bouldin", "calinski_harabasz")
 # metric -> its 95% interval's key; every headline metric has one
 CI_KEYS = {"silhouette": "silhouette_ci", "knn_accuracy": "knn_accuracy_ci",
            "knn_chance_corrected": "knn_chance_corrected_ci", "linear_probe_accuracy": "linear_probe_accuracy_ci",
@@ -316,7 +318,7 @@ def separability(X, y, knn_k: int = 10, folds: int = 5, probe: bool = True, n_bo
         reps["uniformity"].append(uniformity_weighted(kernel, W[:, u_rows]))
     boot = {k: np.concatenate(v) for k, v in reps.items() if v}
     ci = {k: percentile_interval(v) for k, v in boot.items()}
-    ratios = {"davies_bouldin": davies_bouldin_score(Xn, codes), "calinski_harabasz": calinski_harabasz_score(Xn, codes)}
+    ratios = dict(zip(RATIOS, (davies_bouldin_score(Xn, codes), calinski_harabasz_score(Xn, codes))))
     ci |= {k: centred_interval(v, boot[k]) for k, v in ratios.items()}
     probe_ci = ci.get("linear_probe_accuracy")
     per_class = {

@@ -10,13 +10,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import duckdb
 
 from core.store import Store
+
+
+@cache
+def code_version() -> dict:
+    """The code that makes a result: NoteSpace's version and, run from a git checkout, its commit and
+    whether tracked files had uncommitted changes (read once per process: the code loaded then)."""
+    try:
+        out = {"notespace": version("notespace")}
+    except PackageNotFoundError:
+        out = {"notespace": "unknown"}
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        try:
+            out |= {"commit": git("rev-parse", "HEAD"),
+                    "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    return out
 
 
 def cache_key(obj) -> str:

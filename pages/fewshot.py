@@ -10,7 +10,7 @@ from core import jobs
 from core.evaluation.corpus import fewshot_corpus
 from core.evaluation.metrics import comparisons
 from core.evaluation.tables import (
-    FEWSHOT_WORDS, comparisons_table, exhausted_shots, fewshot_table, fmt, struggling_classes,
+    FEWSHOT_WORDS, comparisons_table, exhausted_shots, fewshot_class_frame, fewshot_table, fmt, struggling_classes,
 )
 from core.export import safe_csv
 from core.fewshot import LearningCurve, summary_frame
@@ -111,17 +111,18 @@ def show_result(result: dict, corpus_name: str, colours: dict) -> None:
     shot = right.selectbox("Labelled notes per class", sorted(frame["shot"].unique()), key="fs_cm_shot",
                            index=len(frame["shot"].unique()) - 1)
     curve, summary = curves[encoder], summaries[encoder][str(shot)]
-    weak = struggling_classes(summary["per_class"], "f1", summary["macro_f1"])
+    classes = fewshot_class_frame(summary["per_class"])
+    weak = {w["class"] for w in struggling_classes(summary["per_class"], "f1", summary["macro_f1"])}
+    columns = {"Class": st.column_config.TextColumn("Class"), "F1": st.column_config.NumberColumn(format="%.3f"),
+               "Share of its notes found": st.column_config.NumberColumn(format="%.3f")}
     if weak:
         st.caption(f"{len(weak)} classes with an F1 at least 0.2 below the macro-F1 ({fmt(summary['macro_f1'])}), "
                    "worst first; mean over draws.")
-        st.dataframe([{"Class": w["class"], "Test notes": w["test_notes"], "F1": w["f1"],
-                       "Share of its notes found": w["recall"]} for w in weak], hide_index=True, width="stretch",
-                     column_config={"Class": st.column_config.TextColumn("Class"),
-                                    "F1": st.column_config.NumberColumn(format="%.3f"),
-                                    "Share of its notes found": st.column_config.NumberColumn(format="%.3f")})
+        st.dataframe(classes[classes["Class"].isin(weak)], hide_index=True, width="stretch", column_config=columns)
     else:
         st.caption(f"No class is 0.2 or more below the macro-F1 ({fmt(summary['macro_f1'])}).")
+    with st.expander(f"Every class ({len(classes)})"):
+        st.dataframe(classes, hide_index=True, width="stretch", column_config=columns, key="fs_every_class")
 
     st.subheader("Confusion matrix and predictions")
     cm = curve.confusion_frame(shot, seed=None)

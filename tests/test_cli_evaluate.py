@@ -2,11 +2,17 @@
 
 import json
 import shutil
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
+from core.evaluation.corpus import RESULTS_VERSION
+
 from tests.test_cli import notespace
 
+ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {"silhouette", "davies_bouldin", "calinski_harabasz", "knn_accuracy", "alignment", "uniformity",
             "linear_probe_accuracy", "fewshot"}
 
@@ -53,10 +59,17 @@ def test_evaluate_prints_the_documented_json_and_writes_a_report(db_path, clinic
         assert set(c) == {"a", "b", "metric", "shots", "diff", "ci", "excludes_zero"}
         assert c["diff"] == 0 and not c["excludes_zero"]  # the same weights twice: no difference
     assert "done" in out.stderr  # progress lines go to stderr, never into the JSON
+    code = result["code"]  # the code that made the numbers, as git and the installed package say
+    assert code["notespace"] == version("notespace") and code["results_version"] == RESULTS_VERSION
+    if (ROOT / ".git").exists():
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        assert code["commit"] == head and isinstance(code["dirty"], bool)
     md = report.read_text(encoding="utf-8")
     assert md.startswith("# NoteSpace evaluation") and "Corpus **clinic**, label **specialty**" in md
+    assert f"Computed by NoteSpace {version('notespace')}" in md and f"results version {RESULTS_VERSION}" in md
     assert "| Metric | Better | tiny-b | tiny |" in md and "## Few-shot learning curve" in md
     assert "## Each encoder against the first" in md and "no clear difference" in md
+    assert "## Few-shot per class: tiny, 4 notes per class" in md and "| Class | Test notes | F1 |" in md
 
 
 @pytest.mark.parametrize("args, message", [

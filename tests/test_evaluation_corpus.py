@@ -49,7 +49,7 @@ def test_evaluate_corpus_computes_stores_and_answers_again_from_the_store(clinic
     opts = EvaluateOptions(label="specialty", shots="2,1", seeds=2, knn_k=5)
     calls: list[tuple[float, str]] = []
     result = evaluate_corpus(clinic, "clinic", ["tiny"], opts, progress=lambda f, m: calls.append((f, m)))
-    assert set(result) == {"corpus", "label", "encoders", "comparisons", "embedding"}
+    assert set(result) == {"corpus", "label", "encoders", "comparisons", "embedding", "code"}
     assert (result["corpus"], result["label"]) == ("clinic", "specialty")
     entry = result["encoders"]["tiny"]
     assert REQUIRED <= set(entry) and set(entry["fewshot"]) == {"1", "2"}

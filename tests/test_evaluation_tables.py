@@ -8,7 +8,8 @@ import math
 import pytest
 
 from core.evaluation.tables import (
-    DIRECTION, comparison_words, comparisons_table, exhausted_shots, fewshot_table, fmt, metrics_table,
+    DIRECTION, comparison_words, comparisons_table, exhausted_shots, fewshot_class_frame, fewshot_table, fmt,
+    metrics_table,
 )
 
 
@@ -50,6 +51,23 @@ def test_the_metrics_table_puts_the_paired_difference_beside_the_values():
     assert row["a"] == "0.800 [0.700, 0.900]" and row["b"] == "0.900 [0.700, 0.900]"
     assert row["b minus a"] == "+0.100 [+0.050, +0.150]: better"
     assert row["Better"] == "higher is better"
+
+
+def test_accuracies_sit_beside_their_baselines_in_the_metrics_table():
+    entry = {"knn_accuracy": 0.8, "linear_probe_accuracy": 0.85, "silhouette": 0.1, "majority_baseline": 0.4,
+             "chance": 0.25}
+    table = metrics_table({"encoders": {"a": entry}}).set_index("Measure")["Largest class / guessing"]
+    shown = {k: v for k, v in table.items() if v}
+    assert len(shown) == 2 and set(shown.values()) == {"0.400 / 0.250"}
+    assert all("kNN" in k or "probe" in k for k in shown)
+
+
+def test_every_few_shot_class_is_listed_worst_first():
+    per_class = {"b": {"test_notes": 5, "f1": 0.9, "recall": 1.0}, "a": {"test_notes": 3, "f1": 0.2, "recall": 0.1},
+                 "c": {"test_notes": 4, "f1": 0.2, "recall": 0.3}}
+    frame = fewshot_class_frame(per_class)
+    assert frame["Class"].tolist() == ["a", "c", "b"]  # ties by name
+    assert frame.set_index("Class").loc["c"].tolist() == [4, 0.2, 0.3]
 
 
 def _point(f1, exhausted=()):

@@ -79,14 +79,14 @@ def test_more_shots_help_and_random_labels_stay_at_chance(curve_and_data):
         assert lo <= s["macro_f1"] <= hi and s["seeds"] == 5
     X, y = blobs(1.2, shuffle=True)
     chance = learning_curve(X, y, shots=(16,), seeds=3).summary()["16"]
-    assert chance["macro_f1"] < 0.45 and 0.3 < chance["roc_auc"] < 0.7
+    assert chance["macro_f1"] < 0.45
 
 
 @pytest.mark.parametrize("classifier", ["logreg", "knn"])
 def test_classifiers_learn_separated_classes(classifier):
     X, y = blobs(0.3)
     s = learning_curve(X, y, shots=(4,), seeds=3, classifier=classifier).summary()["4"]
-    assert s["macro_f1"] > 0.9 and s["accuracy"] > 0.9 and s["roc_auc"] > 0.95
+    assert s["macro_f1"] > 0.9 and s["accuracy"] > 0.9
 
 
 def test_unknown_classifier_is_refused():
@@ -94,17 +94,15 @@ def test_unknown_classifier_is_refused():
         make_classifier("svm")
 
 
-@pytest.mark.filterwarnings("ignore:A single label")
-def test_roc_auc_survives_a_class_the_model_never_saw():
+def test_a_class_the_model_never_saw_gets_no_probability_and_counts_against_macro_f1():
     X, y = blobs(0.5, classes=3)
     codes = np.unique(y, return_inverse=True)[1]
     seen = np.flatnonzero(codes < 2)[:40]
     clf = make_classifier("logreg").fit(X[seen], codes[seen])
     P = full_proba(clf, X, 3)
     assert (P[:, 2] == 0).all() and np.allclose(P.sum(axis=1), 1)
-    m = classification_metrics(codes, P.argmax(axis=1), P)
-    assert 0.5 < m["roc_auc"] <= 1 and m["macro_f1"] < 0.8  # class 2 is always missed
-    assert classification_metrics(np.zeros(4, int), np.zeros(4, int), np.ones((4, 1)))["roc_auc"] is None
+    m = classification_metrics(codes, P.argmax(axis=1))
+    assert m["macro_f1"] < 0.8 and set(m) == {"macro_f1", "accuracy", "balanced_accuracy"}  # class 2 is always missed
 
 
 def test_confusion_matrix_and_predictions_export(curve_and_data):

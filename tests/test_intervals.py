@@ -141,6 +141,26 @@ def test_ratio_intervals_hold_their_estimate_where_every_replicate_sits_to_one_s
         assert (lo + hi) / 2 - r[metric] == pytest.approx(np.mean(plain) - np.median(r["bootstrap"][metric])), metric
 
 
+def test_paired_ratio_differences_are_centred_on_the_difference():
+    from core.evaluation.metrics import comparisons
+
+    X, y, _ = blobs(300, noise=2.0, d=64, classes=20)
+    X2 = X + np.random.default_rng(1).normal(size=X.shape).astype(np.float32)  # a noisier second encoder
+    pieces = {name: {"separability": separability(v, y, n_boot=300).to_dict()} for name, v in (("a", X), ("b", X2))}
+    by_metric = {c["metric"]: c for c in comparisons(pieces)}
+    for metric in ("davies_bouldin", "calinski_harabasz"):
+        c, (a, b) = by_metric[metric], (pieces[k]["separability"] for k in "ab")
+        diffs = np.asarray(b["bootstrap"][metric]) - np.asarray(a["bootstrap"][metric])
+        plain = percentile_interval(diffs)
+        assert c["diff"] == pytest.approx(b[metric] - a[metric])
+        assert c["ci"][1] - c["ci"][0] == pytest.approx(plain[1] - plain[0])
+        assert np.mean(c["ci"]) - c["diff"] == pytest.approx(np.mean(plain) - np.median(diffs))
+    silhouette = by_metric["silhouette"]  # a mean: its plain interval stands
+    assert silhouette["ci"] == pytest.approx(percentile_interval(
+        np.asarray(pieces["b"]["separability"]["bootstrap"]["silhouette"])
+        - np.asarray(pieces["a"]["separability"]["bootstrap"]["silhouette"])))
+
+
 def test_fewshot_intervals_widen_with_fewer_test_notes_and_baselines_sit_beside_accuracy():
     X, y, _ = blobs(400, noise=1.5)
     small = learning_curve(X, y, shots=(4,), seeds=3, test_size=0.1).summary()["4"]

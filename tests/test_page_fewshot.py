@@ -51,6 +51,10 @@ def test_learning_curve_table_confusion_and_download(clinic):
     assert confusion["type"] == "heatmap" and sorted(confusion["x"]) == ["cardiology", "orthopaedics", "psychiatry",
                                                                          "urology"]
     assert at.get("download_button")[0].proto.label.startswith("Download predictions")
+    every = next(e for e in at.expander if e.label.startswith("Every class"))
+    classes = every.dataframe[0].value  # all four classes, worst first, with the curve's own per-class F1
+    assert sorted(classes["Class"]) == ["cardiology", "orthopaedics", "psychiatry", "urology"]
+    assert classes["F1"].is_monotonic_increasing and every.label == "Every class (4)"
 
     at.radio(key="fs_metric").set_value("accuracy").run()
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)

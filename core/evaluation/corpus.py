@@ -21,14 +21,14 @@ from core.evaluation.metrics import (
 from core.options import EvaluateOptions, PretrainOptions
 from core.separability import as_labels, confound_audit
 from core.space import EmbeddingSpace, remembered
-from core.stages import Computed, Stage, cache_key, stored_or_computed
+from core.stages import Computed, Stage, cache_key, code_version, stored_or_computed
 from core.store import Corpus, Store
 
 # Part of every cache key: bump it when a metric, classifier or the shape of a result changes, so
 # results stored by the old code are computed again instead of being shown as if the new code had
 # produced them. 3: intervals for every metric, bootstrap replicates, baselines, duplicate-aware splits.
 # 4: Davies-Bouldin's and Calinski-Harabasz's intervals centred on their estimates; SetFit reads whole
-# notes when the corpus's space does.
+# notes when the corpus's space does; the few-shot ROC-AUC (never given an interval) dropped.
 RESULTS_VERSION = 4
 
 
@@ -157,7 +157,8 @@ def evaluate_corpus(store: Store, corpus_name: str, encoder_ids, opts: EvaluateO
 
     def run() -> dict:
         pieces = task.pieces(kinds, report, compute=True)
-        return {"corpus": task.corpus.name, "label": opts.label} | evaluation_result(pieces, opts)
+        return ({"corpus": task.corpus.name, "label": opts.label} | evaluation_result(pieces, opts)
+                | {"code": code_version() | {"results_version": RESULTS_VERSION}})
 
     key = cache_key(["evaluate", task.ids, task.params["fewshot"], kinds, inputs])  # ids: the order shown
     stage = Stage("evaluate", key, task.corpus.id, None, opts.as_params() | {"encoders": task.ids}, inputs)

@@ -12,7 +12,7 @@ import numpy as np
 from core.fewshot import LearningCurve, compare_curves, learning_curve
 from core.intervals import paired_difference
 from core.options import EvaluateOptions
-from core.separability import as_labels, separability
+from core.separability import RATIOS, as_labels, separability
 
 Progress = Callable[[float, str], None]
 
@@ -96,7 +96,8 @@ def comparisons(pieces: dict[str, dict]) -> list[dict]:
         for key in REQUIRED:
             if key in sa.get("bootstrap", {}) and key in sb.get("bootstrap", {}):
                 out.append({"a": names[0], "b": b_name, "metric": key, "shots": None}
-                           | paired_difference(sa[key], sb[key], sa["bootstrap"][key], sb["bootstrap"][key]))
+                           | paired_difference(sa[key], sb[key], sa["bootstrap"][key], sb["bootstrap"][key],
+                                               centred=key in RATIOS))
         if a.get("fewshot") and b.get("fewshot"):
             out += [{"a": names[0], "b": b_name} | c
                     for c in compare_curves(LearningCurve.from_dict(a["fewshot"]), LearningCurve.from_dict(b["fewshot"]),

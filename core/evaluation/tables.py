@@ -35,13 +35,20 @@ def comparison_words(c: dict, direction: str) -> str:
 DIRECTION = {key: better for key, _, better, _, _ in METRICS} | {m: "higher" for m in FEWSHOT_COMPARED}
 
 
+ACCURACIES = ("knn_accuracy", "linear_probe_accuracy")
+
+
 def metrics_table(result: dict) -> pd.DataFrame:
-    """One row per headline metric: plain name, what it means, which way is better, each encoder's value
-    with its 95% interval, and each later encoder's paired difference from the first."""
+    """One row per headline metric: plain name, what it means, which way is better, the baselines beside
+    each accuracy, each encoder's value with its 95% interval, and each later encoder's paired difference
+    from the first."""
     names = list(result["encoders"])
+    first = result["encoders"][names[0]] if names else {}
+    baselines = f"{fmt(first.get('majority_baseline'))} / {fmt(first.get('chance'))}"
     rows = []
     for key, name, better, ci_key, meaning in METRICS:
-        row = {"Measure": name, "What this means": meaning, "Better": f"{better} is better"}
+        row = {"Measure": name, "What this means": meaning, "Better": f"{better} is better",
+               "Largest class / guessing": baselines if key in ACCURACIES else ""}
         row |= {e: fmt(result["encoders"][e].get(key), result["encoders"][e].get(ci_key)) for e in names}
         for c in result.get("comparisons", []):
             if c["metric"] == key and c["shots"] is None:
@@ -72,6 +79,14 @@ def per_class_frame(result: dict) -> pd.DataFrame:
     rows = [{"encoder": e, "class": c} | v for e, m in result["encoders"].items()
             for c, v in m.get("per_class", {}).items()]
     return pd.DataFrame(rows, columns=["encoder", "class", "n", "silhouette", "knn_accuracy", "alignment"])
+
+
+def fewshot_class_frame(per_class: dict[str, dict]) -> pd.DataFrame:
+    """One row per class of a few-shot point, worst F1 first: its test notes, F1 and recall (means over draws)."""
+    rows = [{"Class": c, "Test notes": v["test_notes"], "F1": v["f1"], "Share of its notes found": v["recall"]}
+            for c, v in per_class.items()]
+    frame = pd.DataFrame(rows, columns=["Class", "Test notes", "F1", "Share of its notes found"])
+    return frame.sort_values(["F1", "Class"], kind="stable").reset_index(drop=True)
 
 
 FEWSHOT_WORDS = {"macro_f1": "Macro-F1", "accuracy": "Accuracy"}
