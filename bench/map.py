@@ -6,10 +6,13 @@ in the same run, in headless Debian chromium (software WebGL, no GPU).
 The plotly map is today's app at the commit before the component (PLOTLY_COMMIT), unpacked with
 `git archive` into bench/out and served on its own port from the same store: no plotly code is
 kept in the app. Per size, a synthetic corpus is embedded with a tiny random encoder (the page does
-not care where vectors come from), given a PCA map and KMeans clusters (so no page clusters while
-timed), all cached in bench/out/map.duckdb. Per renderer:
+not care where vectors come from); above EMBED_UP_TO notes (embedding 1M notes here takes hours) the
+corpus and its vectors are SYNTHESISED as bench/million.py makes them (384-d, written through the
+store's own write path, nothing embedded; each line says which in `vectors`). Each corpus gets a PCA
+map and clusters (so no page clusters while timed), all cached in bench/out/map.duckdb. Per renderer:
 - draw_s: from clicking Explore in the sidebar (the map of the last choice) to every point drawn;
-- colour_s: from choosing another colour column to the map drawn in it (plotly: a page rerun);
+- colour_s: from choosing another colour column (`site`; `cluster` for synthesised corpora, which have
+  one metadata column) to the map drawn in it (plotly: a page rerun);
 - select_s: from releasing a box around the whole map to the table of selected notes shown;
 - bytes_per_point: bytes the browser received (websocket frames and HTTP bodies) while drawing, / n.
 """
@@ -26,18 +29,20 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NOTESPACE_MODELS", str(OUT / "models"))
 PLOTLY_COMMIT = "dbfa335"  # main before the map component: its Explore map is plotly's Scattergl
+EMBED_UP_TO = 200_000  # larger corpora get synthesised vectors
 DB = OUT / "map.duckdb"
 VIEWPORT = {"width": 1440, "height": 900}
 
 import numpy as np  # noqa: E402
 
-from bench.million import machine  # noqa: E402
+from bench import million  # noqa: E402
 from bench.serving import served_app  # noqa: E402
 
 
@@ -48,8 +53,15 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def prepare(sizes: list[int]) -> str:
-    """Corpora map_<n> with vectors, a PCA map and clusters in DB; returns the encoder id."""
+class Corpus(NamedTuple):
+    name: str
+    encoder: str
+    recolour: str  # the colour column chosen while timed
+    vectors: str
+
+
+def prepare(sizes: list[int]) -> dict[int, Corpus]:
+    """Per size, a corpus with vectors, a PCA map and clusters in DB."""
     from core.clusters import cluster_corpus
     from core.corpus import ingest_frame
     from core.embed import embed_corpus
@@ -60,18 +72,27 @@ def prepare(sizes: list[int]) -> str:
     from tests.conftest import registered_tiny_encoder
 
     OUT.mkdir(parents=True, exist_ok=True)
-    encoder = registered_tiny_encoder(Path(os.environ["NOTESPACE_MODELS"]))
+    tiny = registered_tiny_encoder(Path(os.environ["NOTESPACE_MODELS"]))
     store = Store(DB)
+    corpora = {}
     for n in sizes:
-        name = f"map_{n}"
-        if name not in [c.name for c in store.corpora()]:
-            log(f"  preparing {n:,} notes")
-            ingest_frame(store, synthetic_notes(n, seed=0), name, "text", "note_id", ["specialty", "site", "age",
-                                                                                       "visit_date"])
-        embed_corpus(store, name, EmbedOptions(encoder=encoder))
-        project_corpus(store, name, ProjectOptions(encoder=encoder, method="pca"))
-        cluster_corpus(store, name, ClusterOptions(encoder=encoder))
-    return encoder
+        if n <= EMBED_UP_TO:
+            corpus = Corpus(f"map_{n}", tiny, "site", "embedded (synthetic notes, tiny random encoder)")
+            if corpus.name not in [c.name for c in store.corpora()]:
+                log(f"  preparing {n:,} notes")
+                ingest_frame(store, synthetic_notes(n, seed=0), corpus.name, "text", "note_id",
+                             ["specialty", "site", "age", "visit_date"])
+            embed_corpus(store, corpus.name, EmbedOptions(encoder=tiny))
+        else:
+            corpus = Corpus(million.corpus_name(n), million.ENCODER, "cluster", million.VECTORS)
+            if corpus.name not in [c.name for c in store.corpora()]:
+                log(f"  synthesising {n:,} notes and their vectors")
+                million.build(DB, n)
+        project_corpus(store, corpus.name, ProjectOptions(encoder=corpus.encoder, method="pca"))
+        cluster_corpus(store, corpus.name, ClusterOptions(encoder=corpus.encoder),
+                       progress=lambda f, m="": log(f"  clusters {f:.0%} {m}"))
+        corpora[n] = corpus
+    return corpora
 
 
 def plotly_app() -> Path:
@@ -116,7 +137,7 @@ PLOTLY_POINTS = """n => { const gd = document.querySelector('.js-plotly-plot');
                        .reduce((s, t) => s + (t._length || 0), 0) === n; }"""
 
 
-def measure(browser, url: str, renderer: str, n: int, encoder: str) -> dict:
+def measure(browser, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
     page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(600_000)
     received = Received(page)
@@ -126,8 +147,8 @@ def measure(browser, url: str, renderer: str, n: int, encoder: str) -> dict:
     idle(page)
     page.get_by_text("PCA", exact=True).click()
     idle(page)
-    pick(page, "Corpus", f"map_{n}")
-    pick(page, "Encoder", encoder)
+    pick(page, "Corpus", corpus.name)
+    pick(page, "Encoder", corpus.encoder)
     page.get_by_test_id("stSidebarNav").get_by_text("Home", exact=True).click()
     idle(page)
     received.total = 0
@@ -147,11 +168,12 @@ def measure(browser, url: str, renderer: str, n: int, encoder: str) -> dict:
 
     started = time.perf_counter()
     if renderer == "plotly":
-        pick(page, "Colour by", "site")
-        page.locator(".js-plotly-plot").first.locator(".legendtext", has_text="north").wait_for()
+        pick(page, "Colour by", corpus.recolour)
+        if corpus.recolour == "site":  # else the page's rerun (awaited by pick) is all there is to wait for
+            page.locator(".js-plotly-plot").first.locator(".legendtext", has_text="north").wait_for()
     else:
-        frame.locator("#colour").select_option("site")
-        frame.locator('#map[data-colour="site"]').wait_for()
+        frame.locator("#colour").select_option(corpus.recolour)
+        frame.locator(f'#map[data-colour="{corpus.recolour}"]').wait_for()
         page.wait_for_timeout(0)
     colour_s = time.perf_counter() - started
 
@@ -185,7 +207,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per size and renderer; medians are printed")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    encoder = prepare(sizes)
+    corpora = prepare(sizes)
     from playwright.sync_api import sync_playwright
 
     apps = {"regl": ROOT, "plotly": plotly_app()}
@@ -198,14 +220,15 @@ def main() -> None:
                             flags=("--server.maxMessageSize", "2000")) as (url, _):
                 for n in sizes:
                     try:
-                        runs = [measure(browser, url, renderer, n, encoder) for _ in range(args.repeats)]
+                        runs = [measure(browser, url, renderer, n, corpora[n]) for _ in range(args.repeats)]
                     except Exception as error:  # plotly past its limits: say so and go on
                         print(json.dumps({"n": n, "renderer": renderer, "error": str(error).splitlines()[0]}),
                               flush=True)
                         continue
                     print(json.dumps({"n": n, "renderer": renderer} | {
                         key: float(np.median([run[key] for run in runs])) for key in METRICS} | {
-                        "runs": [{key: run[key] for key in METRICS} for run in runs], "machine": machine()}),
+                        "runs": [{key: run[key] for key in METRICS} for run in runs], "vectors": corpora[n].vectors,
+                        "machine": million.machine()}),
                         flush=True)
         browser.close()
 

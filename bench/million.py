@@ -56,6 +56,7 @@ TOPICS = 40
 SUBTOPICS = 6
 LATENT = 6
 CHUNK = 50_000
+VECTORS = "synthetic (clustered 384-d, written through the store's write path; nothing embedded)"
 
 
 def log(message: str) -> None:
@@ -211,7 +212,7 @@ def run(n: int) -> dict:
                             "subset": len(subset), "full_umap_s": round(full_s, 1)},
         "map": {k: umap_map.get(k) for k in ("projection", "method", "n")},
         "clusters": clustering["n_clusters"], "search_recall_at_10": hits / 500, "index_s": round(index_s, 1),
-        "vectors": "synthetic (clustered 384-d, written through the store's write path; nothing embedded)",
+        "vectors": VECTORS,
         "load_average": {"before": [round(v, 2) for v in load_before],
                          "after": [round(v, 2) for v in os.getloadavg()]},
         "machine": machine(),
