@@ -146,13 +146,22 @@ def cmd_evaluate(store: Store, args) -> dict:
     return result
 
 
+STREAMLIT_WITHOUT_PAGES_FOLDER = (
+    "from streamlit.runtime.pages_manager import PagesManager; PagesManager.uses_pages_directory = False; "
+    "from streamlit.web.cli import main; main(prog_name='streamlit')")
+
+
 def serve_command(host: str, port: int, root: Path = ROOT) -> list[str]:
     """The Streamlit command that serves the app: no file watcher and no run-on-save (an idle server
     must not burn a core watching the repository), no full garbage collection after every page run
     (0.2-0.3 s on every click with torch loaded), no telemetry. Given as flags, not only in
     .streamlit/config.toml, because an installed app runs from site-packages, where no config lies.
-    `root`: the folder of the app.py to serve (a benchmark may serve an older checkout)."""
-    return [sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.address", host,
+    `root`: the folder of the app.py to serve (a benchmark may serve an older checkout).
+
+    Streamlit is started with its old multipage mode off: until app.py has called st.navigation once in
+    the process, that mode serves every file in pages/ as a page of its own, without app.py (so without
+    its login door, its pages and its store session) to a first visitor who opens, say, /explore."""
+    return [sys.executable, "-c", STREAMLIT_WITHOUT_PAGES_FOLDER, "run", str(root / "app.py"), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
             "--server.runOnSave", "false", "--runner.postScriptGC", "false", "--browser.gatherUsageStats", "false",
             "--server.enableXsrfProtection", "true", "--server.maxUploadSize", "1024"]

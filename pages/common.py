@@ -9,6 +9,7 @@ import streamlit as st
 from core.encoders import list_encoders
 from core.errors import UserError
 from core.store import Corpus, Store
+from pages.components.door import stop_unless_allowed
 
 log = logging.getLogger("notespace.pages")
 
@@ -19,9 +20,11 @@ def _store(path: str | None) -> Store:
 
 
 def store() -> Store:
-    """The store named by NOTESPACE_DB (or the default), shared by every session of this server."""
+    """The store named by NOTESPACE_DB (or the default), shared by every session of this server; every
+    note a page shows comes through here, so here a page run without app.py meets the door too."""
     import os
 
+    stop_unless_allowed()
     return _store(os.environ.get("NOTESPACE_DB"))
 
 

@@ -1,12 +1,14 @@
 """In a real browser against a real OpenID Connect provider (oidc-provider-mock, started here): with [auth]
-configured, a signed-out visitor sees no note, metadata or corpus name on any page address; a signed-in user
-on the allow-list gets the app, sees who they are and can log out; one off the list is refused."""
+configured, a signed-out visitor sees no note, metadata or corpus name on any page address (the first visitor
+of a fresh server included); a signed-in user on the allow-list gets the app, sees who they are and can log
+out; one off the list is refused."""
 
 import pytest
 
 from core.corpus import ingest_frame
 from core.store import Store
 from sample_data.synthetic import synthetic_notes
+from bench.serving import served_app
 from tests.e2e.conftest import ROOT, screenshot, served, wait_idle
 
 pytestmark = pytest.mark.e2e
@@ -62,12 +64,25 @@ def sign_in(page, app_url: str, email: str) -> None:
 
 
 def test_signed_out_visitors_see_no_notes_on_any_page(page, app_url, notes):
-    for path in ("", "/data", "/explore", "/separability", "/few-shot", "/pretrain"):
+    # /explore first, on a server no one has visited: Streamlit then serves the files of pages/ on their
+    # own, without app.py's door (pages.components.door.stop_unless_allowed keeps them shut)
+    for path in ("/explore", "", "/data", "/separability", "/few-shot", "/pretrain"):
         page.goto(app_url + path)
         wait_idle(page)
         page.get_by_role("button", name="Log in").wait_for()
         shows_nothing_private(page, notes)
     screenshot(page, "login-signed-out")
+
+
+def test_a_fresh_notespace_app_server_serves_a_deep_link_through_app_py(page, app_env):
+    """`notespace app` starts Streamlit with its pages-folder mode off: the first visitor opening /explore
+    gets app.py's pages (so its door and store session), not every file of pages/ on its own."""
+    with served_app(app_env) as (url, _):
+        page.goto(url + "/explore")
+        wait_idle(page)
+        nav = page.get_by_test_id("stSidebarNav")
+        nav.get_by_text("Few-shot", exact=True).wait_for()
+        assert "common" not in nav.inner_text()
 
 
 def test_an_allowed_user_gets_the_app_and_can_log_out(page, app_url, notes):
