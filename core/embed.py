@@ -98,9 +98,6 @@ class Settings:
     def of(cls, space: EmbeddingSpace, device: str = "auto") -> Settings:
         return cls(resolve_device(device), space.precision, space.max_length, space.long_notes)
 
-    def space(self, enc: Encoder) -> EmbeddingSpace:
-        return EmbeddingSpace(enc.id, self.max_length, self.long_notes, self.precision)
-
 
 class Embedder:
     """One loaded encoder (a SentenceTransformer on `settings.device`, in `settings.precision`) reading

@@ -31,11 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "test-artifacts" / "mutate"  # ignored by git, like other test output
 MODULES = {  # name -> (the files mutated, the tests that must catch their mutants besides CLAIMS)
-    "separability": (["core/separability.py"], "tests/test_separability.py"),
-    "fewshot": (["core/fewshot.py"], "tests/test_fewshot.py"),
-    "embed": (["core/embed.py"], "tests/test_embed.py"),
-    "corpus": (["core/corpus.py", "core/ingest/*.py"], "tests/test_corpus.py"),
-    "clusters": (["core/clusters.py"], "tests/test_clusters.py"),
+    "separability": (["core/separability.py"], ["tests/test_separability.py"]),
+    "fewshot": (["core/fewshot.py"], ["tests/test_fewshot.py"]),
+    # how long notes are cut and pooled is tested with the space they define (tests/test_space.py)
+    "embed": (["core/embed.py"], ["tests/test_embed.py", "tests/test_space.py"]),
+    "corpus": (["core/corpus.py", "core/ingest/*.py"], ["tests/test_corpus.py"]),
+    "clusters": (["core/clusters.py"], ["tests/test_clusters.py"]),
 }
 CLAIMS = "tests/test_claims.py"  # the headline claims, checked against independent oracles
 FAST_TESTS = ["-m", "not e2e and not real_model", "-p", "no:cacheprovider", "-x", "-q"]
@@ -60,7 +61,7 @@ def scratch_copy(module: str) -> Path:
     config = {
         "source_paths": ["core"],
         "only_mutate": MODULES[module][0],
-        "pytest_add_cli_args_test_selection": [MODULES[module][1], CLAIMS],
+        "pytest_add_cli_args_test_selection": [*MODULES[module][1], CLAIMS],
         "pytest_add_cli_args": FAST_TESTS,
         "also_copy": ALSO_COPY,
         "use_git_change_detection": False,
@@ -106,8 +107,8 @@ def mutate(module: str, jobs: int, functions: list[str]) -> dict:
                          f"see {folder}/mutmut-run.log")
     status = results(folder, selected or [f"{prefix}.*" for prefix in mutant_prefixes(module)])
     killed = sum(s in CAUGHT for s in status.values())
-    return {"module": " ".join(MODULES[module][0]), "functions": functions or "all", "tests": MODULES[module][1],
-            "mutants": len(status), "killed": killed,
+    return {"module": " ".join(MODULES[module][0]), "functions": functions or "all",
+            "tests": " ".join(MODULES[module][1]), "mutants": len(status), "killed": killed,
             "kill_rate": round(100 * killed / max(len(status), 1), 1), "seconds": seconds,
             "not_killed": {name: s for name, s in sorted(status.items()) if s not in CAUGHT}}
 
@@ -122,7 +123,7 @@ def main(names: list[str]) -> None:
     summary_path = WORK / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for name in names or list(MODULES):
-        print(f"==> mutating {' '.join(MODULES[name][0])} against {MODULES[name][1]}", flush=True)
+        print(f"==> mutating {' '.join(MODULES[name][0])} against {' '.join(MODULES[name][1])}", flush=True)
         report = summary[name] = mutate(name, jobs, functions)
         summary_path.write_text(json.dumps(summary, indent=2))
         print(f"    {report['killed']}/{report['mutants']} killed ({report['kill_rate']} %) in {report['seconds']} s")

@@ -107,3 +107,32 @@ def test_bf16_stays_faithful_to_fp32_on_the_real_model(db_path, synthetic_df):
     assert bf16_exact(bf16).all() and bf16_exact(fp32).mean() < 0.01  # really bf16 against really fp32
     cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     assert cosine.min() > 0.999
+
+
+@pytest.mark.parametrize(("precision", "device", "cpu_bf16", "cuda_bf16", "expected"), [
+    ("fp32", "cpu", True, True, "fp32"),  # a precision asked for is kept, whatever the hardware
+    ("bf16", "cpu", False, False, "bf16"),
+    ("fp16", "cuda", True, True, "fp16"),
+    ("auto", "cpu", True, False, "bf16"),  # bf16 on a CPU only with native bf16 dot products (AVX512-BF16, AMX)
+    ("auto", "cpu", False, True, "fp32"),
+    ("auto", "cuda", False, True, "bf16"),
+    ("auto", "cuda", True, False, "fp16"),
+    ("auto", "mps", True, True, "fp32"),
+])
+def test_auto_precision_follows_the_hardware_and_an_asked_one_is_kept(monkeypatch, precision, device, cpu_bf16,
+                                                                      cuda_bf16, expected):
+    monkeypatch.setattr(embed_mod, "cpu_has_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(embed_mod.torch.cuda, "is_bf16_supported", lambda *args, **kwargs: cuda_bf16)
+    assert embed_mod.resolve_precision(precision, device) == expected
+
+
+def test_long_note_windows_are_pooled_by_their_weights():
+    """A long note's vector is the weighted mean of its windows' vectors (numpy's average as the oracle):
+    with weights that differ, dropping them, or dividing by them, gives other vectors."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(6, 4)).astype(np.float32)
+    owner = np.array([0, 0, 0, 1, 2, 2])
+    weights = np.array([3.0, 1.0, 0.5, 2.0, 1.0, 4.0])
+    expected = np.stack([np.average(vectors[owner == note], axis=0, weights=weights[owner == note])
+                         for note in range(3)])
+    np.testing.assert_allclose(embed_mod.pool(vectors, owner, weights, 3), expected, rtol=1e-6)

@@ -17,6 +17,7 @@ import pytest
 from core.embed import Settings
 from core.encoders import get_encoder, list_encoders
 from core.options import EmbedOptions
+from core.space import EmbeddingSpace
 from core.store import Store
 
 USERS = 4
@@ -53,7 +54,8 @@ def test_sessions_creating_the_first_vector_set_of_a_dimension_at_once(tmp_path,
     for attempt in range(ATTEMPTS):
         store = Store(tmp_path / f"fresh{attempt}.duckdb")
         enc = get_encoder(store, "tiny")
-        space = Settings.resolve(enc, EmbedOptions(encoder="tiny")).space(enc)
+        settings = Settings.resolve(enc, EmbedOptions(encoder="tiny"))
+        space = EmbeddingSpace(enc.id, settings.max_length, settings.long_notes, settings.precision)
         ids: list[int] = []
         assert at_once(lambda: ids.append(space.create_set(store))) == []
         assert len(set(ids)) == 1 and len(ids) == USERS  # one set, found by everyone
