@@ -65,5 +65,6 @@ def stop_unless_allowed() -> None:
         return
     door = closed_door()
     if door is not None:
-        door[1]()
+        _, view = door
+        view()
         st.stop()
