@@ -17,7 +17,7 @@ import streamlit as st
 from core.encoders import list_encoders
 from core.labels import label_series, label_sets
 from core.options import ProjectOptions
-from core.palette import DEFAULT_TOP, PALETTE, category_colours
+from core.palette import DEFAULT_TOP, PALETTE
 from core.search import search as find_like, wants_index
 from core.space import EmbeddingSpace
 from pages.common import corpus_picker, encoder_picker, store
@@ -28,11 +28,17 @@ from pages.components.facets import metadata_charts
 from pages.components.filters import filter_mask
 from pages.components.labelling import labelling_panel
 from core.clusters import column_kind
-from pages.components.map import COLOUR_KEY, draw_map
+from pages.components.map import COLOUR_KEY, colour_palettes, draw_map
 from pages.components.selection import hover_preview, note_reader, search_results, selection_panel
 
 MAX_POINTS = int(os.environ.get("NOTESPACE_MAP_MAX_POINTS", "1000000"))
 state.start()
+state.keep_settings({
+    "explore_method": "umap", "explore_view": "Map", "explore_size": 4, "explore_opacity": 0.75,
+    "explore_max_points": MAX_POINTS, "explore_k": 20, "explore_top_colours": DEFAULT_TOP,
+    "explore_cluster_labels": True, "explore_n_neighbors": ProjectOptions.n_neighbors,
+    "explore_min_dist": ProjectOptions.min_dist, "explore_seed": ProjectOptions.seed,
+})
 
 st.title("Explore")
 top = st.columns([2, 2, 1.3, 1.3])
@@ -59,23 +65,23 @@ db = str(store().path)
 
 controls = st.columns([1.2, 1.2, 4], vertical_alignment="bottom")
 with controls[1].popover("Display", icon=":material/tune:", width="stretch"):
-    point_size = st.slider("Point size", 1, 15, 4, key="explore_size")
-    opacity = st.slider("Opacity", 0.1, 1.0, 0.75, 0.05, key="explore_opacity")
-    max_points = st.number_input("Most points drawn", 100, 2_000_000, MAX_POINTS, 10_000, key="explore_max_points",
+    point_size = st.slider("Point size", 1, 15, key="explore_size")
+    opacity = st.slider("Opacity", 0.1, 1.0, step=0.05, key="explore_opacity")
+    max_points = st.number_input("Most points drawn", 100, 2_000_000, step=10_000, key="explore_max_points",
                                  help="Above this a random sample is drawn (and said so); selections, search and "
                                       "downloads still cover every note.")
-    k_results = st.slider("Search results", 5, 100, 20, 5, key="explore_k")
-    top_colours = st.number_input("Colours", 1, len(PALETTE), DEFAULT_TOP, key="explore_top_colours",
+    k_results = st.slider("Search results", 5, 100, step=5, key="explore_k")
+    top_colours = st.number_input("Colours", 1, len(PALETTE), key="explore_top_colours",
                                   help="How many of a column's most common values get a colour of their own; the "
                                        f"rest share grey as 'other'. Beyond {len(PALETTE)}, colours look alike.")
-    show_labels = st.toggle("Cluster labels", True, key="explore_cluster_labels",
+    show_labels = st.toggle("Cluster labels", key="explore_cluster_labels",
                             help="The names of the largest clusters at their centres, whatever colours the map "
                                  "(as many as fit without overlapping: zoom in for more)")
     st.markdown("**UMAP settings**")
-    n_neighbors = st.slider("Neighbours", 5, 100, ProjectOptions.n_neighbors, key="explore_n_neighbors",
+    n_neighbors = st.slider("Neighbours", 5, 100, key="explore_n_neighbors",
                             help="Small: local detail; large: global structure")
-    min_dist = st.slider("Minimum distance", 0.0, 0.99, ProjectOptions.min_dist, 0.05, key="explore_min_dist")
-    seed = st.number_input("Seed", -1, 2**31 - 1, ProjectOptions.seed, key="explore_seed",
+    min_dist = st.slider("Minimum distance", 0.0, 0.99, step=0.05, key="explore_min_dist")
+    seed = st.number_input("Seed", -1, 2**31 - 1, key="explore_seed",
                            help="Same seed, same map; -1 is faster (multi-threaded) but not reproducible")
 opts = ProjectOptions(encoder=encoder, method=method, n_neighbors=n_neighbors, min_dist=min_dist, seed=int(seed))
 shown_map = loaders.current_map(corpus_name, opts)
@@ -170,10 +176,11 @@ if result["method"] == "umap":
     info += f" · {n_neighbors} neighbours, min. distance {min_dist}, seed {seed}"
 caption_slot.caption(info)
 
-# every colour column's palette from all notes, so a filter never changes a category's colour
-palettes = {c: category_colours(frame[c].to_numpy(dtype=object), grey=["noise"] if c == "cluster" else [],
-                                top=top_colours)
-            for c in colour_columns if c in frame and column_kind(frame[c], kinds) == "categorical"}
+# the stored columns' palettes and codes are computed once (a selection reruns the page), the rest each run
+sources = {c: (db, "map", result["projection"]) for c in meta_columns}
+if clusters is not None:
+    sources["cluster"] = (db, "clustering", clusters.clustering_id)
+palettes = colour_palettes(frame, colour_columns, kinds, int(top_colours), sources)
 
 
 def cluster_names(part):
@@ -184,7 +191,8 @@ def cluster_names(part):
 annotate = cluster_names if show_labels and clusters is not None else None
 draw = {"highlight_ords": st.session_state[state.HIGHLIGHT], "selection_key": state.SELECTED,
         "on_selection": state.drop_stale, "selection_revision": st.session_state[state.REVISION],
-        "palettes": palettes, "kinds": kinds, "point_size": point_size, "opacity": opacity,
+        "palettes": palettes, "sources": sources, "top": int(top_colours), "kinds": kinds,
+        "point_size": point_size, "opacity": opacity,
         "preview": lambda ord_: hover_preview(store(), corpus, frame, ord_)}
 with map_slot:
     if view == "Compare":

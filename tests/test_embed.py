@@ -6,7 +6,7 @@ from sentence_transformers import SentenceTransformer
 import core.embed as embed_mod
 import core.space as space_mod
 from core.corpus import ingest_frame
-from core.embed import Settings, embed_corpus, embed_query, load_embedder, load_embeddings
+from core.embed import Settings, embed_corpus, embed_query, load_embedder, load_embeddings, long_note_summary
 from core.encoders import get_encoder
 from core.space import EmbeddingSpace
 from core.options import EmbedOptions
@@ -66,10 +66,27 @@ def test_long_notes_truncate_or_chunk(db_path, models_dir):
     long_note = " ".join(["cardiology chest pain troponin"] * 60)
     ingest_frame(store, pd.DataFrame({"text": [long_note, "short note"]}), "long", "text")
     opts = TINY.replace(max_length=32)
-    truncated = load_embeddings(store, "long", opts.replace(long_notes="truncate"))
-    chunked = load_embeddings(store, "long", opts.replace(long_notes="chunk"))
+    said = {mode: long_note_summary(embed_corpus(store, "long", opts.replace(long_notes=mode)))
+            for mode in ("truncate", "chunk")}
+    truncated = load_embeddings(store, "long", opts.replace(long_notes="truncate"), compute_missing=False)
+    chunked = load_embeddings(store, "long", opts.replace(long_notes="chunk"), compute_missing=False)
     assert not np.allclose(truncated[0], chunked[0])  # the long note differs ...
     np.testing.assert_allclose(truncated[1], chunked[1], atol=1e-6)  # ... a short one does not
+    # and the user is told which happened to how many (the CLI's stderr, the Data page)
+    longer = "1 of the 2 texts embedded now were longer than 32 tokens"
+    assert said == {"truncate": f"{longer} and were cut to their first 32 tokens (long notes: truncate)",
+                    "chunk": f"{longer} and were read whole (overlapping 32-token windows, averaged)"}
+
+
+def test_texts_on_their_own_get_the_asked_settings_else_256_token_windows_read_whole(db_path, models_dir,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(embed_mod, "cpu_has_bf16", lambda: True)
+    enc = get_encoder(Store(db_path), "tiny")  # its position embeddings stop at 512
+    on_cpu = EmbedOptions(encoder="tiny", device="cpu")
+    assert Settings.resolve(enc, on_cpu) == Settings("cpu", "bf16", 256, "chunk")
+    asked = on_cpu.replace(precision="fp32", max_length=100, long_notes="truncate")
+    assert Settings.resolve(enc, asked) == Settings("cpu", "fp32", 100, "truncate")
+    assert Settings.resolve(enc, on_cpu.replace(max_length=4096)).max_length == 512
 
 
 def test_batches_cover_every_text_under_the_token_budget(db_path, models_dir):

@@ -25,8 +25,9 @@ from core.embed import embed_corpus, load_embeddings
 from core.options import EmbedOptions
 from core.store import Store
 from pages.components.compare import OVERLAP
+import pages.components.map as map_module
 from pages.components.map import COLOUR_KEY, column_codes, point_bytes, selected_ords, selection_arg
-from tests.conftest import settle
+from tests.conftest import record_calls, settle
 
 # app.py warms UMAP up in a thread; its note that our kNN graph rules out `transform` is expected
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
@@ -189,11 +190,29 @@ def test_opening_the_page_clusters_the_corpus_and_names_the_clusters_on_the_map(
     assert [label["text"] for label in maps_in(at)[0]["labels"]] == names
 
 
+def test_a_selection_reruns_the_page_without_recomputing_stored_columns_colours(explore, monkeypatch):
+    """The metadata's and the clustering's palettes and codes are made once per map and clustering,
+    not on every rerun; the number of colours asked for makes them anew."""
+    at = explore
+    at.run()
+    palettes = record_calls(monkeypatch, map_module, "category_colours")
+    codes = record_calls(monkeypatch, map_module, "column_codes")
+    map_event(at, "explore_map", {"event": "select", "selected": [0, 4, 8], "colour": None, "seq": 1})
+    assert any("3 notes selected" in m.value for m in at.markdown)
+    assert (palettes, codes) == ([], [])
+    at.number_input(key="explore_top_colours").set_value(2).run()
+    assert {kwargs["top"] for _, kwargs in palettes} == {2} and len(codes) == len(maps_in(at)[0]["columns"])
+    specialty = next(c for c in maps_in(at)[0]["columns"] if c["name"] == "specialty")
+    assert [e["label"] for e in specialty["legend"]][2:] == ["other (2 values)"]
+
+
 def test_filters_sample_notice_and_selection_panel(explore, media):
     at = explore
     at.multiselect(key="explore_filter_site").select("north").run()
     drawn = ords_of(maps_in(at)[0], media)
     assert 0 < len(drawn) < 120 and sorted(at.session_state["explore_filter_ords"]) == sorted(drawn)
+    site = next(c for c in maps_in(at)[0]["columns"] if c["name"] == "site")  # the codes of the notes drawn now
+    assert {site["legend"][code]["label"] for code in codes_of(maps_in(at)[0], "site", media)} == {"north"}
     at.multiselect(key="explore_filter_site").unselect("north").run()
     at.number_input(key="explore_max_points").set_value(100).run()
     assert any("random sample of 100 of 120 notes" in w.value for w in at.warning)

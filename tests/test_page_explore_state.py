@@ -118,3 +118,20 @@ def test_a_many_valued_column_colours_its_most_common_values_and_groups_the_rest
         assert len(codes) == 120 and (codes == top).sum() == 120 * (30 - top) // 30  # 4 notes a ward
     (specialty,) = [c for c in maps_in(at)[0]["columns"] if c["name"] == "specialty"]  # 4 values: no "other"
     assert not any(e["label"].startswith("other") for e in specialty["legend"])
+
+
+def test_the_pages_settings_outlive_a_visit_to_another_page(explore):
+    """Streamlit forgets a widget's value once a run does not draw it: coming back from Home, the map
+    must still be the PCA map chosen (not UMAP, which would start a UMAP job), with the display settings."""
+    at = explore
+    at.slider(key="explore_size").set_value(9).run()
+    at.number_input(key="explore_top_colours").set_value(3).run()
+    at.radio(key="explore_view").set_value("Compare").run()
+    at.switch_page("pages/home.py").run()
+    assert "explore_size" not in at.session_state  # the widget's own value is gone
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception
+    assert (at.radio(key="explore_method").value, at.radio(key="explore_view").value) == ("pca", "Compare")
+    assert (at.slider(key="explore_size").value, at.number_input(key="explore_top_colours").value) == (9, 3)
+    assert [m["point_size"] for m in maps_in(at)] == [9, 9]  # both maps of Compare drawn with it
+    assert at.slider(key="explore_opacity").value == 0.75  # the rest as they were: their defaults

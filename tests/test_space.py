@@ -2,6 +2,7 @@
 reader of vectors using it (tiny random BERT, real DuckDB files)."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -10,11 +11,14 @@ import torch
 from sentence_transformers import SentenceTransformer
 from transformers import AutoTokenizer
 
+import core.embed as embed_mod
 from core.corpus import ingest_frame
-from core.embed import Embedder, embed_corpus, load_embeddings, split_windows
+from core.embed import Embedder, embed_corpus, load_embeddings, share_longer, split_windows, window
+from core.encoders import get_encoder
 from core.options import EmbedOptions
 from core.space import EmbeddingSpace, remembered
 from core.store import Store, StoreError
+from tests.conftest import record_calls
 
 WINDOW = 32  # tokens per window, [CLS] and [SEP] included: 30 of the note's own
 CHUNK = EmbedOptions(encoder="tiny", precision="fp32", max_length=WINDOW, long_notes="chunk")
@@ -51,6 +55,51 @@ def test_windows_cover_the_note_with_no_empty_window(tokenizer, n):
     assert [w[1:-1] for w in windows] == oracle_windows(ids, WINDOW)
     assert all(w[0] == cls and w[-1] == sep and len(w) > 2 for w in windows)  # never only special tokens
     assert owner.tolist() == [0] * len(windows) and (len(windows) == 1) == (n <= WINDOW - 2)
+
+
+def test_cutting_a_long_note_prints_no_warning(tokenizer, capfd):
+    """The tokenizer's "longer than the maximum sequence length ... indexing errors" warning would be false
+    here (the windows are cut to fit) and would land among the CLI's progress lines."""
+    windows, _ = split_windows(tokenizer, [words(2000)], WINDOW)
+    assert len(windows) > 1 and capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ({"max_position_embeddings": 128}, 128),
+    ({"hidden_size": 32}, 512),  # a config that does not say: BERT's 512
+    (None, 512),  # no config.json at all
+])
+def test_the_window_is_the_encoders_position_limit(db_path, models_dir, tmp_path, config, expected):
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    enc = dataclasses.replace(get_encoder(Store(db_path), "tiny"), path=str(folder))
+    assert window(enc) == expected
+
+
+def test_the_long_share_is_measured_on_an_even_sample_from_first_to_last_note(db_path, models_dir, monkeypatch):
+    """Past LONG_SAMPLE notes, the share of long notes is measured on LONG_SAMPLE distinct notes spread
+    over the corpus, the first and the last included; a note of exactly two windows is long."""
+    monkeypatch.setattr(embed_mod, "LONG_SAMPLE", 20)
+    texts = [f"short note {i}" for i in range(100)]
+    texts[0], texts[99] = words(40), words(300)  # two windows; ten windows
+    store = Store(db_path)
+    ingest_frame(store, pd.DataFrame({"text": texts}), "c", "text")
+    tokenised = record_calls(monkeypatch, embed_mod, "split_windows")
+    share = share_longer(store, store.corpus("c"), get_encoder(store, "tiny"), WINDOW)
+    sampled = [texts.index(text) for text in tokenised[0][0][1]]
+    assert len(set(sampled)) == len(sampled) == 20 and sampled[0] == 0 and sampled[-1] == 99
+    assert max(np.diff(sampled)) <= 6  # 99 / 19 apart, give or take rounding
+    assert share == pytest.approx(2 / 20)
+
+
+def test_the_long_share_of_one_note_and_of_none(db_path, models_dir):
+    store = Store(db_path)
+    ingest_frame(store, pd.DataFrame({"text": [words(100)]}), "one", "text")
+    corpus, enc = store.corpus("one"), get_encoder(store, "tiny")
+    assert share_longer(store, corpus, enc, WINDOW) == 1.0
+    assert share_longer(store, dataclasses.replace(corpus, n_docs=0), enc, WINDOW) == 0.0
 
 
 def test_a_note_of_exactly_the_window_is_neither_cut_nor_chunked(db_path, models_dir):

@@ -16,11 +16,14 @@ Why it is built this way:
   `preview` fetches that one note's preview. That round trip reruns only the map (a fragment).
 - The palette of a column comes from all its notes (core.palette), so colours do not change
   when filters hide categories; numbers and dates are binned into 255 steps of a sequential scale.
+- A column read from something stored (its `source`: the map's metadata, a clustering) gets its
+  palette and codes computed once per server, not on every rerun (a selection reruns the page).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -114,6 +117,32 @@ def column_codes(frame: pd.DataFrame, column: str, kinds: dict[str, str] | None 
     return scale_codes(frame[column], kind, value_range)
 
 
+def colour_palettes(frame: pd.DataFrame, columns: Sequence[str], kinds: dict[str, str] | None, top: int,
+                    sources: dict[str, tuple]) -> dict[str, dict[str, str]]:
+    """The palette of every categorical column among `columns`, from all the notes of `frame` (so a
+    filter never changes a category's colour); a clustering's "noise" is grey."""
+    return {column: (_stored_palette(sources[column], column, top, frame[column]) if column in sources
+                     else _palette(frame[column], column, top))
+            for column in columns if column in frame and column_kind(frame[column], kinds) == "categorical"}
+
+
+def _palette(values: pd.Series, column: str, top: int) -> dict[str, str]:
+    return category_colours(values.to_numpy(dtype=object), grey=["noise"] if column == "cluster" else [], top=top)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _stored_palette(source: tuple, column: str, top: int, _values: pd.Series) -> dict[str, str]:
+    """`source` names the stored values (a store path and a map or clustering id), so they are not hashed."""
+    return _palette(_values, column, top)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _stored_codes(source: tuple, column: str, drawn: str, top: int, value_range, _frame: pd.DataFrame, _kinds,
+                  _colours) -> tuple[np.ndarray, dict]:
+    """`drawn` is a digest of the ords drawn, `top` what the palette `_colours` was made with."""
+    return column_codes(_frame, column, _kinds, _colours, value_range)
+
+
 def _url(data: bytes, name: str) -> str:
     """A URL on the app's own media endpoint serving `data` (kept while the session shows it)."""
     return runtime.get_instance().media_file_mgr.add(data, "application/octet-stream", f"notespace_map.{name}")
@@ -121,11 +150,17 @@ def _url(data: bytes, name: str) -> str:
 
 def map_payload(frame: pd.DataFrame, columns: Sequence[str], key: str, kinds: dict[str, str] | None = None,
                 palettes: dict[str, dict[str, str]] | None = None,
-                ranges: dict[str, tuple[float, float]] | None = None) -> dict:
-    """The component's data arguments: the points' URL and, per colour column, its codes' URL and legend."""
-    specs = []
+                ranges: dict[str, tuple[float, float]] | None = None, sources: dict[str, tuple] | None = None,
+                top: int | None = None) -> dict:
+    """The component's data arguments: the points' URL and, per colour column, its codes' URL and legend
+    (those of a column with a `source`, and the palette made with `top` colours, computed once)."""
+    specs, drawn = [], hashlib.blake2b(frame["ord"].to_numpy(np.int64).tobytes(), digest_size=16).hexdigest()
     for column in columns:
-        codes, spec = column_codes(frame, column, kinds, (palettes or {}).get(column), (ranges or {}).get(column))
+        colours, value_range = (palettes or {}).get(column), (ranges or {}).get(column)
+        if column in (sources or {}):
+            codes, spec = _stored_codes(sources[column], column, drawn, top, value_range, frame, kinds, colours)
+        else:
+            codes, spec = column_codes(frame, column, kinds, colours, value_range)
         specs.append({"name": column, "url": _url(codes.tobytes(), f"{key}.{column}")} | spec)
     return {"points_url": _url(point_bytes(frame), f"{key}.points"), "n": len(frame), "columns": specs}
 
@@ -155,7 +190,7 @@ def draw_map(frame: pd.DataFrame, columns: Sequence[str], colour: str | None = N
              labels: Sequence[dict] = (), selection_revision: int = 0,
              preview: Callable[[int], dict] | None = None, point_size: float = 4, opacity: float = 0.75,
              height: int | None = None, link: str | None = None, label_style: str = "box",
-             labels_shown: bool = True) -> None:
+             labels_shown: bool = True, sources: dict[str, tuple] | None = None, top: int | None = None) -> None:
     """Show the notes of `frame` (ord, x, y and the `columns` it can be coloured by) on the map.
 
     The selection is kept as ords in `st.session_state[selection_key]`, written (and given to
@@ -164,9 +199,11 @@ def draw_map(frame: pd.DataFrame, columns: Sequence[str], colour: str | None = N
     never parsed as HTML), largest first; `link` names a group of maps (Compare) that show each
     other's hover and selection (and legend filters); `label_style` "outline" draws labels without a
     box; `labels_shown` False starts with the labels hidden (the map's Labels button shows them).
+    `sources` (column -> the stored thing its values come from) and `top` (the colours the palettes
+    give) let a stored column's codes be computed once (see `colour_palettes`).
     """
     drawn_ords = frame["ord"].to_numpy(np.int64)
-    args = map_payload(frame, columns, key, kinds, palettes, ranges) | {
+    args = map_payload(frame, columns, key, kinds, palettes, ranges, sources, top) | {
         "colour": st.session_state.get(COLOUR_KEY, colour) if st.session_state.get(COLOUR_KEY) in columns else colour,
         "highlight": [int(o) for o in highlight_ords], "labels": list(labels), "point_size": point_size,
         "opacity": opacity, "height": height, "link": link, "label_style": label_style, "labels_shown": labels_shown,

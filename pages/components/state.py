@@ -19,12 +19,26 @@ SEARCH_NOTE = "explore_search_note"  # int | None: the note whose neighbours are
 QUERY = "explore_query"  # str: the typed search text
 REVISION = "explore_selection_revision"  # int: counts selections made off the map (the map redraws afresh)
 DEFAULTS = {FILTER: None, SELECTED: [], HIGHLIGHT: [], READ: None, SEARCH_NOTE: None, REVISION: 0}
+KEPT = "::kept"  # suffix of a setting's copy that outlives the page's widgets
 
 
 def start() -> None:
     """Give every key its default where the session has none yet."""
     for key, default in DEFAULTS.items():
         st.session_state.setdefault(key, default)
+
+
+def keep_settings(defaults: dict) -> None:
+    """Give each setting (a widget key -> its default) its value for this run: the widget's, else the
+    one it had when the user last left the page, else the default. Streamlit drops a widget's value
+    once a run does not draw it, so without this a visit to another page would reset the page's
+    settings (and a map switched to PCA would come back as UMAP, starting a UMAP job on every note).
+    The widgets then take their values from the session, never a `value=` of their own."""
+    for key, default in defaults.items():
+        if key in st.session_state:
+            st.session_state[key + KEPT] = st.session_state[key]
+        else:
+            st.session_state[key] = st.session_state.get(key + KEPT, default)
 
 
 def reset() -> None:
