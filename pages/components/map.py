@@ -154,10 +154,11 @@ def map_payload(frame: pd.DataFrame, columns: Sequence[str], key: str, kinds: di
                 top: int | None = None) -> dict:
     """The component's data arguments: the points' URL and, per colour column, its codes' URL and legend
     (those of a column with a `source`, and the palette made with `top` colours, computed once)."""
-    specs, drawn = [], hashlib.blake2b(frame["ord"].to_numpy(np.int64).tobytes(), digest_size=16).hexdigest()
+    specs, sources = [], sources or {}
+    drawn = hashlib.blake2b(frame["ord"].to_numpy(np.int64).tobytes(), digest_size=16).hexdigest() if sources else ""
     for column in columns:
         colours, value_range = (palettes or {}).get(column), (ranges or {}).get(column)
-        if column in (sources or {}):
+        if column in sources:
             codes, spec = _stored_codes(sources[column], column, drawn, top, value_range, frame, kinds, colours)
         else:
             codes, spec = column_codes(frame, column, kinds, colours, value_range)
