@@ -103,6 +103,12 @@ def get(key: tuple) -> Job | None:
         return _jobs.get(key)
 
 
+def running() -> list[Job]:
+    """The jobs still working (every one is registered until it ends)."""
+    with _lock:
+        return [job for job in _jobs.values() if not job.done]
+
+
 def forget(job: Job) -> None:
     """Drop a job (a failed one, to try again) so the next `start` under its key runs afresh."""
     with _lock:

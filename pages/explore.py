@@ -24,7 +24,7 @@ from pages.common import corpus_picker, encoder_picker, store
 from pages.components import loaders, state
 from pages.components.clusters import cluster_labels, cluster_panel, cluster_table, default_clustering
 from pages.components.compare import OVERLAP, compare_view, describe
-from pages.components.facets import metadata_charts
+from pages.components.facets import active_filters, facet_mask, metadata_charts
 from pages.components.filters import filter_mask
 from pages.components.labelling import labelling_panel
 from core.clusters import column_kind
@@ -131,7 +131,9 @@ with controls[0].popover("Filter", icon=":material/filter_list:", width="stretch
     mask = filter_mask(frame, meta_columns, kinds)
 with charts_slot:
     chart_columns = st.multiselect("Charts of", meta_columns, default=meta_columns[:3], key="explore_chart_columns")
-    mask &= metadata_charts(frame, chart_columns, state.selected() or None, kinds)
+# the charts' filters shape the map now; the charts are drawn last, so that after a selection its
+# table reaches the browser before them (drawing three charts there took ~0.2 s of the round trip)
+mask &= facet_mask(frame, active_filters(chart_columns), kinds)
 st.session_state[state.FILTER] = None if mask.all() else frame["ord"][mask].tolist()
 
 # ---- search: a typed query, or the neighbours of a note, in the full embedding space -----------
@@ -229,3 +231,6 @@ with export_tab:
     name = f"{corpus_name}-{encoder}-{result['method']}"
     buttons.download_button("Coordinates + metadata (Parquet)", lambda: loaders.map_parquet(result["projection"]),
                             file_name=f"{name}.parquet", on_click="ignore", icon=":material/table:")
+
+with charts_slot:
+    metadata_charts(frame, chart_columns, state.selected() or None, kinds)

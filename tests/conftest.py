@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from core import background
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -71,12 +72,23 @@ def wait_for(check, timeout: float = 90.0, every: float = 0.1):
     raise AssertionError(f"timed out after {timeout} s")
 
 
+def finish_background_work() -> None:
+    """Wait for the work the app runs in the background (core/background.py: maps, clusters, a page's long steps)."""
+    for job in background.running():
+        job.thread.join(300)
+
+
+@pytest.fixture(autouse=True)
+def no_background_work_left():
+    """Work a page test started in the background ends with the test: left running, it competes with the
+    next tests and, cut at interpreter exit (a few-shot run embedding), aborts the process (rc 134)."""
+    yield
+    finish_background_work()
+
+
 def settle(at) -> None:
-    """Wait for the work the app runs in the background (core/background.py: maps, clusters, a page's long
-    steps), then rerun the page, as its poll would."""
-    for thread in threading.enumerate():
-        if thread.name in {f"notespace-{kind}" for kind in ("map", "cluster", "evaluate", "confound_audit", "fewshot")}:
-            thread.join(300)
+    """Wait for the work the app runs in the background, then rerun the page, as its poll would."""
+    finish_background_work()
     at.run()
 
 

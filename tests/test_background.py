@@ -25,8 +25,10 @@ def test_one_job_per_key_reports_progress_and_is_dropped_when_it_finishes_well()
 
     job = background.start(("test", "ok"), "opts", work)
     assert background.start(("test", "ok"), "other", work) is job and job.opts == "opts"
+    assert job in background.running()
     release.set()
     _finished(job)
+    assert job not in background.running()
     assert (job.fraction, job.message, job.result, job.error) == (0.5, "half way", {"stored": 1}, None)
     assert background.get(("test", "ok")) is None and job.elapsed > 0
 

@@ -75,11 +75,13 @@ def selection_panel(store: Store, corpus: Corpus, frame: pd.DataFrame, selected:
     head.button("Clear selection", key="explore_clear_selection", icon=":material/deselect:",
                 on_click=state.clear_selection)
     metadata = frame[[c for c in corpus.meta if c in frame]]
-    if len(metadata.columns):
-        with st.expander("How the selection differs from the corpus", expanded=True):
-            show_differences(mask, metadata, corpus.meta, "selection")
+    differences = st.expander("How the selection differs from the corpus", expanded=True) if len(
+        metadata.columns) else None
     st.caption("Tick a row to read the whole note.")
     _table(chosen, "explore_selection_table")
+    if differences is not None:  # filled after the table, which so reaches the browser first
+        with differences:
+            show_differences(mask, metadata, corpus.meta, "selection")
     buttons = st.container(horizontal=True)
     buttons.download_button("Selection as CSV", lambda: safe_csv(_full_notes(store, corpus, chosen)),
                          file_name=f"{corpus.name}-selection.csv", mime="text/csv", icon=":material/download:",

@@ -193,3 +193,24 @@ def test_points_that_failed_to_load_are_fetched_again_on_the_next_run(wards, pag
     wait_idle(page)
     expect(frame.locator("#status")).to_have_text("200 notes")
     assert frame.locator("#map").evaluate("() => window.notespaceMap.shownCodes.length") == 200
+
+
+
+def test_a_rerun_that_changes_nothing_on_the_map_draws_no_frame(wards, page, app_url):
+    """A selection reruns the page, and every redraw of the points costs ~0.2 s per 50k notes on
+    software WebGL: the component touches the plot only when its size or style changed."""
+    open_explore(page, app_url)
+    state = map_frame(page).locator("#map")
+    frames, renders = state.evaluate("() => [window.notespaceMap.frames, window.notespaceMap.renders]")
+    page.get_by_label("Find notes like…").fill("chest pain")  # new arguments (results ringed), same points
+    page.get_by_label("Find notes like…").press("Enter")
+    wait_idle(page)
+    wait_for(lambda: state.evaluate("() => window.notespaceMap.highlight.length") > 0)
+    assert state.evaluate("() => window.notespaceMap.renders") > renders
+    state.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    assert state.evaluate("() => window.notespaceMap.frames") == frames
+
+    page.get_by_role("button", name="Display").click()  # a real change still draws
+    page.get_by_test_id("stSlider").filter(has_text="Point size").get_by_role("slider").press("ArrowRight")
+    wait_idle(page)
+    wait_for(lambda: state.evaluate("() => window.notespaceMap.frames") > frames)
