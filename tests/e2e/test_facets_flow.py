@@ -76,6 +76,11 @@ def _shown(page):
     return page.get_by_text(" of 120 notes shown")
 
 
+def notes_drawn(page, count: str) -> None:
+    """Wait for the map's caption "<count> notes drawn" (a rerun may show the old caption beside the new)."""
+    page.get_by_text(f"{count} notes drawn").first.wait_for()
+
+
 def test_clicking_a_bar_filters_the_map(clinic, page, app_url):
     open_page(page, app_url, "Explore")
     page.get_by_text("PCA", exact=True).click()  # an instant map, before any UMAP starts: this test is about charts
@@ -83,7 +88,7 @@ def test_clicking_a_bar_filters_the_map(clinic, page, app_url):
     page.get_by_test_id("stSelectbox").filter(has_text="Encoder").click()
     page.get_by_role("option", name="tiny (adapted, 32-d)").click()
     wait_idle(page)
-    page.get_by_text("120 of 120 notes drawn").first.wait_for()  # a rerun may show the old caption beside the new
+    notes_drawn(page, "120 of 120")
     # the default clusters the page computes in the background: named on the map, then no more reruns
     map_frame(page).locator('#map:not([data-labels="0"])[data-labels]').wait_for(timeout=300_000)
     wait_idle(page)
@@ -91,13 +96,13 @@ def test_clicking_a_bar_filters_the_map(clinic, page, app_url):
     site_chart = page.locator(".js-plotly-plot").nth(1)  # the charts of specialty and site (the map is not plotly)
     _click(page, site_chart.locator(".barlayer .point path").first)  # the most common site: "north" (43 notes)
     wait_idle(page)
-    page.get_by_text("43 of 120 notes drawn").first.wait_for()  # a rerun may show the old caption beside the new
+    notes_drawn(page, "43 of 120")
     page.get_by_text("43 of 120 notes pass: site ∈ {north}").wait_for()
     screenshot(page, "explore-facet-filtered")
 
     page.get_by_role("button", name="Clear filters").click()
     wait_idle(page)
-    page.get_by_text("120 of 120 notes drawn").first.wait_for()  # a rerun may show the old caption beside the new
+    notes_drawn(page, "120 of 120")
 
 
 def test_click_and_brush_then_clear(harness_page, harness_url):
