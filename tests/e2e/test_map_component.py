@@ -214,3 +214,51 @@ def test_a_rerun_that_changes_nothing_on_the_map_draws_no_frame(wards, page, app
     page.get_by_test_id("stSlider").filter(has_text="Point size").get_by_role("slider").press("ArrowRight")
     wait_idle(page)
     wait_for(lambda: state.evaluate("() => window.notespaceMap.frames") > frames)
+
+
+def test_a_large_selection_is_painted_without_redrawing_the_points(wards, page, app_url):
+    """Above `plotSelects` notes the box and its selection are drawn on the overlay, not by WebGL: the
+    drag and the selection draw no frame of points; the notes selected are exactly those whose place
+    on screen lies in the box, each painted in its colour on a veiled map."""
+    open_explore(page, app_url)
+    frame = map_frame(page)
+    found = frame.locator("#map")
+    found.evaluate("() => { window.notespaceMap.plotSelects = 10; }")  # the 200 notes count as large
+    frame.locator('button[data-mode="box"]').click()
+    page.locator(MAP_IFRAME).first.evaluate("e => e.scrollIntoView({block: 'center'})")
+    area = frame.locator("canvas.points").bounding_box()  # where the scales of screenOf start
+    (x0, y0), (x1, y1) = (area["x"] + 10, area["y"] + 10), (area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.7)
+    page.mouse.move(x0, y0)
+    page.wait_for_timeout(300)  # a hover's frame, if any, is drawn before counting
+    frames = found.evaluate("() => window.notespaceMap.frames")
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=12)
+    page.mouse.up()
+    page.get_by_text("notes selected").wait_for()
+    expect(found).to_have_attribute("data-selection-painted", "true")
+    assert found.evaluate("() => window.notespaceMap.frames") == frames
+
+    # the oracle: each note's place on screen (the map's own screenOf) against the box, in page pixels
+    places = found.evaluate("() => [...window.notespaceMap.ords].map(o => [o, window.notespaceMap.screenOf(o)])")
+    inside = sorted(o for o, (x, y) in places
+                    if x0 <= area["x"] + x <= x1 and y0 <= area["y"] + y <= y1)
+    selected = found.evaluate("() => window.notespaceMap.selected.map(i => window.notespaceMap.ords[i]).sort((a, b) => a - b)")
+    assert selected == inside and 10 < len(inside) < 200
+    assert selected_count(page) == len(inside)
+
+    # a selected note alone in its spot shows its colour, opaque; outside the box the map is veiled
+    if frame.locator("#labels").is_visible():  # no cluster name over the pixels read
+        frame.locator("#labels").click()
+        expect(found).to_have_attribute("data-labels", "0")
+    where = dict(places)
+    codes = found.evaluate("() => window.notespaceMap.selected.map(i => [window.notespaceMap.ords[i], window.notespaceMap.shownCodes[i]])")
+    lonely = [(o, code) for o, code in codes
+              if all(abs(where[o][0] - q[0]) + abs(where[o][1] - q[1]) > 12 for other, q in places if other != o)]
+    assert lonely, "no selected note stands alone"
+    colours = found.evaluate("() => [...window.notespaceMap.paletteColours.pixels].map(p => [p & 255, (p >> 8) & 255, (p >> 16) & 255, p >>> 24])")
+    pixel = """(canvas, [x, y]) => [...canvas.getContext('2d')
+        .getImageData(Math.round(x * devicePixelRatio), Math.round(y * devicePixelRatio), 1, 1).data]"""
+    overlay = frame.locator("canvas.overlay")
+    ord_, code = lonely[0]
+    assert overlay.evaluate(pixel, where[ord_]) == colours[code]
+    assert overlay.evaluate(pixel, [area["width"] - 3, area["height"] - 3]) == [255, 255, 255, 153]

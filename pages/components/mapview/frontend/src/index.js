@@ -3,7 +3,7 @@
 // Python (pages/components/mapview/__init__.py) registers the points once per map as binary files
 // on the app's own media endpoint and passes their URLs; everything else in `args` is small JSON.
 // Colour, legend filters, density shading, zoom/pan, hover highlight, box and lasso selection happen
-// here; only the selection (ords, or a bitmask when large) and the ord of a note rested on, for its
+// here (box and lasso on our own overlay: see "box and lasso"); only the selection (ords, or a bitmask when large) and the ord of a note rested on, for its
 // preview, go back to Python.
 // Note text only ever arrives for that one hovered note and is set with textContent, never parsed
 // as HTML.
@@ -78,6 +78,8 @@ const S = {
   hidden: new Map(), // column name -> the legend labels hidden by clicking the legend (kept across reruns)
   shownMask: null, // per point 1 when shown, null when nothing is hidden
   density: false,
+  lasso: null, // the box or lasso being dragged, in the map's pixels
+  plotSelects: 20000, // the largest selection regl-scatterplot draws (see showSelection)
 };
 window.notespaceMap = S; // read by the browser tests and bench/map.py (e.g. S.drawnAt)
 S.screenOf = (ord) => { // where a note is drawn, in the map's pixels (tests point at notes with it)
@@ -214,7 +216,7 @@ async function colourBy(name, first = false) {
   const spatialIndex = first ? undefined : plot.get("spatialIndex");
   plot.set({ pointColor: palette, colorBy: "valueA" });
   await plot.draw({ x: S.nx, y: S.ny, valueA: codes }, {
-    zDataType: "categorical", spatialIndex, select: S.selected,
+    zDataType: "categorical", spatialIndex, select: drawnByPlot(S.selected) ? S.selected : undefined,
   });
   if (S.shownMask) await plot.filter(shownIndices(), { preventEvent: true }); // a new draw shows every point
   drawLegend(column);
@@ -298,7 +300,7 @@ async function applyFilter(tell = true) {
   }
   const kept = S.selected.filter(isShown);
   if (kept.length !== S.selected.length) {
-    setSelected(kept);
+    showSelection(kept);
     if (tell) report({ event: "select", ...selectionValue(kept) });
   }
   drawLegend(S.args.columns.find((c) => c.name === S.colour) || null);
@@ -328,8 +330,7 @@ function showCount() {
 function setMode(mode) {
   S.mode = mode;
   for (const [name, button] of Object.entries(tools)) button.classList.toggle("on", name === mode);
-  if (mode === "pan") plot.set({ mouseMode: "panZoom" });
-  else plot.set({ mouseMode: "lasso", lassoType: mode === "box" ? "rectangle" : "freeform" });
+  stage.style.cursor = mode === "pan" ? "" : "crosshair";
 }
 for (const [mode, button] of Object.entries(tools)) button.addEventListener("click", () => setMode(mode));
 setMode("pan");
@@ -421,22 +422,178 @@ const indicesOfOrds = (ords) => ords.map((o) => S.indexOf.get(o)).filter((i) => 
 const selectionValue = (indices) =>
   asMask(indices.length, S.n) ? { selected_mask: maskOf(indices, S.n) } : { selected: indices.map((i) => S.ords[i]) };
 
-plot.subscribe("select", ({ points }) => {
-  setSelected(Array.from(points));
+// a selection made here: shown, reported to Python and to the other map of a comparison
+function selectHere(indices, drawn = false) {
+  if (drawn && drawnByPlot(indices)) {
+    setSelected(indices);
+    drawOverlay();
+  } else showSelection(indices);
   report({ event: "select", ...selectionValue(S.selected) });
   if (S.channel) S.channel.postMessage({ type: "select", ords: S.selected.map((i) => S.ords[i]) });
-});
-plot.subscribe("deselect", () => {
-  if (!S.selected.length) return;
-  setSelected([]);
-  report({ event: "select", selected: [] });
-  if (S.channel) S.channel.postMessage({ type: "select", ords: [] });
-});
+}
+// a click on a note (regl-scatterplot has drawn it selected) and a double click (it has cleared it)
+plot.subscribe("select", ({ points }) => selectHere(Array.from(points), true));
+plot.subscribe("deselect", () => { if (S.selected.length) selectHere([]); });
+stage.addEventListener("dblclick", () => { if (S.selected.length) selectHere([]); }); // one on the overlay
 
 function applySelection(indices) {
-  setSelected(indices.filter(isShown));
-  if (S.selected.length) plot.select(S.selected, { preventEvent: true });
+  showSelection(indices.filter(isShown));
+}
+
+// A selection of up to S.plotSelects notes is drawn by regl-scatterplot: each note outlined, the rest
+// dimmed, at the cost of three more WebGL passes over the selected notes and an array per note. A
+// larger one is painted on the overlay instead, in one loop here (the rest veiled, the selected notes
+// in their colour): at 1M notes on software WebGL regl-scatterplot spent 1.1 s setting a selection of
+// every note and 5 s drawing the frame after it.
+const drawnByPlot = (indices) => indices.length <= S.plotSelects;
+
+function showSelection(indices) {
+  setSelected(indices);
+  if (indices.length && drawnByPlot(indices)) plot.select(indices, { preventEvent: true });
   else plot.deselect({ preventEvent: true });
+  drawOverlay();
+}
+
+// ---- box and lasso: drawn on the overlay and tested here -------------------------------------------
+// regl-scatterplot's own lasso redraws every point on each mouse move while dragging (~1.2 s a frame
+// at 1M points on software WebGL), so in these modes the drag never reaches it or its camera.
+const VEIL = 0x99ffffff; // white at 60 %, as ABGR in little-endian ImageData
+const local = (event) => { // in the canvas's pixels, like the scales (the stage has a border)
+  const { left, top } = canvas.getBoundingClientRect();
+  return [event.clientX - left, event.clientY - top];
+};
+
+stage.addEventListener("mousedown", (event) => {
+  if (S.mode === "pan" || event.button !== 0 || event.target !== canvas || !S.nx) return; // not the legend
+  event.stopImmediatePropagation(); // "pointerdown" still gives the map focus
+  S.lasso = [local(event)];
+}, { capture: true });
+
+window.addEventListener("mousemove", (event) => {
+  if (!S.lasso) return;
+  event.stopImmediatePropagation();
+  const point = local(event);
+  const last = S.lasso[S.lasso.length - 1];
+  if (S.mode === "box") S.lasso = [S.lasso[0], point];
+  else if (Math.hypot(point[0] - last[0], point[1] - last[1]) >= 2) S.lasso.push(point);
+  queueOverlay();
+}, { capture: true });
+
+window.addEventListener("mouseup", (event) => {
+  if (!S.lasso) return;
+  event.stopImmediatePropagation();
+  const outline = S.mode === "box" ? corners(S.lasso[0], S.lasso[S.lasso.length - 1]) : S.lasso;
+  S.lasso = null;
+  const [x0, y0, x1, y1] = bounds(outline);
+  if (x1 - x0 < 3 && y1 - y0 < 3) { // a click: the note under the mouse, if any
+    if (S.hovered !== null) selectHere([S.hovered]);
+    else drawOverlay();
+    return;
+  }
+  const inside = pointsIn(outline, S.mode === "box");
+  if (event.shiftKey) selectHere([...new Set([...S.selected, ...inside])].sort((a, b) => a - b));
+  else if (event.altKey) { const out = new Set(inside); selectHere(S.selected.filter((i) => !out.has(i))); }
+  else selectHere(inside);
+}, { capture: true });
+
+// the click that ends a drag (regl-scatterplot would take it for a click on a note)
+stage.addEventListener("click", (event) => {
+  if (S.mode !== "pan" && event.target === canvas) event.stopImmediatePropagation();
+}, { capture: true });
+
+const corners = ([ax, ay], [bx, by]) => [[ax, ay], [bx, ay], [bx, by], [ax, by]];
+
+function bounds(points) {
+  const xs = points.map((p) => p[0]);
+  const ys = points.map((p) => p[1]);
+  return [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+}
+
+// a linear scale as v -> a * v + b
+function coefficients(scale) {
+  const [d0, d1] = scale.domain();
+  const [r0, r1] = scale.range();
+  const a = (r1 - r0) / (d1 - d0);
+  return [a, r0 - a * d0];
+}
+
+// the shown points whose position on screen lies in the outline (even-odd rule; a box: its bounds)
+function pointsIn(outline, isBox) {
+  const [x0, y0, x1, y1] = bounds(outline);
+  const [ax, bx] = coefficients(xScale);
+  const [ay, by] = coefficients(yScale);
+  const out = [];
+  for (let i = 0; i < S.n; i++) {
+    if (!isShown(i)) continue;
+    const x = ax * S.nx[i] + bx;
+    if (x < x0 || x > x1) continue;
+    const y = ay * S.ny[i] + by;
+    if (y < y0 || y > y1) continue;
+    if (isBox || insidePolygon(outline, x, y)) out.push(i);
+  }
+  return out;
+}
+
+function insidePolygon(polygon, x, y) {
+  let inside = false;
+  for (let i = 0, j = polygon.length - 1; i < polygon.length; j = i++) {
+    const [xi, yi] = polygon[i];
+    const [xj, yj] = polygon[j];
+    if ((yi > y) !== (yj > y) && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+// the overlay at most once a frame while a drag moves
+function queueOverlay() {
+  if (S.overlayQueued) return;
+  S.overlayQueued = true;
+  requestAnimationFrame(() => { S.overlayQueued = false; drawOverlay(); });
+}
+
+// A selection too large for regl-scatterplot: the map veiled and each selected note painted in its
+// colour, pixel by pixel into one image.
+function paintSelection(ctx) {
+  const { width, height } = overlay;
+  if (!S.paint || S.paint.width !== width || S.paint.height !== height) {
+    S.paint = ctx.createImageData(width, height);
+    S.paintPixels = new Uint32Array(S.paint.data.buffer);
+  }
+  const pixels = S.paintPixels;
+  pixels.fill(VEIL);
+  const colours = paletteColours();
+  const size = Math.max(2, Math.round((S.set.pointSize || 4) * devicePixelRatio));
+  const half = size >> 1;
+  const [ax, bx] = coefficients(xScale);
+  const [ay, by] = coefficients(yScale);
+  for (const i of S.selected) {
+    const x = Math.round((ax * S.nx[i] + bx) * devicePixelRatio) - half;
+    const y = Math.round((ay * S.ny[i] + by) * devicePixelRatio) - half;
+    if (x + size <= 0 || y + size <= 0 || x >= width || y >= height) continue;
+    const colour = colours[S.shownCodes[i]] ?? colours[0];
+    for (let dy = Math.max(0, -y); dy < size && y + dy < height; dy++) {
+      const row = (y + dy) * width;
+      pixels.fill(colour, row + Math.max(0, x), row + Math.min(width, x + size));
+    }
+  }
+  ctx.putImageData(S.paint, 0, 0);
+}
+
+// the colours of the current palette as opaque ABGR pixels, read back from a canvas (any CSS colour)
+function paletteColours() {
+  const column = S.args.columns.find((c) => c.name === S.colour);
+  const palette = column ? column.palette : [S.args.single_colour || "#4E79A7"];
+  if (S.paletteColours?.palette === palette) return S.paletteColours.pixels;
+  const probe = document.createElement("canvas").getContext("2d", { willReadFrequently: true });
+  const pixels = new Uint32Array(palette.map((colour) => {
+    probe.clearRect(0, 0, 1, 1);
+    probe.fillStyle = colour;
+    probe.fillRect(0, 0, 1, 1);
+    const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
+    return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+  }));
+  S.paletteColours = { palette, pixels };
+  return pixels;
 }
 
 // ---- hover: highlight at once, the preview after a short rest on the note --------------------------
@@ -508,6 +665,8 @@ function drawOverlay() {
   ctx.clearRect(0, 0, overlay.width, overlay.height);
   if (!S.nx) return;
   const { width, height } = stage.getBoundingClientRect();
+  if (S.selected.length && !drawnByPlot(S.selected)) paintSelection(ctx);
+  root.dataset.selectionPainted = String(S.selected.length > 0 && !drawnByPlot(S.selected));
   ctx.lineWidth = 2;
   ctx.strokeStyle = "#111";
   for (const i of S.highlight.filter(isShown)) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 7);
@@ -515,6 +674,19 @@ function drawOverlay() {
   for (const i of [...S.linked].filter(isShown)) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 9);
   if (S.showLabels) placeLabels(ctx, width, height);
   else root.dataset.labels = "0";
+  if (S.lasso) drawLasso(ctx);
+}
+
+function drawLasso(ctx) {
+  const outline = S.mode === "box" ? corners(S.lasso[0], S.lasso[S.lasso.length - 1]) : S.lasso;
+  ctx.beginPath();
+  outline.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+  ctx.closePath();
+  ctx.fillStyle = "rgba(20,20,20,0.08)";
+  ctx.fill();
+  ctx.lineWidth = 1.5;
+  ctx.strokeStyle = "rgba(20,20,20,0.8)";
+  ctx.stroke();
 }
 
 function ring(ctx, x, y, r) {
