@@ -3,8 +3,8 @@
 // Python (pages/components/mapview/__init__.py) registers the points once per map as binary files
 // on the app's own media endpoint and passes their URLs; everything else in `args` is small JSON.
 // Colour, legend filters, density shading, zoom/pan, hover highlight, box and lasso selection happen
-// here (box and lasso on our own overlay: see "box and lasso"); only the selection (ords, or a bitmask when large) and the ord of a note rested on, for its
-// preview, go back to Python.
+// here (box and lasso on our own overlay: see "box and lasso"); only the selection (ords, or a
+// bitmask when large) and the ord of a note rested on, for its preview, go back to Python.
 // Note text only ever arrives for that one hovered note and is set with textContent, never parsed
 // as HTML.
 import createScatterplot from "regl-scatterplot";
