@@ -482,7 +482,7 @@ window.addEventListener("mousemove", (event) => {
 window.addEventListener("mouseup", (event) => {
   if (!S.lasso) return;
   event.stopImmediatePropagation();
-  const outline = S.mode === "box" ? corners(S.lasso[0], S.lasso[S.lasso.length - 1]) : S.lasso;
+  const outline = dragOutline();
   S.lasso = null;
   const [x0, y0, x1, y1] = bounds(outline);
   if (x1 - x0 < 3 && y1 - y0 < 3) { // a click: the note under the mouse, if any
@@ -502,6 +502,8 @@ stage.addEventListener("click", (event) => {
 }, { capture: true });
 
 const corners = ([ax, ay], [bx, by]) => [[ax, ay], [bx, ay], [bx, by], [ax, by]];
+// the polygon being dragged: a box's four corners, a lasso's points
+const dragOutline = () => (S.mode === "box" ? corners(S.lasso[0], S.lasso[S.lasso.length - 1]) : S.lasso);
 
 function bounds(points) {
   const xs = points.map((p) => p[0]);
@@ -678,7 +680,7 @@ function drawOverlay() {
 }
 
 function drawLasso(ctx) {
-  const outline = S.mode === "box" ? corners(S.lasso[0], S.lasso[S.lasso.length - 1]) : S.lasso;
+  const outline = dragOutline();
   ctx.beginPath();
   outline.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
   ctx.closePath();
