@@ -2,9 +2,11 @@
 with box and lasso, shows a hovered note's preview as text, hides categories from its legend (the
 selection keeps only the notes shown), shades by density, and links the two maps of Compare."""
 
+import io
 import re
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from core.corpus import ingest_frame
@@ -262,3 +264,60 @@ def test_a_large_selection_is_painted_without_redrawing_the_points(wards, page, 
     ord_, code = lonely[0]
     assert overlay.evaluate(pixel, where[ord_]) == colours[code]
     assert overlay.evaluate(pixel, [area["width"] - 3, area["height"] - 3]) == [255, 255, 255, 153]
+
+
+def painted_categories(page, frame, column: str) -> dict[int, str]:
+    """The category whose legend colour each lonely note (no other within 12 px) is painted in on the
+    points' canvas (overlay and legend hidden): the legend colour nearest its darkest pixel within
+    3 px of its place (a point's body; the edge of its disc is blended), each colour laid at the
+    map's opacity over the white background; white is "(no point)"."""
+    found = frame.locator("#map")
+    expect(found).to_have_attribute("data-colour", column)
+    page.locator(MAP_IFRAME).first.evaluate("e => e.scrollIntoView({block: 'center'})")
+    found.evaluate("() => document.querySelectorAll('canvas.overlay, #legend').forEach(e => e.style.visibility = 'hidden')")
+    legend = frame.locator("#legend .entry").evaluate_all(
+        "es => es.map(e => [e.dataset.label, getComputedStyle(e.querySelector('.swatch')).backgroundColor])")
+    alpha = found.evaluate("() => window.notespaceMap.set.opacity")
+    laid = {label: [alpha * int(v) + (1 - alpha) * 255 for v in re.findall(r"\d+", rgb)[:3]] for label, rgb in legend}
+    laid["(no point)"] = [255, 255, 255]
+
+    def view():  # where each note is, and the canvas the scales of screenOf start from
+        found.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        return (found.evaluate("() => [...window.notespaceMap.ords].map(o => [o, window.notespaceMap.screenOf(o)])"),
+                frame.locator("canvas.points").bounding_box())
+
+    seen = [view()]
+    wait_for(lambda: seen.append(view()) or seen[-1] == seen[-2], every=0.25)  # the view has settled
+    places, area = dict(seen[-1][0]), seen[-1][1]
+    lonely = [o for o, (x, y) in places.items()
+              if all(abs(x - q[0]) + abs(y - q[1]) > 12 for other, q in places.items() if other != o)]
+    shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    painted = {}
+    for o in lonely:
+        x, y = round(area["x"] + places[o][0]), round(area["y"] + places[o][1])
+        if 3 <= x < shot.width - 3 and 3 <= y < shot.height - 3:
+            body = min((shot.getpixel((x + dx, y + dy)) for dx in range(-3, 4) for dy in range(-3, 4)), key=sum)
+            painted[o] = min(laid, key=lambda label: sum((a - b) ** 2 for a, b in zip(laid[label], body)))
+    found.evaluate("() => document.querySelectorAll('canvas.overlay, #legend').forEach(e => e.style.visibility = '')")
+    return painted
+
+
+def test_each_note_is_painted_in_its_categorys_colour_whichever_column_colours_the_map(wards, page, app_url):
+    """A change of colour column draws the points in the new column's colours: by a new palette over
+    the codes packed into the points at the first draw, or, for a column not packed, by a new upload.
+    The oracle: each lonely note's pixel against its own value in the corpus and the legend's colours."""
+    open_explore(page, app_url)
+    settled(page)
+    frame = map_frame(page)
+    page.mouse.move(0, 0)  # no hover ring
+    for column, packed in (("specialty", True), ("site", True), ("specialty", True), ("site", False)):
+        if not packed:  # forget what the points carry: the column goes up again, as one that did not fit would
+            frame.locator("#map").evaluate("() => { window.notespaceMap.packing = null; }")
+            frame.locator("#colour").select_option("specialty")
+        drawn = frame.locator("#map").get_attribute("data-drawn")
+        if frame.locator("#map").get_attribute("data-colour") != column:
+            frame.locator("#colour").select_option(column)
+            expect(frame.locator("#map")).not_to_have_attribute("data-drawn", drawn)
+        painted = painted_categories(page, frame, column)
+        assert len(painted) >= 20, "too few lonely notes to check"
+        assert painted == {o: NOTES.iloc[o][column] for o in painted}, column

@@ -178,7 +178,7 @@ async function loadPoints(args) {
   const wanted = S.colour !== undefined && (S.colour === null || names.includes(S.colour)) ? S.colour : args.colour;
   await colourBy(names.includes(wanted) ? wanted : null, true);
   await applyFilter();
-  fitView();
+  await fitView();
   showCount();
 }
 
@@ -205,20 +205,80 @@ async function columnCodes(column) {
   return S.codes.get(column.url);
 }
 
+// ---- colour: the codes of up to PACKED columns ride in the points' two values (valueA, valueB), each
+// value the codes of its columns in mixed radix; a column already there is shown by a palette
+// indexed by that value, one frame, instead of sending every point to WebGL again (at 1M in software
+// WebGL a new draw costs that frame and as much again). Columns are known by their codes' url: new
+// codes, a new url.
+const PACKED = 4; // columns fetched with the points' first draw: 12 + 4 bytes a point
+const CHANNEL_COLOURS = 65536; // a value's palette: the product of its columns' palette lengths
+
+function packingOf(columns) {
+  const channels = [{ name: "valueA", size: 1, strides: new Map() }, { name: "valueB", size: 1, strides: new Map() }];
+  for (const column of columns) {
+    const channel = channels.find((c) => c.size * column.palette.length <= CHANNEL_COLOURS);
+    if (!channel) continue;
+    channel.strides.set(column.url, { stride: channel.size, size: column.palette.length });
+    channel.size *= column.palette.length;
+  }
+  return channels;
+}
+
+function packedValues(channel, codesOf) {
+  const values = new Float32Array(S.n);
+  for (const [url, { stride }] of channel.strides) {
+    const codes = codesOf.get(url);
+    for (let i = 0; i < S.n; i++) values[i] += codes[i] * stride;
+  }
+  return values;
+}
+
+// the palette of `column` over its channel's values: entry k is the colour of the column's code in k
+function channelPalette(channel, column) {
+  if (!column) return [S.args.single_colour || "#4E79A7"]; // colorBy off: every point the first colour
+  const { stride, size } = channel.strides.get(column.url);
+  return Array.from({ length: channel.size }, (_, k) => column.palette[Math.floor(k / stride) % size]);
+}
+
+// a new upload of the points, with `column` and up to PACKED columns in their values (on the first
+// draw the first PACKED columns; later those already fetched)
+async function drawPacked(column, first) {
+  const others = S.args.columns.filter((c, i) => c !== column && (first ? i < PACKED : S.codes.has(c.url)));
+  const columns = [column, ...others].filter(Boolean).slice(0, PACKED);
+  const codes = await Promise.all(columns.map(columnCodes));
+  const codesOf = new Map(columns.map((c, i) => [c.url, codes[i]]));
+  S.packing = packingOf(columns);
+  const [valueA, valueB] = S.packing.map((channel) => packedValues(channel, codesOf));
+  showColour(column);
+  const spatialIndex = first ? undefined : plot.get("spatialIndex");
+  await plot.draw({ x: S.nx, y: S.ny, valueA, valueB }, {
+    zDataType: "categorical", wDataType: "categorical", spatialIndex,
+    select: drawnByPlot(S.selected) ? S.selected : undefined,
+  });
+  if (S.shownMask) await plot.filter(shownIndices(), { preventEvent: true }); // a new draw shows every point
+}
+
+const channelOf = (column) => (column
+  ? S.packing?.find((c) => c.strides.get(column.url)?.size === column.palette.length) : S.packing?.[0]);
+
+function showColour(column) {
+  const channel = channelOf(column);
+  return plot.set({ pointColor: channelPalette(channel, column), colorBy: column ? channel.name : null });
+}
+
 async function colourBy(name, first = false) {
   const started = performance.now();
   const column = S.args.columns.find((c) => c.name === name) || null;
-  const codes = column ? await columnCodes(column) : new Uint8Array(S.n);
-  S.shownCodes = codes;
-  const palette = column ? column.palette : [S.args.single_colour || "#4E79A7"];
   S.colour = column ? name : null;
   colourPick.value = column ? name : "";
-  const spatialIndex = first ? undefined : plot.get("spatialIndex");
-  plot.set({ pointColor: palette, colorBy: "valueA" });
-  await plot.draw({ x: S.nx, y: S.ny, valueA: codes }, {
-    zDataType: "categorical", spatialIndex, select: drawnByPlot(S.selected) ? S.selected : undefined,
-  });
-  if (S.shownMask) await plot.filter(shownIndices(), { preventEvent: true }); // a new draw shows every point
+  if (!first && channelOf(column)) {
+    const drawn = new Promise((resolve) => plot.subscribe("draw", resolve, 1));
+    showColour(column);
+    await drawn;
+  } else {
+    await drawPacked(column, first);
+  }
+  S.shownCodes = column ? await columnCodes(column) : new Uint8Array(S.n);
   drawLegend(column);
   drawOverlay();
   S.drawnAt = performance.now();
@@ -335,7 +395,12 @@ function setMode(mode) {
 for (const [mode, button] of Object.entries(tools)) button.addEventListener("click", () => setMode(mode));
 setMode("pan");
 // all notes in view, whatever the map's shape (regl-scatterplot fits [-1, 1] to the height)
-const fitView = () => plot.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
+// after the map's new size is in (regl-scatterplot takes it at the next frame): a fit computed with
+// the old shape zooms a few percent off, and the points drawn then miss where hover looks for them
+const fitView = async () => {
+  await S.sized;
+  return plot.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
+};
 resetView.addEventListener("click", fitView);
 function setLabelsShown(shown) {
   S.showLabels = shown;
@@ -367,13 +432,13 @@ function setIfChanged(properties) {
   const changed = Object.entries(properties).filter(([name, value]) => S.set[name] !== value);
   if (!changed.length) return;
   Object.assign(S.set, properties);
-  plot.set(Object.fromEntries(changed));
+  return plot.set(Object.fromEntries(changed));
 }
 
 function resize() {
   const { width, height } = stage.getBoundingClientRect();
   if (!width || !height || (S.set.width === width && S.set.height === height)) return;
-  setIfChanged({ width, height });
+  S.sized = setIfChanged({ width, height });
   overlay.width = Math.round(width * devicePixelRatio);
   overlay.height = Math.round(height * devicePixelRatio);
   overlay.style.width = `${width}px`;
