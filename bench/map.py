@@ -9,7 +9,8 @@ kept in the app. Per size, a synthetic corpus is embedded with a tiny random enc
 not care where vectors come from); above EMBED_UP_TO notes (embedding 1M notes here takes hours) the
 corpus and its vectors are SYNTHESISED as bench/million.py makes them (384-d, written through the
 store's own write path, nothing embedded; each line says which in `vectors`). Each corpus gets a PCA
-map and clusters (so no page clusters while timed), all cached in bench/out/map.duckdb. Per renderer:
+map, the default UMAP map and clusters (so no page computes a map or clusters while timed), all
+cached in bench/out/map.duckdb. Per renderer:
 - draw_s: from clicking Explore in the sidebar (the map of the last choice) to every point drawn;
 - colour_s: from choosing another colour column (`site`; `cluster` for synthesised corpora, which have
   one metadata column) to the map drawn in it (plotly: a page rerun);
@@ -61,7 +62,7 @@ class Corpus(NamedTuple):
 
 
 def prepare(sizes: list[int]) -> dict[int, Corpus]:
-    """Per size, a corpus with vectors, a PCA map and clusters in DB."""
+    """Per size, a corpus with vectors, its PCA and UMAP maps and clusters in DB."""
     from core.clusters import cluster_corpus
     from core.corpus import ingest_frame
     from core.embed import embed_corpus
@@ -89,6 +90,11 @@ def prepare(sizes: list[int]) -> dict[int, Corpus]:
                 log(f"  synthesising {n:,} notes and their vectors")
                 million.build(DB, n)
         project_corpus(store, corpus.name, ProjectOptions(encoder=corpus.encoder, method="pca"))
+        # Explore opens on the UMAP map (its default) before the run picks PCA: were it not stored,
+        # the page would start computing it, and a UMAP of 1M notes would share the CPUs with every
+        # figure measured after
+        project_corpus(store, corpus.name, ProjectOptions(encoder=corpus.encoder, method="umap"),
+                       progress=lambda f, m="": log(f"  umap {f:.0%} {m}"))
         cluster_corpus(store, corpus.name, ClusterOptions(encoder=corpus.encoder),
                        progress=lambda f, m="": log(f"  clusters {f:.0%} {m}"))
         corpora[n] = corpus

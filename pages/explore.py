@@ -165,13 +165,17 @@ st.session_state[state.HIGHLIGHT] = search[0].tolist() if search else []
 
 # ---- the map: filtered, then sampled above the limit (never silently) ---------------------------
 
-shown = frame["ord"][mask].to_numpy()
-if len(shown) > max_points:
-    keep = np.random.default_rng(0).choice(len(shown), size=int(max_points), replace=False)
-    shown = np.union1d(shown[np.sort(keep)], st.session_state[state.HIGHLIGHT])
+drawn = np.array(mask, dtype=bool)  # per row of the frame (a mask: `isin` of 1M ords took 0.3-0.7 s a run)
+if drawn.sum() > max_points:
+    rows = np.flatnonzero(drawn)
+    keep = np.random.default_rng(0).choice(len(rows), size=int(max_points), replace=False)
+    drawn[:] = False
+    drawn[rows[np.sort(keep)]] = True
+    drawn |= frame["ord"].isin(st.session_state[state.HIGHLIGHT]).to_numpy()
     caption_slot.warning(f"Drawing a random sample of {int(max_points):,} of {mask.sum():,} notes to keep the map "
                          f"responsive (raise 'Most points drawn' under Display). Search, filters and downloads "
                          f"cover every note.", icon=":material/info:")
+shown = frame["ord"].to_numpy()[drawn]
 info = (f"{len(shown):,} of {len(frame):,} notes drawn · {describe(result)} "
         + ("(from the store)" if result["cached"] else f"(computed in {result['seconds']:.1f} s)"))
 if result["method"] == "umap":
@@ -201,7 +205,7 @@ with map_slot:
         pending = compare_view(corpus, opts, result, frame, shown, colour_columns, draw,
                                [e.id for e in list_encoders(store())], annotate)
     else:
-        part = frame[frame["ord"].isin(shown)]
+        part = frame[drawn]
         draw_map(part, [c for c in colour_columns if c in part], st.session_state[COLOUR_KEY], key="explore_map",
                  labels=annotate(part) if annotate else (), **draw)
         pending = []
