@@ -219,17 +219,21 @@ def compare_to_corpus(mask, metadata: pd.DataFrame, kinds: dict[str, str] | None
     for col in metadata.columns:
         s = metadata[col]
         kind = (kinds or {}).get(col) or column_kind(s)
-        if kind == "categorical":
-            values = s.astype(object).where(s.notna(), "(missing)")
-            if n >= 20 and values.nunique() > 0.5 * n:
+        if kind == "categorical":  # counted over integer codes: at 1M notes, object values took ~0.5 s a column
+            codes, uniques = pd.factorize(s)  # values in order of first appearance; missing is -1
+            values = uniques.tolist() + ["(missing)"]
+            codes = np.where(codes < 0, len(uniques), codes)
+            overall = np.bincount(codes, minlength=len(values))
+            present = np.flatnonzero(overall)
+            if n >= 20 and len(present) > 0.5 * n:
                 continue
-            overall = values.value_counts()
-            inside = values[mask].value_counts().reindex(overall.index, fill_value=0)
-            inside = inside.sort_values(ascending=False, kind="stable")
-            for value in inside.index[:top_n] if top_n else inside.index:
-                share_in = inside[value] / n_sel if n_sel else float("nan")
-                share_all = overall[value] / n
-                rows.append({"column": col, "kind": kind, "value": value, "count_in_selection": int(inside[value]),
+            inside = np.bincount(codes[mask], minlength=len(values))
+            by_overall = present[np.argsort(-overall[present], kind="stable")]  # ties: first seen first
+            order = by_overall[np.argsort(-inside[by_overall], kind="stable")]
+            for i in order[:top_n] if top_n else order:
+                share_in = inside[i] / n_sel if n_sel else float("nan")
+                share_all = overall[i] / n
+                rows.append({"column": col, "kind": kind, "value": values[i], "count_in_selection": int(inside[i]),
                              "share_in_selection": share_in, "share_overall": share_all,
                              "lift": share_in / share_all})
         else:

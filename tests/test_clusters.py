@@ -85,6 +85,30 @@ def test_compare_to_corpus_finds_the_over_represented_value():
     assert by_pos.iloc[0]["value"] == "(missing)" and by_pos.iloc[0]["share_in_selection"] == 1.0
 
 
+def test_compare_to_corpus_counts_every_value_like_a_counter():
+    """The oracle: collections.Counter over the values (missing as "(missing)"); rows ordered by count in
+    the selection, then by count overall, then by first appearance; numbers and booleans keep their type."""
+    from collections import Counter
+
+    rng = np.random.default_rng(4)
+    n = 400
+    df = pd.DataFrame({"ward": rng.choice(["a", "b", "c", None, "d"], size=n, p=[0.3, 0.3, 0.2, 0.1, 0.1]),
+                       "grade": rng.integers(1, 4, size=n), "urgent": rng.random(n) < 0.3})
+    mask = rng.random(n) < 0.35
+    cmp = compare_to_corpus(mask, df, {"grade": "categorical"}, top_n=None)
+    for column in df.columns:
+        values = ["(missing)" if pd.isna(v) else v for v in df[column].tolist()]
+        overall, inside = Counter(values), Counter(v for v, m in zip(values, mask) if m)
+        first_seen = {v: i for i, v in reversed(list(enumerate(values)))}
+        expected = sorted(overall, key=lambda v: (-inside[v], -overall[v], first_seen[v]))
+        rows = cmp[cmp["column"] == column]
+        assert rows["value"].tolist() == expected and [type(v) for v in rows["value"]] == [type(v) for v in expected]
+        assert rows["count_in_selection"].tolist() == [inside[v] for v in expected]
+        assert rows["share_overall"].tolist() == pytest.approx([overall[v] / n for v in expected])
+        assert rows["share_in_selection"].tolist() == pytest.approx([inside[v] / mask.sum() for v in expected])
+    assert len(compare_to_corpus(mask, df, {"grade": "categorical"}, top_n=2).query("column == 'ward'")) == 2
+
+
 def test_cluster_summary_reports_size_terms_and_metadata():
     df = synthetic_notes(120, seed=3)
     labels = np.where(df["specialty"] == "urology", 0, np.where(df["specialty"] == "cardiology", 1, -1))
