@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.store import Store
 from pages.components.clusters import cluster_labels
-from pages.components.facets import facet_mask, filter_from_points
+from pages.components.facets import TOP_N, _chart, facet_mask, filter_from_points
 from sample_data.synthetic import synthetic_notes
 from tests.conftest import settle
 
@@ -45,6 +45,31 @@ def test_facet_mask_combines_filters():
                 & (dates >= "2024-03-01") & (dates < "2024-09-01"))
     assert mask.tolist() == expected.tolist() and 0 < mask.sum() < 120
     assert facet_mask(df, {}).all()
+
+
+def test_categorical_charts_count_the_top_values_then_other_like_a_counter():
+    """The oracle: collections.Counter of the values as text (missing as "(missing)"); the TOP_N most
+    common (ties: first seen) get a bar each, most common first, and the rest one "(other)" bar, last;
+    filtering on "(other)" keeps exactly the rest; a selection's bars count its notes alone."""
+    from collections import Counter
+
+    rng = np.random.default_rng(7)
+    values = [*rng.choice([f"w{i}" for i in range(14)], size=500).tolist(), 1, "1", None, None, None]
+    series = pd.Series(values, dtype=object, name="ward")
+    text = ["(missing)" if v is None else str(v) for v in values]
+    counts = Counter(text)
+    first = {v: i for i, v in reversed(list(enumerate(text)))}
+    top = sorted(counts, key=lambda v: (-counts[v], first[v]))[:TOP_N]
+    shown = rng.random(len(values)) < 0.3
+    everything, selection = _chart(series, "categorical", shown, None).data
+    assert list(everything.y) == [*top, "(other)"]
+    assert list(everything.x) == [counts[v] for v in top] + [sum(c for v, c in counts.items() if v not in top)]
+    in_selection = Counter(t if t in top else "(other)" for t, s in zip(text, shown) if s)
+    assert list(selection.x) == [in_selection[v] for v in [*top, "(other)"]]
+    other = facet_mask(pd.DataFrame({"ward": series}), {"ward": {"values": ["(other)"]}}, {"ward": "categorical"})
+    assert other.tolist() == [t not in top for t in text]
+    few = _chart(pd.Series(["a", "b", None, "a"]), "categorical", None, None).data[0]
+    assert list(few.y) == ["a", "b", "(missing)"] and list(few.x) == [2, 1, 1]  # no "(other)" bar
 
 
 def test_cluster_labels_sit_at_cluster_medians_largest_first():
