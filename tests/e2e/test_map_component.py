@@ -232,13 +232,17 @@ def test_a_large_selection_is_painted_without_redrawing_the_points(wards, page, 
     (x0, y0), (x1, y1) = (area["x"] + 10, area["y"] + 10), (area["x"] + area["width"] * 0.6, area["y"] + area["height"] * 0.7)
     page.mouse.move(x0, y0)
     page.wait_for_timeout(300)  # a hover's frame, if any, is drawn before counting
-    frames = found.evaluate("() => window.notespaceMap.frames")
+    frames, renders = found.evaluate("() => [window.notespaceMap.frames, window.notespaceMap.renders]")
     page.mouse.down()
     page.mouse.move(x1, y1, steps=12)
     page.mouse.up()
     page.get_by_text("notes selected").wait_for()
     expect(found).to_have_attribute("data-selection-painted", "true")
     assert found.evaluate("() => window.notespaceMap.frames") == frames
+    # the page's rerun brings the map new arguments, the same selection and colours: not painted again
+    wait_for(lambda: found.evaluate("() => window.notespaceMap.renders") > renders)
+    wait_idle(page)
+    assert found.evaluate("() => window.notespaceMap.paints") == 1
 
     # the oracle: each note's place on screen (the map's own screenOf) against the box, in page pixels
     places = found.evaluate("() => [...window.notespaceMap.ords].map(o => [o, window.notespaceMap.screenOf(o)])")
