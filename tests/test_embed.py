@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,8 +8,10 @@ from sentence_transformers import SentenceTransformer
 import core.embed as embed_mod
 import core.space as space_mod
 from core.corpus import ingest_frame
-from core.embed import Settings, embed_corpus, embed_query, load_embedder, load_embeddings, long_note_summary
+from core.embed import (Embedder, Settings, embed_corpus, embed_query, load_embedder, load_embeddings,
+                        long_note_summary)
 from core.encoders import get_encoder
+from core.errors import UserError
 from core.space import EmbeddingSpace
 from core.options import EmbedOptions
 from core.store import Store
@@ -108,9 +112,42 @@ def test_query_embedding_matches_the_corpus_vector(store, synthetic_df):
 
 
 def test_embed_records_provenance(store):
-    embed_corpus(store, "notes", TINY)
-    run = store.runs("embed")[0]
-    assert run["params"]["precision"] == "fp32" and run["inputs"]["data_hash"] == store.corpus("notes").data_hash
+    """The run's row: its corpus and encoder, the settings of the space (with the encoder), the data and the
+    vector set it wrote (the set's id read straight from DuckDB), the result returned and its seconds."""
+    started = time.perf_counter()
+    result = embed_corpus(store, "notes", TINY)
+    elapsed = time.perf_counter() - started
+    corpus = store.corpus("notes")
+    assert set(result) == {"corpus", "encoder", "n", "computed", "cached", "seconds", "truncated", "long_notes",
+                           "longer", "embedding"}
+    assert (result["corpus"], result["encoder"], result["n"]) == ("notes", "tiny", 120)
+    assert 0 < result["seconds"] <= elapsed
+    with store.connect() as con:
+        set_id = con.execute("SELECT id FROM embedding_sets").fetchall()
+    assert len(set_id) == 1
+    [run] = store.runs("embed")
+    assert (run["kind"], run["corpus_id"], run["encoder_id"]) == ("embed", corpus.id, "tiny")
+    assert run["inputs"] == {"data_hash": corpus.data_hash, "set_id": set_id[0][0]}
+    assert run["result"] == result and run["seconds"] == pytest.approx(result["seconds"], abs=1e-4)
+    space = result["embedding"]
+    assert run["params"]["encoder"] == "tiny" and run["params"]["precision"] == "fp32"
+    assert {k: run["params"][k] for k in ("max_length", "long_notes")} == {k: space[k] for k in ("max_length",
+                                                                                                 "long_notes")}
+    assert run["params"]["fingerprint"] == get_encoder(store, "tiny").fingerprint
+    embed_corpus(store, "notes", TINY)  # all cached: no run recorded
+    assert len(store.runs("embed")) == 1
+
+
+@pytest.mark.parametrize(("device", "per_batch"), [("cpu", 32), ("mps", 128), ("cuda", 1024), ("xpu", 32)])
+def test_batches_hold_the_devices_token_budget_and_never_more_than_the_batch_size(models_dir, device, per_batch):
+    """4,096 tokens a batch on a CPU (also for a device without its own budget), 16,384 on mps, 131,072 on
+    cuda: 128-token windows go 32, 128 or 1,024 to a batch; and a batch never holds more than batch_size."""
+    model = SentenceTransformer(str(models_dir / "tiny"), device="cpu")
+    lengths = np.full(4096, 128)
+    wide = Embedder(model, Settings(device, "fp32", 128, "chunk"), batch_size=100_000)
+    assert [len(b) for b in wide.batches(lengths)] == [per_batch] * (4096 // per_batch)
+    narrow = Embedder(model, Settings(device, "fp32", 128, "chunk"), batch_size=10)
+    assert {len(b) for b in narrow.batches(lengths)} == {10, 4096 % 10}
 
 
 @pytest.mark.real_model
@@ -153,3 +190,11 @@ def test_long_note_windows_are_pooled_by_their_weights():
     expected = np.stack([np.average(vectors[owner == note], axis=0, weights=weights[owner == note])
                          for note in range(3)])
     np.testing.assert_allclose(embed_mod.pool(vectors, owner, weights, 3), expected, rtol=1e-6)
+
+
+@pytest.mark.skipif(embed_mod.torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_device_asked_for_is_used_or_refused_never_swapped_for_another(store):
+    """--device cuda on a machine without CUDA stops with the reason, rather than embedding on the CPU."""
+    with pytest.raises(UserError, match="no CUDA GPU is available"):
+        embed_corpus(store, "notes", TINY.replace(device="cuda"))
+    assert store.runs("embed") == []

@@ -9,16 +9,19 @@ import pandas as pd
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize
 from transformers import AutoTokenizer
 
 import core.embed as embed_mod
 from core.corpus import ingest_frame
-from core.embed import Embedder, embed_corpus, load_embeddings, share_longer, split_windows, window
+from core.embed import (LOADING, Embedder, Settings, corpus_space, embed_corpus, load_embeddings, long_note_summary,
+                        resolve_space, share_longer, split_windows, vectors_in, window)
 from core.encoders import get_encoder
 from core.options import EmbedOptions
 from core.space import EmbeddingSpace, remembered
-from core.store import Store, StoreError
+from core.store import Store, StoreError, vector_table
 from tests.conftest import record_calls
+from tests.test_claims import bf16_exact
 
 WINDOW = 32  # tokens per window, [CLS] and [SEP] included: 30 of the note's own
 CHUNK = EmbedOptions(encoder="tiny", precision="fp32", max_length=WINDOW, long_notes="chunk")
@@ -46,6 +49,15 @@ def oracle_windows(ids: list[int], window: int) -> list[list[int]]:
         start += content - shared
 
 
+def alone(model, ids: list[int]) -> np.ndarray:
+    """The vector of one window run through the plain model on its own: no batch, no padding."""
+    full = torch.tensor([ids])
+    with torch.inference_mode():
+        out = model({"input_ids": full, "attention_mask": torch.ones_like(full),
+                     "token_type_ids": torch.zeros_like(full)})
+    return out["sentence_embedding"][0].float().numpy()
+
+
 @pytest.mark.parametrize("n", [1, 29, 30, 31, 56, 57, 200])
 def test_windows_cover_the_note_with_no_empty_window(tokenizer, n):
     ids = tokenizer(words(n), add_special_tokens=False)["input_ids"]
@@ -59,8 +71,17 @@ def test_windows_cover_the_note_with_no_empty_window(tokenizer, n):
 
 def test_cutting_a_long_note_prints_no_warning(tokenizer, capfd):
     """The tokenizer's "longer than the maximum sequence length ... indexing errors" warning would be false
-    here (the windows are cut to fit) and would land among the CLI's progress lines."""
-    windows, _ = split_windows(tokenizer, [words(2000)], WINDOW)
+    here (the windows are cut to fit) and would land among the CLI's progress lines. transformers' warnings
+    are switched back on for this test: `load_model` silences them for the whole process, so after any test
+    that loaded an encoder the warning would not show whatever `split_windows` asked."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        windows, _ = split_windows(tokenizer, [words(2000)], WINDOW)
+    finally:
+        hf_logging.set_verbosity(before)
     assert len(windows) > 1 and capfd.readouterr().err == ""
 
 
@@ -131,13 +152,7 @@ def test_a_long_note_is_the_mean_of_its_windows(db_path, models_dir, tokenizer):
 
     model = SentenceTransformer(str(models_dir / "tiny"), device="cpu")  # plain, one window at a time
     ids = tokenizer(note, add_special_tokens=False)["input_ids"]
-    vectors = []
-    for w in oracle_windows(ids, WINDOW):
-        full = torch.tensor([[tokenizer.cls_token_id, *w, tokenizer.sep_token_id]])
-        with torch.inference_mode():
-            out = model({"input_ids": full, "attention_mask": torch.ones_like(full),
-                         "token_type_ids": torch.zeros_like(full)})
-        vectors.append(out["sentence_embedding"][0].numpy())
+    vectors = [alone(model, [tokenizer.cls_token_id, *w, tokenizer.sep_token_id]) for w in oracle_windows(ids, WINDOW)]
     assert len(vectors) > 3
     expected = np.mean(np.array(vectors), axis=0)  # the tiny encoder does not normalise
     np.testing.assert_allclose(got, expected, atol=2e-5)
@@ -236,3 +251,158 @@ def test_loading_needs_every_note_embedded_and_duplicate_texts_share_one_vector(
         space.load(store, clinic)
     with pytest.raises(StoreError, match="not fully embedded"):  # a space nothing was embedded in yet
         dataclasses.replace(space, max_length=64).load(store, clinic)
+
+
+NOTE = "chest pain radiating to the left arm, troponin raised; stent placed in the LAD after angiography. "
+
+
+def test_windows_come_back_in_order_each_as_if_run_alone_whatever_batch_it_shared(models_dir, tokenizer, monkeypatch):
+    """Windows of many lengths, cut into padded batches of at most 3 and run side by side on the CPU's lanes,
+    come back in input order, float32, each equal to the window run on its own through the plain model;
+    progress is the count of windows done after each batch. One batch runs on the calling thread alone."""
+    model = SentenceTransformer(str(models_dir / "tiny"), device="cpu")
+    emb = Embedder(model, Settings("cpu", "fp32", WINDOW, "chunk"), batch_size=3)
+    texts = [NOTE[:n] for n in (5, 90, 12, 60, 30, 97, 2, 45)] + [NOTE * 2]
+    windows, _ = split_windows(tokenizer, texts, WINDOW)
+    assert len(windows) == 10 and len({len(w) for w in windows}) >= 6
+    expected = np.stack([alone(model, w) for w in windows])
+    lanes = record_calls(monkeypatch, embed_mod, "lanes")
+    done = []
+    got = emb.encode_windows(windows, done.append)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert done == [3, 6, 9, 10] and len(lanes) == 1  # four batches, on the lanes
+    for count, lanes_used in [(5, 2), (3, 2)]:  # two batches: on the lanes; one batch: not
+        done.clear()
+        np.testing.assert_allclose(emb.encode_windows(windows[:count], done.append), expected[:count], atol=2e-5)
+        assert done[-1] == count and len(lanes) == lanes_used
+
+
+@pytest.mark.parametrize("normalises", [False, True])
+def test_a_note_is_the_mean_of_its_windows_made_unit_length_when_the_encoder_normalises(models_dir, tokenizer,
+                                                                                      normalises):
+    """Each note's vector is the plain mean of its windows' vectors (numpy's mean of the windows run alone as
+    the oracle), divided by its length when the encoder ends in a Normalize module; a note of one window is
+    that window's vector, a note of exactly two windows the mean of both."""
+    model = SentenceTransformer(str(models_dir / "tiny"), device="cpu")
+    if normalises:
+        model = SentenceTransformer(modules=[*model, Normalize()], device="cpu")
+    emb = Embedder(model, Settings("cpu", "fp32", WINDOW, "chunk"), batch_size=8)
+    texts = [NOTE * 4, "short note", NOTE * 2, NOTE[:40]]
+    expected = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        vectors = np.array([alone(model, [tokenizer.cls_token_id, *w, tokenizer.sep_token_id])
+                            for w in oracle_windows(ids, WINDOW)])
+        mean = vectors.mean(axis=0)
+        expected.append((mean / np.linalg.norm(mean) if normalises else mean, len(vectors)))
+    assert [n for _, n in expected][1:] == [1, 2, 1] and expected[0][1] > 3
+    got = emb.encode(texts)
+    assert got.dtype == np.float32 and got.shape == (4, 32)
+    np.testing.assert_allclose(got, np.array([v for v, _ in expected]), atol=2e-5)
+    if normalises:
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
+    else:
+        assert not np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-3)
+
+
+def test_vectors_in_a_space_embed_the_missing_notes_there_then_read_that_set_in_note_order(db_path, models_dir,
+                                                                                          monkeypatch):
+    """`vectors_in` embeds what is missing in exactly the space asked for (not the one the corpus remembers:
+    here every setting differs), with progress, and returns that space's stored vectors by note, read here
+    straight from DuckDB; once nothing is missing it embeds nothing."""
+    store = Store(db_path)
+    texts = [NOTE * 3, "short note", "chest pain", "short note"]
+    ingest_frame(store, pd.DataFrame({"text": texts}), "c", "text")
+    embed_corpus(store, "c", CHUNK)  # remembered: 32-token windows, whole notes, fp32
+    asked = EmbeddingSpace("tiny", 16, "truncate", "bf16")
+    said = []
+    X = vectors_in(store, "c", asked, progress=lambda f, m="": said.append(m))
+    assert any("new texts embedded" in m for m in said)
+    with store.connect() as con:
+        rows = con.execute(
+            f"SELECT d.ord, v.vector FROM documents d JOIN {vector_table(32)} v ON v.text_hash = d.text_hash "
+            f"JOIN embedding_sets s ON s.id = v.set_id WHERE d.corpus_id = ? AND s.params->>'max_length' = '16' "
+            f"AND s.params->>'long_notes' = 'truncate' AND s.params->>'precision' = 'bf16' ORDER BY d.ord",
+            [store.corpus("c").id]).fetchall()
+    assert [r[0] for r in rows] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(X, np.array([r[1] for r in rows], dtype=np.float32))
+    chunked = load_embeddings(store, "c", CHUNK, compute_missing=False)
+    assert not np.allclose(X, chunked, atol=1e-2)
+    assert bf16_exact(X).all() and bf16_exact(chunked).mean() < 0.01  # really run in bf16, the other in fp32
+    embedded = record_calls(monkeypatch, embed_mod, "embed_corpus")
+    np.testing.assert_array_equal(vectors_in(store, "c", asked), X)
+    assert embedded == []
+
+
+def test_progress_says_each_step_and_moves_by_the_texts_done_across_chunks(db_path, models_dir, synthetic_df,
+                                                                             tokenizer, monkeypatch):
+    """Loading is step 0 to LOADING; then, per batch, LOADING + (1 - LOADING) x the share of the new texts
+    done (a chunk's texts counted by the share of its windows done), so each chunk ends on its exact share;
+    the last word is the long-note summary. The chunks (here 50, 50, 20 notes) are embedded in order, each
+    once: a run stopped after the first has embedded exactly the first 50 notes, and `longer` counts the long
+    notes of every chunk (the tokenizer as the oracle)."""
+    monkeypatch.setattr(embed_mod, "CHUNK_DOCS", 50)
+    store = Store(db_path)
+    ingest_frame(store, synthetic_df, "notes", "text", "note_id")
+    long = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) > WINDOW - 2 for t in synthetic_df["text"])
+    assert 10 < long < 110
+    calls: list[tuple[float, str]] = []
+    result = embed_corpus(store, "notes", CHUNK.replace(batch_size=4), progress=lambda f, m="": calls.append((f, m)))
+    assert calls[:2] == [(0.0, "Loading the encoder 'tiny'…"),
+                         (LOADING, "Encoder 'tiny' loaded; embedding 120 texts")]
+    assert calls[-1] == (1.0, long_note_summary(result))
+    steps = calls[2:-1]
+    assert all(m.endswith(" of 120 new texts embedded") for _, m in steps) and len(steps) >= 120 // 4
+    fractions = [f for f, _ in steps]
+    assert fractions == sorted(fractions)
+    for done in (50, 100, 120):  # the end of each chunk, exactly
+        assert any(f == pytest.approx(LOADING + (1 - LOADING) * done / 120) and m.startswith(f"{done} of")
+                   for f, m in steps)
+    assert all(int(m.split()[0]) == int((f - LOADING) / (1 - LOADING) * 120 + 1e-9) for f, m in steps)
+    assert (result["computed"], result["longer"], result["truncated"]) == (120, long, 0)
+    space = EmbeddingSpace(**result["embedding"])
+    assert space.load(store, store.corpus("notes")).shape == (120, 32)
+
+    ingest_frame(store, synthetic_df, "again", "text", "note_id")  # the same texts: all cached
+    assert embed_corpus(store, "again", CHUNK, progress=lambda f, m="": calls.append((f, m)))["computed"] == 0
+    other = CHUNK.replace(max_length=64)
+    embed_corpus(store, "again", other, should_stop=lambda: True)
+    missing = EmbeddingSpace("tiny", 64, "chunk", "fp32").missing_ords(store, store.corpus("again"))
+    assert missing == list(range(50, 120))  # the first chunk, and only it
+
+
+def test_one_new_short_note_ends_progress_at_one(db_path, models_dir):
+    store = Store(db_path)
+    ingest_frame(store, pd.DataFrame({"text": ["short note"]}), "one", "text")
+    calls = []
+    embed_corpus(store, "one", CHUNK, progress=lambda f, m="": calls.append((f, m)))
+    assert calls[-1] == (1.0, "1 of 1 new texts embedded")
+
+
+def test_a_new_corpus_gets_the_devices_best_precision_and_a_chosen_long_note_mode_is_kept(db_path, models_dir,
+                                                                                          monkeypatch):
+    """Precision "auto" on a corpus never embedded with the encoder: the device's best (bf16 on a CPU with
+    native bf16 dot products). long_notes "auto" after a run that chose truncation explicitly, on a corpus
+    where more than a tenth of the notes are long: still truncation, the corpus's space, not the default."""
+    monkeypatch.setattr(embed_mod, "cpu_has_bf16", lambda: True)
+    store = Store(db_path)
+    texts = [f"{words(100)} note {i}" for i in range(3)] + [f"short {i}" for i in range(17)]
+    ingest_frame(store, pd.DataFrame({"text": texts}), "c", "text")
+    corpus, enc = store.corpus("c"), get_encoder(store, "tiny")
+    on_cpu = EmbedOptions(encoder="tiny", device="cpu", max_length=WINDOW)
+    assert resolve_space(store, corpus, enc, on_cpu) == EmbeddingSpace("tiny", WINDOW, "chunk", "bf16")
+    embed_corpus(store, "c", CHUNK.replace(long_notes="truncate"))
+    assert resolve_space(store, corpus, enc, on_cpu) == EmbeddingSpace("tiny", WINDOW, "truncate", "fp32")
+
+
+def test_the_corpus_space_and_load_embeddings_report_progress_while_they_embed(db_path, models_dir):
+    store = Store(db_path)
+    ingest_frame(store, pd.DataFrame({"text": ["chest pain", "knee pain", NOTE * 2]}), "c", "text")
+    said = []
+    space = corpus_space(store, "c", "tiny", progress=lambda f, m="": said.append(m))
+    assert space == remembered(store, store.corpus("c"), "tiny") and space.missing(store, store.corpus("c")) == 0
+    assert "3 of 3 new texts embedded" in said
+    said.clear()
+    X = load_embeddings(store, "c", CHUNK, progress=lambda f, m="": said.append(m))
+    assert X.shape == (3, 32) and "3 of 3 new texts embedded" in said
