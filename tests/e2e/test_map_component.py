@@ -218,6 +218,17 @@ def test_a_rerun_that_changes_nothing_on_the_map_draws_no_frame(wards, page, app
     wait_for(lambda: state.evaluate("() => window.notespaceMap.frames") > frames)
 
 
+def note_places(found) -> dict[int, list[float]]:
+    """Where each note is drawn, in the map's pixels (its own screenOf), by ord."""
+    return dict(found.evaluate("() => [...window.notespaceMap.ords].map(o => [o, window.notespaceMap.screenOf(o)])"))
+
+
+def lonely_notes(places: dict[int, list[float]]) -> list[int]:
+    """The notes with no other within 12 px (Manhattan): the pixels around each are its own."""
+    return [o for o, (x, y) in places.items()
+            if all(abs(x - q[0]) + abs(y - q[1]) > 12 for other, q in places.items() if other != o)]
+
+
 def test_a_large_selection_is_painted_without_redrawing_the_points(wards, page, app_url):
     """Above `plotSelects` notes the box and its selection are drawn on the overlay, not by WebGL: the
     drag and the selection draw no frame of points; the notes selected are exactly those whose place
@@ -245,8 +256,8 @@ def test_a_large_selection_is_painted_without_redrawing_the_points(wards, page, 
     assert found.evaluate("() => window.notespaceMap.paints") == 1
 
     # the oracle: each note's place on screen (the map's own screenOf) against the box, in page pixels
-    places = found.evaluate("() => [...window.notespaceMap.ords].map(o => [o, window.notespaceMap.screenOf(o)])")
-    inside = sorted(o for o, (x, y) in places
+    places = note_places(found)
+    inside = sorted(o for o, (x, y) in places.items()
                     if x0 <= area["x"] + x <= x1 and y0 <= area["y"] + y <= y1)
     selected = found.evaluate("() => window.notespaceMap.selected.map(i => window.notespaceMap.ords[i]).sort((a, b) => a - b)")
     assert selected == inside and 10 < len(inside) < 200
@@ -256,17 +267,16 @@ def test_a_large_selection_is_painted_without_redrawing_the_points(wards, page, 
     if frame.locator("#labels").is_visible():  # no cluster name over the pixels read
         frame.locator("#labels").click()
         expect(found).to_have_attribute("data-labels", "0")
-    where = dict(places)
     codes = found.evaluate("() => window.notespaceMap.selected.map(i => [window.notespaceMap.ords[i], window.notespaceMap.shownCodes[i]])")
-    lonely = [(o, code) for o, code in codes
-              if all(abs(where[o][0] - q[0]) + abs(where[o][1] - q[1]) > 12 for other, q in places if other != o)]
+    alone = set(lonely_notes(places))
+    lonely = [(o, code) for o, code in codes if o in alone]
     assert lonely, "no selected note stands alone"
     colours = found.evaluate("() => [...window.notespaceMap.paletteColours.pixels].map(p => [p & 255, (p >> 8) & 255, (p >> 16) & 255, p >>> 24])")
     pixel = """(canvas, [x, y]) => [...canvas.getContext('2d')
         .getImageData(Math.round(x * devicePixelRatio), Math.round(y * devicePixelRatio), 1, 1).data]"""
     overlay = frame.locator("canvas.overlay")
     ord_, code = lonely[0]
-    assert overlay.evaluate(pixel, where[ord_]) == colours[code]
+    assert overlay.evaluate(pixel, places[ord_]) == colours[code]
     assert overlay.evaluate(pixel, [area["width"] - 3, area["height"] - 3]) == [255, 255, 255, 153]
 
 
@@ -287,14 +297,12 @@ def painted_categories(page, frame, column: str) -> dict[int, str]:
 
     def view():  # where each note is, and the canvas the scales of screenOf start from
         found.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-        return (found.evaluate("() => [...window.notespaceMap.ords].map(o => [o, window.notespaceMap.screenOf(o)])"),
-                frame.locator("canvas.points").bounding_box())
+        return note_places(found), frame.locator("canvas.points").bounding_box()
 
     seen = [view()]
     wait_for(lambda: seen.append(view()) or seen[-1] == seen[-2], every=0.25)  # the view has settled
-    places, area = dict(seen[-1][0]), seen[-1][1]
-    lonely = [o for o, (x, y) in places.items()
-              if all(abs(x - q[0]) + abs(y - q[1]) > 12 for other, q in places.items() if other != o)]
+    places, area = seen[-1]
+    lonely = lonely_notes(places)
     shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
     painted = {}
     for o in lonely:
