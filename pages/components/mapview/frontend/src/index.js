@@ -42,12 +42,13 @@ const densityToggle = el("button", {
   title: "shade by density: points turn translucent by how many are in view, so crowded areas add up dark and sparse ones stay faint",
 }, bar);
 const showAll = el("button", { textContent: "Show all", title: "show the notes hidden from the legend", id: "show-all", style: "display:none" }, bar);
-const status = el("span", { className: "status", id: "status" }, bar);
 const stage = el("div", { className: "stage", tabIndex: 0 }, root);
 const canvas = el("canvas", { className: "points" }, stage);
 const overlay = el("canvas", { className: "overlay" }, stage);
 const legend = el("div", { className: "legend", id: "legend" }, stage);
 const tooltip = el("div", { className: "tooltip", id: "tooltip" }, stage);
+// on the map, not in the bar: a status that wrapped the bar resized the map and drew it twice more
+const status = el("div", { className: "status", id: "status" }, stage);
 
 const xScale = linearScale();
 const yScale = linearScale();
@@ -56,6 +57,9 @@ const plot = createScatterplot({
   lassoColor: [0.1, 0.1, 0.1, 0.8], lassoClearEvent: "lassoEnd", opacityInactiveScale: 0.35,
   pointColorActive: [0.07, 0.07, 0.07, 1], pointSizeSelected: 1, pointOutlineWidth: 1,
   pointColorHover: [0.07, 0.07, 0.07, 1],
+  // the spatial index built in this task, as the points are set: with a worker (above 1M points) frames
+  // without points would pass meanwhile, and a view change in one of them is lost (see fitView)
+  spatialIndexUseWorker: false,
 });
 
 // A d3-like linear scale (the two calls regl-scatterplot makes): positions of labels and rings.
@@ -71,7 +75,7 @@ function linearScale() {
 
 // ---- state ------------------------------------------------------------------------------------
 const S = {
-  args: null, pointsUrl: null, n: 0, x: null, y: null, ords: null, indexOf: new Map(), codes: new Map(),
+  args: null, pointsUrl: null, n: 0, x: null, y: null, ords: null, indexOf: null, codes: new Map(),
   colour: undefined, selected: [], selectionRevision: null, focused: false, seq: 0, hoverTimer: null, renders: 0,
   frames: 0, set: {}, // the frames drawn; the properties last given to plot.set (see setIfChanged)
   paints: 0, // the selections painted on the overlay (see paintSelection)
@@ -84,7 +88,7 @@ const S = {
 };
 window.notespaceMap = S; // read by the browser tests and bench/map.py (e.g. S.drawnAt)
 S.screenOf = (ord) => { // where a note is drawn, in the map's pixels (tests point at notes with it)
-  const i = S.indexOf.get(ord);
+  const i = indexOfOrd(ord);
   return i === undefined ? null : [xScale(S.nx[i]), yScale(S.ny[i])];
 };
 
@@ -149,7 +153,7 @@ async function render(args) {
     const { mask, ords } = args.selection;
     applySelection(mask !== undefined ? indicesOfMask(mask, S.n) : indicesOfOrds(ords));
   }
-  S.highlight = (args.highlight || []).map((o) => S.indexOf.get(o)).filter((i) => i !== undefined);
+  S.highlight = indicesOfOrds(args.highlight || []);
   S.labels = args.labels || [];
   drawOverlay();
   if (args.preview && S.hovered !== null && args.preview.ord === S.ords[S.hovered]) showPreview(args.preview);
@@ -165,8 +169,7 @@ async function loadPoints(args) {
   S.x = new Float32Array(buffer, 0, n);
   S.y = new Float32Array(buffer, 4 * n, n);
   S.ords = new Int32Array(buffer, 8 * n, n);
-  S.indexOf = new Map();
-  for (let i = 0; i < n; i++) S.indexOf.set(S.ords[i], i);
+  S.indexOf = null; // built when first asked (indexOfOrd): ~0.15 s at 1M notes
   S.codes = new Map();
   setSelected([]);
   S.shownMask = null; // the hidden values (S.hidden) apply to these points once coloured
@@ -179,7 +182,6 @@ async function loadPoints(args) {
   const wanted = S.colour !== undefined && (S.colour === null || names.includes(S.colour)) ? S.colour : args.colour;
   await colourBy(names.includes(wanted) ? wanted : null, true);
   await applyFilter();
-  await fitView();
   showCount();
 }
 
@@ -250,12 +252,20 @@ async function drawPacked(column, first) {
   const codesOf = new Map(columns.map((c, i) => [c.url, codes[i]]));
   S.packing = packingOf(columns);
   const [valueA, valueB] = S.packing.map((channel) => packedValues(channel, codesOf));
-  showColour(column);
+  // plot.set redraws in the animation frame after regl-scatterplot's own, so a palette set beside the
+  // draw draws every point twice; with no points yet, its frame is empty and is awaited first
+  const coloured = showColour(column);
+  if (!S.drawCount) await coloured;
+  await S.warming;
   const spatialIndex = first ? undefined : plot.get("spatialIndex");
-  await plot.draw({ x: S.nx, y: S.ny, valueA, valueB }, {
+  const drawn = plot.draw({ x: S.nx, y: S.ny, valueA, valueB }, {
     zDataType: "categorical", wDataType: "categorical", spatialIndex,
     select: drawnByPlot(S.selected) ? S.selected : undefined,
   });
+  // a new map is fitted in the task that sets its points, so both land in one frame (fitted after, a
+  // second frame: ~0.1 s at 50k notes on software WebGL); see fitView for why not before
+  if (first) await fitView();
+  await drawn;
   if (S.shownMask) await plot.filter(shownIndices(), { preventEvent: true }); // a new draw shows every point
 }
 
@@ -397,7 +407,9 @@ for (const [mode, button] of Object.entries(tools)) button.addEventListener("cli
 setMode("pan");
 // all notes in view, whatever the map's shape (regl-scatterplot fits [-1, 1] to the height)
 // after the map's new size is in (regl-scatterplot takes it at the next frame): a fit computed with
-// the old shape zooms a few percent off, and the points drawn then miss where hover looks for them
+// the old shape zooms a few percent off, and the points drawn then miss where hover looks for them.
+// Never while the plot has no points: a frame without points returns early, and the view changed in
+// it never reaches the scales (labels, lasso and tests would place notes where they are not drawn).
 const fitView = async () => {
   await S.sized;
   return plot.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
@@ -444,10 +456,13 @@ function resize() {
   overlay.height = Math.round(height * devicePixelRatio);
   overlay.style.width = `${width}px`;
   overlay.style.height = `${height}px`;
-  if (S.nx && !S.focused) fitView(); // a new shape before the user zoomed: all notes stay in view
+  if (plot.get("points").length && !S.focused) fitView(); // a new shape before the user zoomed: all notes stay in view
   drawOverlay();
 }
 new ResizeObserver(resize).observe(stage);
+// WebGL programs are compiled at their first draw (~60 ms on software WebGL): drawn now, with one point
+// off the map, while the page still sends the map's arguments and its points are fetched
+S.warming = plot.draw({ x: [9], y: [9], valueA: [0], valueB: [0] }, { zDataType: "categorical", wDataType: "categorical" });
 
 // ---- selection ----------------------------------------------------------------------------------
 // the point indices selected here; their count and the sum of their ords are on #map for tests
@@ -483,7 +498,14 @@ function indicesOfMask(mask, n) {
   return out;
 }
 
-const indicesOfOrds = (ords) => ords.map((o) => S.indexOf.get(o)).filter((i) => i !== undefined);
+function indexOfOrd(ord) {
+  if (!S.indexOf) {
+    S.indexOf = new Map();
+    for (let i = 0; i < S.n; i++) S.indexOf.set(S.ords[i], i);
+  }
+  return S.indexOf.get(ord);
+}
+const indicesOfOrds = (ords) => ords.map(indexOfOrd).filter((i) => i !== undefined);
 
 const selectionValue = (indices) =>
   asMask(indices.length, S.n) ? { selected_mask: maskOf(indices, S.n) } : { selected: indices.map((i) => S.ords[i]) };
@@ -718,7 +740,7 @@ function showPreview(preview) {
 // ---- the other map of a comparison: its hover and selection shown here ----------------------------
 function linkedEvent(message) {
   if (message.type === "hover") {
-    const i = message.ord === null ? undefined : S.indexOf.get(message.ord);
+    const i = message.ord === null ? undefined : indexOfOrd(message.ord);
     S.linked = new Set(i === undefined ? [] : [i]);
     drawOverlay();
   } else if (message.type === "select") {
