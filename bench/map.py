@@ -1,5 +1,5 @@
 """Map benchmark: the Explore map (regl-scatterplot component) against the plotly map it replaced,
-in the same run, in headless Debian chromium (software WebGL, no GPU).
+in the same run, taking turns repeat by repeat, in headless Debian chromium (software WebGL, no GPU).
 
     python bench/map.py --sizes 10000,50000 [--repeats 3]  # one JSON line per size and renderer: medians
 
@@ -10,7 +10,8 @@ not care where vectors come from); above EMBED_UP_TO notes (embedding 1M notes h
 corpus and its vectors are SYNTHESISED as bench/million.py makes them (384-d, written through the
 store's own write path, nothing embedded; each line says which in `vectors`). Each corpus gets a PCA
 map, the default UMAP map and clusters (so no page computes a map or clusters while timed), all
-cached in bench/out/map.duckdb. Per renderer:
+cached in bench/out/map.duckdb. A renderer with no map after GIVE_UP_S gets an `error` line instead.
+Per renderer:
 - draw_s: from clicking Explore in the sidebar (the map of the last choice) to every point drawn;
 - colour_s: from choosing another colour column (`site`; `cluster` for synthesised corpora, which have
   one metadata column) to the map drawn in it (plotly: a page rerun);
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +42,7 @@ PLOTLY_COMMIT = "dbfa335"  # main before the map component: its Explore map is p
 EMBED_UP_TO = 200_000  # larger corpora get synthesised vectors
 DB = OUT / "map.duckdb"
 VIEWPORT = {"width": 1440, "height": 900}
+GIVE_UP_S = {"regl": 600, "plotly": 180}  # plotly's map of 1M notes had not appeared after minutes
 
 import numpy as np  # noqa: E402
 
@@ -145,7 +148,14 @@ PLOTLY_POINTS = """n => { const gd = document.querySelector('.js-plotly-plot');
 
 def measure(browser, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
     page = browser.new_page(viewport=VIEWPORT)
-    page.set_default_timeout(600_000)
+    page.set_default_timeout(GIVE_UP_S[renderer] * 1000)
+    try:  # a page left open (plotly given up on) would go on drawing beside the next figures
+        return timed(page, url, renderer, n, corpus)
+    finally:
+        page.close()
+
+
+def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
     received = Received(page)
     page.goto(url)
     idle(page)
@@ -201,7 +211,6 @@ def measure(browser, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
     page.get_by_text("notes selected").wait_for()
     page.get_by_test_id("stDataFrame").nth(1).wait_for()
     select_s = time.perf_counter() - started
-    page.close()
     return {"n": n, "renderer": renderer, "draw_s": round(draw_s, 3), "colour_s": round(colour_s, 3),
             "select_s": round(select_s, 3), "bytes_per_point": round(bytes_per_point, 1)}
 
@@ -213,29 +222,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per size and renderer; medians are printed")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    renderers = args.renderers.split(",")
     corpora = prepare(sizes)
     from playwright.sync_api import sync_playwright
 
     apps = {"regl": ROOT, "plotly": plotly_app()}
-    with sync_playwright() as p:
+    with sync_playwright() as p, ExitStack() as servers:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        for renderer in args.renderers.split(","):
-            # plotly's figure of a large map is one message: Streamlit's 200 MB default is too small for it
-            with served_app({"NOTESPACE_DB": str(DB)}, wait_s=90, root=apps[renderer],
-                            flags=("--server.maxMessageSize", "2000")) as (url, _):
-                for n in sizes:
+        # plotly's figure of a large map is one message: Streamlit's 200 MB default is too small for it
+        urls = {renderer: servers.enter_context(served_app({"NOTESPACE_DB": str(DB)}, wait_s=90, root=apps[renderer],
+                                                           flags=("--server.maxMessageSize", "2000")))[0]
+                for renderer in renderers}
+        for n in sizes:
+            # the renderers take turns, repeat by repeat: this machine's speed drifts by a third over minutes,
+            # and a ratio is only fair between figures measured side by side
+            runs, errors = {r: [] for r in renderers}, {}
+            for _ in range(args.repeats):
+                for renderer in [r for r in renderers if r not in errors]:
                     try:
-                        runs = [measure(browser, url, renderer, n, corpora[n]) for _ in range(args.repeats)]
+                        runs[renderer].append(measure(browser, urls[renderer], renderer, n, corpora[n]))
                     except Exception as error:  # plotly past its limits: say so and go on
-                        print(json.dumps({"n": n, "renderer": renderer, "error": str(error).splitlines()[0]}),
-                              flush=True)
-                        continue
-                    print(json.dumps({"n": n, "renderer": renderer} | {
-                        key: float(np.median([run[key] for run in runs])) for key in METRICS} | {
-                        "runs": [{key: run[key] for key in METRICS} for run in runs], "vectors": corpora[n].vectors,
-                        "machine": million.machine()}),
-                        flush=True)
+                        errors[renderer] = str(error).splitlines()[0]
+            for renderer in renderers:
+                if renderer in errors:
+                    print(json.dumps({"n": n, "renderer": renderer, "error": errors[renderer]}), flush=True)
+                    continue
+                print(json.dumps({"n": n, "renderer": renderer} | {
+                    key: float(np.median([run[key] for run in runs[renderer]])) for key in METRICS} | {
+                    "runs": [{key: run[key] for key in METRICS} for run in runs[renderer]],
+                    "vectors": corpora[n].vectors, "machine": million.machine()}),
+                    flush=True)
         browser.close()
 
 
