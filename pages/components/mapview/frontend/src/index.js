@@ -253,7 +253,8 @@ async function drawPacked(column, first) {
   S.packing = packingOf(columns);
   const [valueA, valueB] = S.packing.map((channel) => packedValues(channel, codesOf));
   // plot.set redraws in the animation frame after regl-scatterplot's own, so a palette set beside the
-  // draw draws every point twice; with no points yet, its frame is empty and is awaited first
+  // draw draws every point twice. Before the first map (only the point off the map drawn) that frame
+  // costs nothing and is awaited first; later it would draw the old points in the new palette
   const coloured = showColour(column);
   if (!S.drawCount) await coloured;
   await S.warming;
@@ -408,8 +409,9 @@ setMode("pan");
 // all notes in view, whatever the map's shape (regl-scatterplot fits [-1, 1] to the height)
 // after the map's new size is in (regl-scatterplot takes it at the next frame): a fit computed with
 // the old shape zooms a few percent off, and the points drawn then miss where hover looks for them.
-// Never while the plot has no points: a frame without points returns early, and the view changed in
-// it never reaches the scales (labels, lasso and tests would place notes where they are not drawn).
+// Never while the plot holds no points (the point drawn at the start, below, sees to that): a frame
+// without points returns early, and a view changed in it never reaches the scales (labels, lasso and
+// tests would place notes where they are not drawn).
 const fitView = async () => {
   await S.sized;
   return plot.zoomToArea({ x: -1, y: -1, width: 2, height: 2 });
