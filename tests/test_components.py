@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,6 @@ def test_categorical_charts_count_the_top_values_then_other_like_a_counter():
     """The oracle: collections.Counter of the values as text (missing as "(missing)"); the TOP_N most
     common (ties: first seen) get a bar each, most common first, and the rest one "(other)" bar, last;
     filtering on "(other)" keeps exactly the rest; a selection's bars count its notes alone."""
-    from collections import Counter
-
     rng = np.random.default_rng(7)
     values = [*rng.choice([f"w{i}" for i in range(14)], size=500).tolist(), 1, "1", None, None, None]
     series = pd.Series(values, dtype=object, name="ward")

@@ -391,8 +391,7 @@ def test_report_fields_equal_pandas_and_sklearn_on_a_skewed_set():
     assert r.calinski_harabasz == pytest.approx(calinski_harabasz_score(Xk, yk), rel=1e-5)
     sil = pd.Series(silhouette_samples(X[keep], yk, metric="cosine"))
     assert r.silhouette == pytest.approx(sil.mean(), abs=1e-6)
-    d2 = ((Xk[:, None] - Xk[None]) ** 2).sum(-1)
-    assert r.uniformity == pytest.approx(np.log(np.exp(-2 * d2[~np.eye(len(Xk), dtype=bool)]).mean()), rel=1e-5)
+    assert r.uniformity == pytest.approx(_pair_uniformity(_kernel_loop(Xk), np.ones(len(Xk))), rel=1e-5)
     # 1-NN, self excluded (sklearn's kneighbors without X), and its balanced accuracy
     nearest = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(Xk, yk).kneighbors(return_distance=False)
     pred = yk[nearest[:, 0]]
@@ -403,8 +402,7 @@ def test_report_fields_equal_pandas_and_sklearn_on_a_skewed_set():
     alignments = {}
     for c in kept.index:
         pts = Xk[yk == c]
-        m = len(pts)
-        alignments[c] = ((pts[:, None] - pts[None]) ** 2).sum(-1).sum() / (m * (m - 1))
+        alignments[c] = _mean_sq_dist_between_distinct_notes(pts, np.arange(len(pts)))
         assert r.per_class[c] == pytest.approx({"n": kept[c], "silhouette": sil[yk == c].mean(),
                                                 "knn_accuracy": hit[yk == c].mean(), "alignment": alignments[c]},
                                                rel=1e-5)

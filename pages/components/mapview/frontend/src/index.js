@@ -458,7 +458,7 @@ function resize() {
   overlay.height = Math.round(height * devicePixelRatio);
   overlay.style.width = `${width}px`;
   overlay.style.height = `${height}px`;
-  if (plot.get("points").length && !S.focused) fitView(); // a new shape before the user zoomed: all notes stay in view
+  if (!S.focused) fitView(); // a new shape before the user zoomed: all notes stay in view
   drawOverlay();
 }
 new ResizeObserver(resize).observe(stage);
