@@ -172,7 +172,9 @@ def finished_card(j: dict) -> None:
 
 
 def signature(all_jobs: list[dict]) -> list:
-    return [(j["id"], j["state"]) for j in all_jobs if j["state"] in jobs.ACTIVE]
+    # Ids only: queued -> running is redrawn by the card itself; a full rerun for it could come a moment
+    # after Launch and drop the "queued" message the run before it had shown.
+    return [j["id"] for j in all_jobs if j["state"] in jobs.ACTIVE]
 
 
 all_jobs = jobs.list_jobs(store(), "pretrain")  # SetFit jobs show on the Few-shot page
@@ -183,7 +185,7 @@ st.session_state["pt_signature"] = signature(all_jobs)
 def active_jobs() -> None:
     current = jobs.list_jobs(store(), "pretrain")
     if signature(current) != st.session_state["pt_signature"]:
-        st.rerun()  # a job started or ended, here or in another tab: redraw the whole page
+        st.rerun()  # a job was added or ended, here or in another tab: redraw the whole page
     for j in current:
         if j["state"] in jobs.ACTIVE:
             active_card(j)
