@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.corpus import ingest_frame
 from core import jobs
-from core.jobs import list_jobs
+from core.corpus import ingest_frame
 from core.store import Store
 from core.training import loop
 
@@ -131,10 +130,10 @@ def test_launch_a_tiny_job_and_watch_it_finish(pretrain_page, db_path, monkeypat
     assert at.text_input(key="pt_name_clinic_mlm").value == "clinic-mlm-2"  # a fresh name for the next one
 
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and list_jobs(Store(db_path))[0]["state"] != "done":
+    while time.monotonic() < deadline and jobs.list_jobs(Store(db_path))[0]["state"] != "done":
         time.sleep(0.5)
     at.run()  # a reload: the job lives in the store, not in the session
     assert not at.exception
-    assert any("done: encoder **clinic-mlm**, 12 steps" in m.value for m in at.markdown), list_jobs(Store(db_path))
+    assert any("done: encoder **clinic-mlm**, 12 steps" in m.value for m in at.markdown), jobs.list_jobs(Store(db_path))
     assert "clinic-mlm (adapted, 32-d)" in at.selectbox(key="pt_base").options  # the base of a next run
     assert any("No job is queued or running" in c.value for c in at.caption)
