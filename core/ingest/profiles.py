@@ -20,6 +20,11 @@ def row_hashes(values: pd.Series) -> np.ndarray:
     return pd.util.hash_pandas_object(values, index=False).to_numpy()
 
 
+def _all_dates(values: pd.Series) -> bool:
+    parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+    return bool(parsed.notna().all()) and bool(values.str.contains(r"\d").all())
+
+
 @dataclass
 class ColumnProfile:
     """Type and shape of a metadata column (values already trimmed)."""
@@ -37,9 +42,9 @@ class ColumnProfile:
         self.seen += len(present)
         if self.numeric:
             self.numeric = bool(pd.to_numeric(present, errors="coerce").notna().all())
-        if self.date and not self.numeric:
-            parsed = pd.to_datetime(present, errors="coerce", format="mixed")
-            self.date = bool(parsed.notna().all()) and bool(present.str.contains(r"\d").all())
+        if self.date:  # numbers too, so the kind never depends on where a chunk ends; the first 100 values
+            # first: most columns that are not dates fail there, without parsing the whole chunk
+            self.date = all(_all_dates(values) for values in (present.iloc[:100], present))
 
     @property
     def kind(self) -> str:
