@@ -346,3 +346,68 @@ def test_exhausted_classes_are_those_whose_whole_pool_each_draw_takes(curve_and_
     smallest = min(pool.values())
     assert curve.exhausted(smallest - 1) == [] == curve.summary()["16"]["exhausted_classes"]
     assert curve.exhausted(smallest) == [c for c in curve.classes if pool[c] == smallest]
+
+
+def test_the_summary_gives_baselines_and_per_class_scores_as_sklearn_counts_them():
+    """Unequal classes, one with a single test note, and one draw: the baselines are counted from the
+    test labels, the per-class scores are sklearn's on the class names, averaged over draws."""
+    from collections import Counter
+
+    from sklearn.metrics import f1_score, recall_score
+
+    rng = np.random.default_rng(0)
+    codes = np.repeat([0, 1, 2], [50, 38, 2])
+    X = rng.normal(size=(3, 16))[codes] + 1.5 * rng.normal(size=(90, 16))
+    y = np.array(["big", "mid", "tiny"], dtype=object)[codes]
+    for seeds in (1, 3):
+        curve = learning_curve(X, y, shots=(1, 4), seeds=seeds)
+        test = Counter(y[curve.test_idx])
+        assert test["tiny"] == 1
+        for k, entry in curve.summary().items():
+            runs = [r for r in curve.runs if r.shot == int(k)]
+            assert entry["seeds"] == seeds
+            assert entry["majority_baseline"] == max(test.values()) / sum(test.values())
+            assert entry["chance"] == 1 / len(test)
+            assert entry["n_train"] == sum(1 if c == "tiny" else int(k) for c in test)  # tiny has one training note
+            names = [np.array(curve.classes, dtype=object)[r.pred] for r in runs]
+            assert entry["per_class"] == {c: {
+                "test_notes": test[c],
+                "f1": pytest.approx(np.mean([f1_score(y[curve.test_idx], p, labels=[c], average=None,
+                                                      zero_division=0)[0] for p in names])),
+                "recall": pytest.approx(np.mean([recall_score(y[curve.test_idx], p, labels=[c], average=None,
+                                                              zero_division=0)[0] for p in names]))}
+                for c in sorted(test)}
+
+
+def test_progress_names_each_draw_in_order():
+    X, y = blobs(1.0, n=80)
+    seen = []
+    learning_curve(X, y, shots=(2, 1), seeds=2, progress=lambda fraction, message: seen.append((fraction, message)))
+    assert seen == [(0.0, "few-shot seed 1 of 2, 1 per class"), (0.25, "few-shot seed 1 of 2, 2 per class"),
+                    (0.5, "few-shot seed 2 of 2, 1 per class"), (0.75, "few-shot seed 2 of 2, 2 per class")]
+
+
+def test_two_classes_are_enough_and_one_is_refused_in_words():
+    X, y = blobs(1.0, n=40, classes=2)
+    assert learning_curve(X, y, shots=(1,), seeds=1).classes == ["c0", "c1"]
+    from core.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        learning_curve(X, np.array(["c0"] * 39 + ["c1"], dtype=object), shots=(1,), seeds=1)
+    assert str(info.value) == "few-shot needs at least two classes with >= 2 different notes each"
+
+
+def test_only_curves_on_the_same_notes_compare_and_only_at_shots_both_have():
+    X, y = blobs(1.0, n=80)
+    a = learning_curve(X, y, shots=(1, 2), seeds=2)
+    b = learning_curve(X, y, shots=(1, 4), seeds=2)
+    assert {(row["shots"], row["metric"]) for row in compare_curves(a, b)} == {(1, "macro_f1"), (1, "accuracy")}
+    with pytest.raises(ValueError) as info:
+        compare_curves(a, learning_curve(X, y, shots=(1,), seeds=2, seed=1))
+    assert str(info.value) == "these curves were not scored on the same test notes, so they cannot be paired"
+
+
+def test_the_last_unlabelled_note_is_suggested():
+    rng = np.random.default_rng(1)
+    X, proba = rng.normal(size=(5, 4)), rng.dirichlet(np.ones(2), size=5)
+    assert suggest_next(X, proba, [0, 1, 2, 4], n=3).tolist() == [3]
