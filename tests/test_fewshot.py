@@ -90,8 +90,9 @@ def test_classifiers_learn_separated_classes(classifier):
 
 
 def test_unknown_classifier_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as info:
         make_classifier("svm")
+    assert str(info.value) == "unknown classifier 'svm'; choose from ('logreg', 'knn')"
 
 
 def test_a_class_the_model_never_saw_gets_no_probability_and_counts_against_macro_f1():
@@ -309,10 +310,12 @@ def test_label_model_frame_and_knn_and_refusals():
     knn = KNeighborsClassifier(n_neighbors=3, weights="distance", metric="cosine").fit(Xn[:40], y[:40])
     assert np.allclose(train_from_labels(X, np.arange(40), y[:40], "knn", knn_k=3).proba[40:],
                        knn.predict_proba(Xn[40:]), atol=1e-5)
-    with pytest.raises(ValueError, match="labels and labelled_idx differ in length"):
-        train_from_labels(X, [0, 1], ["c0"])
-    with pytest.raises(ValueError, match="label notes of at least two different classes first"):
-        train_from_labels(X, [0, 4], ["c0", "c0"])
+    assert model.classes == ["c0", "c1", "c2", "c3"]
+    for labelled, labels, refusal in (([0, 1], ["c0"], "labels and labelled_idx differ in length"),
+                                      ([0, 4], ["c0", "c0"], "label notes of at least two different classes first")):
+        with pytest.raises(ValueError) as info:
+            train_from_labels(X, labelled, labels)
+        assert str(info.value) == refusal
     groups = [f"t{i % 200}" for i in range(len(y))]  # notes 200+ are copies of notes 0-39
     twin = train_from_labels(X, np.arange(40), y[:40], groups=groups)
     assert set(range(200, 240)) <= set(twin.labelled_idx) and (twin.predictions[200:240] == y[:40]).all()
@@ -411,3 +414,41 @@ def test_the_last_unlabelled_note_is_suggested():
     rng = np.random.default_rng(1)
     X, proba = rng.normal(size=(5, 4)), rng.dirichlet(np.ones(2), size=5)
     assert suggest_next(X, proba, [0, 1, 2, 4], n=3).tolist() == [3]
+
+
+def test_identical_texts_never_sit_on_both_sides_of_the_split():
+    """With text hashes, a duplicate is never tested on its twin, in any draw, at any shot."""
+    X, y = blobs(1.0, n=120, classes=3)
+    texts = np.array([f"t{i % 60}" for i in range(120)], dtype=object)  # notes 60+ copy notes 0-59
+    curve = learning_curve(X, y, shots=(1, 4), seeds=3, groups=texts)
+    tested = set(texts[curve.test_idx])
+    for run in curve.runs:
+        trained = texts[run.train_idx]
+        assert not tested & set(trained) and len(set(trained)) == len(trained)  # k shots are k texts
+
+
+@pytest.mark.parametrize("test_size, per_class", [(0.05, 1), (0.5, 5), (0.95, 9)])
+def test_the_split_takes_its_share_of_each_class_but_leaves_one_on_each_side(test_size, per_class):
+    X, y = blobs(1.0, n=30, classes=3)
+    curve = learning_curve(X, y, shots=(1,), seeds=1, test_size=test_size)
+    assert np.bincount(curve.test_codes).tolist() == [per_class] * 3
+
+
+def test_a_knn_curve_votes_over_its_k_nearest_training_notes():
+    """sklearn's distance-weighted cosine kNN, k = knn_k (10) capped by the training notes, is the oracle."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = blobs(1.5, n=120, classes=3)
+    curve = learning_curve(X, y, shots=(1, 8), seeds=1, classifier="knn")
+    assert curve.classifier == "knn"
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    for run in curve.runs:
+        knn = KNeighborsClassifier(n_neighbors=min(10, len(run.train_idx)), weights="distance", metric="cosine")
+        P = knn.fit(Xn[run.train_idx], y[run.train_idx]).predict_proba(Xn[curve.test_idx])
+        assert np.array_equal(np.array(curve.classes, dtype=object)[run.pred], knn.classes_[P.argmax(axis=1)])
+        assert np.allclose(run.confidence, P.max(axis=1), atol=1e-6)
+
+
+def test_an_empty_summary_frame_still_names_its_columns():
+    assert summary_frame({}).columns.tolist() == ["encoder", "shot", "macro_f1", "macro_f1_low", "macro_f1_high",
+                                                  "accuracy", "accuracy_low", "accuracy_high", "seeds"]
