@@ -452,3 +452,20 @@ def test_a_knn_curve_votes_over_its_k_nearest_training_notes():
 def test_an_empty_summary_frame_still_names_its_columns():
     assert summary_frame({}).columns.tolist() == ["encoder", "shot", "macro_f1", "macro_f1_low", "macro_f1_high",
                                                   "accuracy", "accuracy_low", "accuracy_high", "seeds"]
+
+
+def test_replicates_do_not_depend_on_how_the_resamples_are_chunked(monkeypatch):
+    """Large test sets are resampled in chunks to bound memory; the replicates must be the same."""
+    import core.fewshot as fewshot
+
+    X, y = blobs(1.0, n=200)
+    curve = learning_curve(X, y, shots=(2,), seeds=3)
+    whole = curve.replicates(2, n_boot=300)
+    resample, n_test = fewshot.resample_counts, len(curve.test_codes)
+
+    def chunked(n, n_boot=fewshot.N_BOOT, seed=0, max_cells=2_000_000):  # the test notes' resamples only
+        return resample(n, n_boot, seed, max_cells=n * 70 if n == n_test else max_cells)
+
+    monkeypatch.setattr(fewshot, "resample_counts", chunked)
+    in_chunks = curve.replicates(2, n_boot=300)  # five chunks of 70 resamples of the test notes, and a rest
+    assert all(np.array_equal(whole[m], in_chunks[m]) for m in whole)
