@@ -54,12 +54,13 @@ def keep_classes(y: np.ndarray, min_count: int = 2) -> tuple[np.ndarray, dict[st
 
 # ---------------------------------------------------------------- geometry
 def class_sums(Xn: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each class's sum of rows and count. Every class 0..n_classes-1 must have a note (codes from
-    pd.factorize do): `np.add.reduceat` would give an absent class the next class's first row."""
+    """Each class's sum of rows and count; a class without notes sums to zero."""
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=n_classes)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    sums = np.add.reduceat(Xn[order].astype(np.float64), starts, axis=0)
+    present = counts > 0  # reduceat would give an absent class the next class's first row
+    sums = np.zeros((n_classes, Xn.shape[1]))
+    sums[present] = np.add.reduceat(Xn[order].astype(np.float64), starts[present], axis=0)
     return sums, counts
 
 

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_info
 from core.errors import UserError
 from core.geometry import unit_rows
 from core.separability import (
-    alignment_per_class, as_labels, chance_corrected, column_groups, confound_audit, geometry_replicates,
+    alignment_per_class, as_labels, chance_corrected, class_sums, column_groups, confound_audit, geometry_replicates,
     knn_vote, linear_probe, separability, silhouette_samples_cosine, single_blas, uniformity,
     uniformity_kernel, uniformity_weighted,
 )
@@ -594,3 +594,12 @@ def test_single_blas_runs_blas_on_one_thread():
     with single_blas():
         threads = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     assert threads and set(threads) == {1}
+
+
+def test_class_sums_of_classes_without_notes_are_zero():
+    """Codes 0..4 with classes 1 and 4 absent (a subset of a corpus): pandas' group sums are the oracle."""
+    rng = np.random.default_rng(0)
+    X, codes = rng.normal(size=(12, 3)), rng.choice([0, 2, 3], size=12)
+    sums, counts = class_sums(X, codes, 5)
+    expected = pd.DataFrame(X).groupby(codes).sum().reindex(range(5), fill_value=0.0).to_numpy()
+    assert np.allclose(sums, expected) and counts.tolist() == np.bincount(codes, minlength=5).tolist()
