@@ -36,7 +36,8 @@ MODULES = {  # name -> (the files mutated, the tests that must catch their mutan
     # how long notes are cut and pooled is tested with the space they define (tests/test_space.py)
     "embed": (["core/embed.py"], ["tests/test_embed.py", "tests/test_space.py"]),
     # bad files (encodings, headers, duplicates, stray spaces) are tested where the app and CLI read them
-    "corpus": (["core/corpus.py", "core/ingest/*.py"], ["tests/test_corpus.py", "tests/test_ingest.py", "tests/test_bad_inputs.py"]),
+    "corpus": (["core/corpus.py", "core/ingest/*.py"],
+               ["tests/test_corpus.py", "tests/test_ingest.py", "tests/test_bad_inputs.py"]),
     "clusters": (["core/clusters.py"], ["tests/test_clusters.py"]),
 }
 CLAIMS = "tests/test_claims.py"  # the headline claims, checked against independent oracles

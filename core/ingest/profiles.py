@@ -44,7 +44,7 @@ class ColumnProfile:
             self.numeric = bool(pd.to_numeric(present, errors="coerce").notna().all())
         if self.date:  # numbers too, so the kind never depends on where a chunk ends; the first 100 values
             # first: most columns that are not dates fail there, without parsing the whole chunk
-            self.date = all(_all_dates(values) for values in (present.iloc[:100], present))
+            self.date = all(_all_dates(part) for part in (present.iloc[:100], present))
 
     @property
     def kind(self) -> str:
