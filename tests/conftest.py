@@ -62,6 +62,15 @@ def registered_tiny_encoder(models: Path, name: str = "tiny") -> str:
     return name
 
 
+def parquet_bytes(frame) -> bytes:
+    """A DataFrame as the bytes of a Parquet file (uploads and files written in tests)."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
 def wait_for(check, timeout: float = 90.0, every: float = 0.1):
     """Poll `check()` until it returns something truthy (returned); fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -126,6 +135,16 @@ def db_path(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "store.duckdb"
     monkeypatch.setenv("NOTESPACE_DB", str(path))
     return path
+
+
+@pytest.fixture()
+def settled_store(db_path):
+    """A store at db_path, migrated first, so that "unchanged" compares a settled file."""
+    from core.store import Store
+
+    store = Store(db_path)
+    store.summary()
+    return store
 
 
 @pytest.fixture()

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.cli import main as cli_main
 from core.store import Store
+from tests.conftest import parquet_bytes
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -32,14 +33,6 @@ class Case:
 
 def _csv(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode(encoding)
-
-
-def _parquet(df: pd.DataFrame) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    df.to_parquet(buffer, index=False)
-    return buffer.getvalue()
 
 
 def _jsonl(records) -> bytes:
@@ -62,9 +55,9 @@ CASES = {
     "mixed types and NaN": Case("mixed.csv", _csv("text,score,when\na,1,2024-01-01\nb,two,NaN\nc,,2024-02-01\n"), rows=3),
     "broken JSONL line": Case("broken.jsonl", _jsonl([{"text": "a"}]) + b'{"text": "b"\n', error="line 2"),
     "JSONL not objects": Case("list.jsonl", b"[1, 2]\n", error="line 1"),
-    "nested Parquet column": Case("nested.parquet", _parquet(pd.DataFrame({"text": ["a"], "tags": [[1, 2]]})),
+    "nested Parquet column": Case("nested.parquet", parquet_bytes(pd.DataFrame({"text": ["a"], "tags": [[1, 2]]})),
                                   error="nested values"),
-    "Parquet renamed .csv": Case("renamed.csv", _parquet(pd.DataFrame({"text": ["a", "b"], "ward": ["A", "B"]})), rows=2),
+    "Parquet renamed .csv": Case("renamed.csv", parquet_bytes(pd.DataFrame({"text": ["a", "b"], "ward": ["A", "B"]})), rows=2),
     "CSV renamed .parquet": Case("fake.parquet", _csv("text\na\n"), error="not a Parquet file"),
     "unknown extension": Case("notes.xlsx", b"PK\x03\x04binary", error="unknown file type"),
     "binary garbage": Case("garbage.csv", bytes(range(256)) * 4, error="not UTF-8"),
@@ -77,13 +70,6 @@ CASES = {
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture()
-def settled_store(db_path):
-    store = Store(db_path)
-    store.summary()  # migrate first, so "unchanged" compares a settled file
-    return store
 
 
 @pytest.mark.parametrize("name", list(CASES))

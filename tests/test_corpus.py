@@ -8,18 +8,10 @@ import pytest
 
 import core.ingest.read as reading
 from core.corpus import IngestError, ingest_file, ingest_frame
-from core.store import Store
 
 
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture()
-def store(db_path):
-    s = Store(db_path)
-    s.summary()  # migrate now, so "unchanged" compares a settled file
-    return s
 
 
 def write_all_formats(df, tmp_path):
@@ -33,52 +25,52 @@ def write_all_formats(df, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "jsonl"])
-def test_ingest_each_format_detects_types(store, synthetic_df, tmp_path, fmt):
+def test_ingest_each_format_detects_types(settled_store, synthetic_df, tmp_path, fmt):
     path = write_all_formats(synthetic_df, tmp_path)[fmt]
-    result = ingest_file(store, path, f"notes-{fmt}", "text", "note_id", ["specialty", "site", "age", "visit_date"])
+    result = ingest_file(settled_store, path, f"notes-{fmt}", "text", "note_id", ["specialty", "site", "age", "visit_date"])
     assert result == {"corpus": f"notes-{fmt}", "rows": 120, "skipped": 0,
                       "meta": {"specialty": "categorical", "site": "categorical", "age": "numeric",
                                "visit_date": "date"},
                       "duplicates": 0, "conflicts": 0, "warnings": []}
-    docs = store.documents(store.corpus(f"notes-{fmt}"))
+    docs = settled_store.documents(settled_store.corpus(f"notes-{fmt}"))
     assert docs["doc_id"].tolist() == synthetic_df["note_id"].tolist()
     assert docs["text"].tolist() == synthetic_df["text"].tolist()
     assert docs["age"].tolist() == synthetic_df["age"].astype(float).tolist()
     assert str(docs["visit_date"].dtype).startswith("datetime64")
 
 
-def test_streaming_in_small_chunks_gives_the_same_corpus(store, synthetic_df, tmp_path, monkeypatch):
+def test_streaming_in_small_chunks_gives_the_same_corpus(settled_store, synthetic_df, tmp_path, monkeypatch):
     path = write_all_formats(synthetic_df, tmp_path)["csv"]
-    ingest_file(store, path, "whole", "text", "note_id")
+    ingest_file(settled_store, path, "whole", "text", "note_id")
     monkeypatch.setattr(reading, "CHUNK_ROWS", 7)
-    ingest_file(store, path, "chunked", "text", "note_id")
-    whole, chunked = store.documents(store.corpus("whole")), store.documents(store.corpus("chunked"))
+    ingest_file(settled_store, path, "chunked", "text", "note_id")
+    whole, chunked = settled_store.documents(settled_store.corpus("whole")), settled_store.documents(settled_store.corpus("chunked"))
     pd.testing.assert_frame_equal(whole, chunked)
-    assert store.corpus("whole").data_hash == store.corpus("chunked").data_hash
+    assert settled_store.corpus("whole").data_hash == settled_store.corpus("chunked").data_hash
 
 
-def test_empty_texts_are_skipped_and_counted(store, tmp_path):
+def test_empty_texts_are_skipped_and_counted(settled_store, tmp_path):
     path = tmp_path / "n.csv"
     path.write_text("text,ward\nfirst note,A\n   ,B\n,C\nlast note,D\n", encoding="utf-8")
-    result = ingest_file(store, path, "n", "text")
+    result = ingest_file(settled_store, path, "n", "text")
     assert (result["rows"], result["skipped"]) == (2, 2)
-    assert store.documents(store.corpus("n"))["doc_id"].tolist() == ["1", "4"]  # row numbers survive skips
+    assert settled_store.documents(settled_store.corpus("n"))["doc_id"].tolist() == ["1", "4"]  # row numbers survive skips
 
 
-def test_bom_and_utf16_and_quoted_newlines_are_read(store, tmp_path):
+def test_bom_and_utf16_and_quoted_newlines_are_read(settled_store, tmp_path):
     text = 'text,ward\n"line one\nline two",A\ncafé,B\n'
     (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     (tmp_path / "u16.csv").write_bytes(text.encode("utf-16"))
     for name in ("bom", "u16"):
-        result = ingest_file(store, tmp_path / f"{name}.csv", name, "text")
+        result = ingest_file(settled_store, tmp_path / f"{name}.csv", name, "text")
         assert result["rows"] == 2 and result["meta"] == {"ward": "categorical"}
-        assert store.documents(store.corpus(name))["text"].tolist() == ["line one\nline two", "café"]
+        assert settled_store.documents(settled_store.corpus(name))["text"].tolist() == ["line one\nline two", "café"]
 
 
-def test_a_parquet_file_with_the_wrong_extension_is_still_read(store, synthetic_df, tmp_path):
+def test_a_parquet_file_with_the_wrong_extension_is_still_read(settled_store, synthetic_df, tmp_path):
     path = tmp_path / "export.csv"
     synthetic_df.to_parquet(path, index=False)
-    assert ingest_file(store, path, "p", "text", "note_id")["rows"] == 120
+    assert ingest_file(settled_store, path, "p", "text", "note_id")["rows"] == 120
 
 
 BAD_INPUTS = {
@@ -100,53 +92,53 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_named_and_leaves_the_store_unchanged(store, tmp_path, case):
+def test_bad_input_is_named_and_leaves_the_store_unchanged(settled_store, tmp_path, case):
     make, filename, expected = BAD_INPUTS[case]
     path = tmp_path / filename
     make(path)
-    before = digest(store.path)
+    before = digest(settled_store.path)
     meta = ["tags"] if case == "nested parquet" else None
     with pytest.raises(IngestError, match=expected) as info:
-        ingest_file(store, path, "bad", "text", None, meta)
+        ingest_file(settled_store, path, "bad", "text", None, meta)
     assert filename in str(info.value) or case == "empty"
-    assert digest(store.path) == before
-    assert store.corpora() == []
+    assert digest(settled_store.path) == before
+    assert settled_store.corpora() == []
 
 
-def test_a_failure_while_writing_rolls_back(store, synthetic_df):
-    ingest_frame(store, synthetic_df, "taken", "text", "note_id")
+def test_a_failure_while_writing_rolls_back(settled_store, synthetic_df):
+    ingest_frame(settled_store, synthetic_df, "taken", "text", "note_id")
     with pytest.raises(IngestError, match="exists already; choose another name, or replace it"):
-        ingest_frame(store, synthetic_df, "taken", "text", "note_id")
-    assert [c.name for c in store.corpora()] == ["taken"]
-    assert store.summary()["documents"] == 120
+        ingest_frame(settled_store, synthetic_df, "taken", "text", "note_id")
+    assert [c.name for c in settled_store.corpora()] == ["taken"]
+    assert settled_store.summary()["documents"] == 120
 
 
-def test_mixed_metadata_and_missing_values(store):
+def test_mixed_metadata_and_missing_values(settled_store):
     df = pd.DataFrame({"text": ["a", "b", "c", "d"], "score": ["1", "2.5", "", "NaN"],
                        "mixed": ["1", "two", "", "3"], "when": ["2024-01-02", "2024-02-03", "", "2024-03-04"]})
-    result = ingest_frame(store, df, "m", "text")
+    result = ingest_frame(settled_store, df, "m", "text")
     assert result["meta"] == {"score": "numeric", "mixed": "categorical", "when": "date"}
-    docs = store.documents(store.corpus("m"))
+    docs = settled_store.documents(settled_store.corpus("m"))
     assert docs["score"].isna().tolist() == [False, False, True, True]
     assert docs["mixed"].tolist()[:2] == ["1", "two"] and pd.isna(docs["mixed"].iloc[2])
 
 
-def test_huge_single_text_is_kept(store):
+def test_huge_single_text_is_kept(settled_store):
     big = "word " * 1_000_000  # 5 MB
-    result = ingest_frame(store, pd.DataFrame({"text": [big, "small"]}), "big", "text")
+    result = ingest_frame(settled_store, pd.DataFrame({"text": [big, "small"]}), "big", "text")
     assert result["rows"] == 2
-    assert store.documents(store.corpus("big"))["text"].str.len().max() == len(big)
+    assert settled_store.documents(settled_store.corpus("big"))["text"].str.len().max() == len(big)
 
 
-def test_ingest_records_a_run_with_its_inputs(store, synthetic_df):
-    ingest_frame(store, synthetic_df, "prov", "text", "note_id", ["specialty"])
-    run = store.runs("ingest")[0]
+def test_ingest_records_a_run_with_its_inputs(settled_store, synthetic_df):
+    ingest_frame(settled_store, synthetic_df, "prov", "text", "note_id", ["specialty"])
+    run = settled_store.runs("ingest")[0]
     assert run["params"]["meta"] == {"specialty": "categorical"}
-    assert run["result"]["data_hash"] == store.corpus("prov").data_hash
+    assert run["result"]["data_hash"] == settled_store.corpus("prov").data_hash
     assert json.dumps(run)  # provenance is plain JSON
 
 
-# ---- delete and replace, table by table, on a store holding vectors, maps, clusters, labels and runs ---
+# ---- delete and replace, table by table, on a settled_store holding vectors, maps, clusters, labels and runs ---
 
 
 def _rows(store) -> dict[str, list[tuple]]:
@@ -165,7 +157,7 @@ def _sorted(rows) -> list[str]:
 
 
 @pytest.fixture()
-def full_store(store, models_dir):
+def full_store(settled_store, models_dir):
     """Two corpora sharing 5 texts, each embedded, mapped, clustered and labelled with the tiny encoder."""
     from core.clusters import cluster_corpus
     from core.embed import embed_corpus
@@ -178,12 +170,12 @@ def full_store(store, models_dir):
     gone = pd.concat([synthetic_notes(40, seed=2), keep.iloc[:5]], ignore_index=True)
     gone["note_id"] = [f"g{i}" for i in range(len(gone))]
     for name, frame in (("keep", keep), ("gone", gone)):
-        ingest_frame(store, frame, name, "text", "note_id", ["specialty"])
-        embed_corpus(store, name, EmbedOptions(encoder="tiny"))
-        project_corpus(store, name, ProjectOptions(encoder="tiny", method="pca"))
-        cluster_corpus(store, name, ClusterOptions(encoder="tiny", method="kmeans", k=3))
-        add_labels(store, name, "triage", [0, 1, 2], "urgent")
-    return store
+        ingest_frame(settled_store, frame, name, "text", "note_id", ["specialty"])
+        embed_corpus(settled_store, name, EmbedOptions(encoder="tiny"))
+        project_corpus(settled_store, name, ProjectOptions(encoder="tiny", method="pca"))
+        cluster_corpus(settled_store, name, ClusterOptions(encoder="tiny", method="kmeans", k=3))
+        add_labels(settled_store, name, "triage", [0, 1, 2], "urgent")
+    return settled_store
 
 
 def _expected_after_deleting(store, before: dict, corpus_id: int, keep_hashes: set) -> dict:
@@ -229,29 +221,29 @@ def test_delete_removes_exactly_what_is_keyed_by_the_corpus(full_store, capsys):
     assert after["encoders"] == before["encoders"]  # adapted encoders are never deleted with a corpus
 
 
-def test_delete_of_an_unknown_corpus_is_one_line_and_changes_nothing(store, capsys):
+def test_delete_of_an_unknown_corpus_is_one_line_and_changes_nothing(settled_store, capsys):
     from core.cli import main as cli_main
 
-    ingest_frame(store, pd.DataFrame({"text": ["a note", "another"]}), "there", "text")
-    before = _rows(store)
-    assert cli_main(["--db", str(store.path), "delete", "nowhere"]) != 0
+    ingest_frame(settled_store, pd.DataFrame({"text": ["a note", "another"]}), "there", "text")
+    before = _rows(settled_store)
+    assert cli_main(["--db", str(settled_store.path), "delete", "nowhere"]) != 0
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and "no corpus named 'nowhere'" in err
-    assert _rows(store) == before
+    assert _rows(settled_store) == before
 
 
-def test_delete_waits_for_a_job_on_the_corpus(store):
+def test_delete_waits_for_a_job_on_the_corpus(settled_store):
     from core.corpus import delete_corpus
     from core.store import StoreError
 
-    ingest_frame(store, pd.DataFrame({"text": ["a note", "another"]}), "busy", "text")
-    with store.transaction() as con:
+    ingest_frame(settled_store, pd.DataFrame({"text": ["a note", "another"]}), "busy", "text")
+    with settled_store.transaction() as con:
         con.execute("INSERT INTO jobs (kind, params, state) VALUES ('pretrain', ?, 'running')",
                     [json.dumps({"corpus": "busy"})])
-    before = _rows(store)
+    before = _rows(settled_store)
     with pytest.raises(StoreError, match="corpus 'busy' is in use by pretrain job 1"):
-        delete_corpus(store, "busy")
-    assert _rows(store) == before
+        delete_corpus(settled_store, "busy")
+    assert _rows(settled_store) == before
 
 
 def test_replace_is_all_or_nothing(full_store, tmp_path, capsys):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import UserError
 from core.fewshot import (
     LearningCurve, classification_metrics, compare_curves, full_proba, learning_curve, make_classifier,
     suggest_next, summary_frame, train_from_labels, uncertainty, weighted_scores,
@@ -393,8 +394,6 @@ def test_progress_names_each_draw_in_order():
 def test_two_classes_are_enough_and_one_is_refused_in_words():
     X, y = blobs(1.0, n=40, classes=2)
     assert learning_curve(X, y, shots=(1,), seeds=1).classes == ["c0", "c1"]
-    from core.errors import UserError
-
     with pytest.raises(UserError) as info:
         learning_curve(X, np.array(["c0"] * 39 + ["c1"], dtype=object), shots=(1,), seeds=1)
     assert str(info.value) == "few-shot needs at least two classes with >= 2 different notes each"

@@ -2,12 +2,11 @@
 boundaries of the checks, chunk boundaries, and the rows, types and provenance a file becomes.
 
 The oracles are independent of the code under test: the CLI's own parser and the Data page's own
-labels for the remedies a message names, pandas for what a file holds, the store read back for what a
-preview promised, and hashes pinned once so that a store written earlier keeps its cache."""
+labels for the remedies a message names, pandas for what a file holds, the settled_store read back for what a
+preview promised, and hashes pinned once so that a settled_store written earlier keeps its cache."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
@@ -21,17 +20,11 @@ from core.corpus import (IngestError, check, corpus_info, delete_corpus, deletio
                          ingest_frame, preview, stored_preview, text_hash)
 from core.ingest.check import SENTENCE_HEADER, SHORT_TEXT, confirmed
 from core.ingest.profiles import MIN_ROWS_FOR_SHAPE, default_text_column
-from core.store import Store, StoreError
+from core.store import StoreError
+from tests.conftest import parquet_bytes
 
 DATA_PAGE = Path(__file__).resolve().parents[1] / "pages" / "data.py"
 NOTE_HEADER = "the patient was admitted with chest pain and shortness of breath"  # a note read as a header
-
-
-@pytest.fixture()
-def store(db_path):
-    s = Store(db_path)
-    s.summary()
-    return s
 
 
 def file(tmp_path, name: str, content) -> Path:
@@ -53,49 +46,50 @@ def _numbers(n: int) -> str:
     return "text,ward\n" + "".join(f"{i},A\n" for i in range(n))
 
 
-MESSAGES = {  # file name, content, text column, metadata columns -> the exact message
+MESSAGES = {  # file name, content, text column, id column, metadata columns -> the exact message
     "header cell reads like a note, column missing": (
-        "s.csv", f"{NOTE_HEADER},ward\nnote one,A\n", "text", None,
+        "s.csv", f"{NOTE_HEADER},ward\nnote one,A\n", "text", None, None,
         "s.csv: no column 'text' for the text, and the header cell 'the patient was admitted with chest pain…' "
         "reads like a note: the file seems to have no header row; read it without one (CLI: --no-header; "
         "Data page: 'No header row')"),
     "header cell reads like a note": (
-        "s2.csv", f"text,{NOTE_HEADER}\nnote one,A\n", "text", None,
+        "s2.csv", f"text,{NOTE_HEADER}\nnote one,A\n", "text", None, None,
         "s2.csv: the header cell 'the patient was admitted with chest pain…' reads like a note, not a column "
         "name: the file seems to have no header row; read it without one (CLI: --no-header; Data page: "
         "'No header row'), or confirm to keep it (CLI: --force)"),
     "metadata column missing": (
-        "m.csv", "body,ward\nx,A\n", "body", ["wrd"],
+        "m.csv", "body,ward\nx,A\n", "body", None, ["wrd"],
         "m.csv: no column 'wrd' for the metadata (columns: body, ward); pick one of those"),
     "id column missing": (
-        "i.csv", "body,ward\nx,A\n", "body", None, None),  # filled in by the test: the id column is its own argument
+        "i.csv", "body,ward\nx,A\n", "body", "nid", None,
+        "i.csv: no column 'nid' for the id (columns: body, ward); pick one of those"),
     "numbers as text": (
-        "n.csv", _numbers(5), "text", None,
+        "n.csv", _numbers(5), "text", None, None,
         "n.csv: the text column 'text' holds only numbers (a row index or a measurement?); pick the column "
         "holding the notes, or confirm (CLI: --force)"),
     "codes as text": (
-        "c.csv", "text\n" + "".join(f"code{i:04d}\n" for i in range(25)), "text", None,
+        "c.csv", "text\n" + "".join(f"code{i:04d}\n" for i in range(25)), "text", None, None,
         "c.csv: the text column 'text' looks like identifiers (near-unique values of 8 characters on average); "
         "pick the column holding the notes, or confirm (CLI: --force)"),
     "two refusals": (
-        "two.csv", _numbers(5).replace("ward", NOTE_HEADER, 1), "text", None,
+        "two.csv", _numbers(5).replace("ward", NOTE_HEADER, 1), "text", None, None,
         "two.csv: the header cell 'the patient was admitted with chest pain…' reads like a note, not a column "
         "name: the file seems to have no header row; read it without one (CLI: --no-header; Data page: "
         "'No header row'), or confirm to keep it (CLI: --force) (1 more check(s) also failed)"),
     "all texts empty": (
-        "blank.csv", "text,ward\n  ,A\n,B\n", "text", None,
+        "blank.csv", "text,ward\n  ,A\n,B\n", "text", None, None,
         "blank.csv: all 2 texts in column 'text' are empty; pick the column holding the notes"),
     "ragged row": (
-        "r.csv", "text,ward\na,A\nb,B,extra\n", "text", None,
+        "r.csv", "text,ward\na,A\nb,B,extra\n", "text", None, None,
         "r.csv: Expected 2 fields in line 3, saw 3; fix that row (quote fields that contain ',' or line breaks) "
         "and retry"),
     "blank lines only": (
-        "e.csv", "\n\n\n", "text", None, "e.csv: no header row found; the first line must name the columns"),
+        "e.csv", "\n\n\n", "text", None, None, "e.csv: no header row found; the first line must name the columns"),
     "latin-1": (
-        "l.csv", "text\ncaf\xe9\n".encode("latin-1"), "text", None,
+        "l.csv", "text\ncaf\xe9\n".encode("latin-1"), "text", None, None,
         "l.csv: not UTF-8 text (byte 0xe9 at offset 8); re-save the file as UTF-8 and ingest again"),
     "nested Parquet column chosen": (
-        "p.parquet", None, "text", ["tags"],
+        "p.parquet", parquet_bytes(pd.DataFrame({"text": ["a note"], "tags": [[1, 2]]})), "text", None, ["tags"],
         "p.parquet: column 'tags' holds nested values (list<element: int64>); flatten it to text or numbers, "
         "or leave it out"),
 }
@@ -107,14 +101,7 @@ def _remedies(message: str) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("case", list(MESSAGES))
 def test_each_refusal_is_one_exact_line_whose_remedies_exist(tmp_path, case):
-    name, content, text_col, meta_cols, expected = MESSAGES[case]
-    id_col = None
-    if case == "id column missing":
-        id_col, expected = "nid", "i.csv: no column 'nid' for the id (columns: body, ward); pick one of those"
-    if content is None:
-        content = io.BytesIO()
-        pd.DataFrame({"text": ["a note"], "tags": [[1, 2]]}).to_parquet(content)
-        content = content.getvalue()
+    name, content, text_col, id_col, meta_cols, expected = MESSAGES[case]
     message = refusal(file(tmp_path, name, content), text_col, id_col, meta_cols)
     assert message == expected
     flags, labels = _remedies(message)
@@ -124,22 +111,22 @@ def test_each_refusal_is_one_exact_line_whose_remedies_exist(tmp_path, case):
     assert all(re.search(r'st\.\w+\(\s*"' + re.escape(label), page) for label in labels), labels
 
 
-def test_no_such_file_and_an_existing_name_say_what_to_do(store, tmp_path):
+def test_no_such_file_and_an_existing_name_say_what_to_do(settled_store, tmp_path):
     with pytest.raises(IngestError) as info:
-        ingest_file(store, tmp_path / "nowhere.csv", "x", "text")
+        ingest_file(settled_store, tmp_path / "nowhere.csv", "x", "text")
     assert str(info.value) == f"{tmp_path / 'nowhere.csv'}: no such file"
-    ingest_frame(store, pd.DataFrame({"text": ["a note"]}), "taken", "text")
+    ingest_frame(settled_store, pd.DataFrame({"text": ["a note"]}), "taken", "text")
     with pytest.raises(IngestError) as info:
-        ingest_frame(store, pd.DataFrame({"text": ["a note"]}), "taken", "text")
+        ingest_frame(settled_store, pd.DataFrame({"text": ["a note"]}), "taken", "text")
     assert str(info.value) == "a corpus named 'taken' exists already; choose another name, or replace it (CLI: --replace)"
     with pytest.raises(IngestError, match="exists already"):
-        ingest_file(store, file(tmp_path, "t.csv", "text\nanother note\n"), "taken", "text")
+        ingest_file(settled_store, file(tmp_path, "t.csv", "text\nanother note\n"), "taken", "text")
     numbers = pd.DataFrame({"text": [str(i) for i in range(5)]})
     with pytest.raises(IngestError, match="holds only numbers"):
-        ingest_frame(store, numbers, "numbers", "text")
+        ingest_frame(settled_store, numbers, "numbers", "text")
     with pytest.raises(IngestError, match="holds only numbers"):
-        ingest_file(store, file(tmp_path, "n.csv", "text\n1\n2\n"), "numbers", "text")
-    assert [c.name for c in store.corpora()] == ["taken"]
+        ingest_file(settled_store, file(tmp_path, "n.csv", "text\n1\n2\n"), "numbers", "text")
+    assert [c.name for c in settled_store.corpora()] == ["taken"]
     assert build_parser().parse_args(["ingest", "x.csv", "--name", "x", "--text", "text", "--replace"]).replace
 
 
@@ -284,47 +271,47 @@ def test_a_utf16_big_endian_file_is_read(tmp_path):
     assert reading.read_chunks(path).__next__().to_dict("records") == [{"text": "café note", "ward": "A"}]
 
 
-def test_csv_cells_are_read_as_written(store, tmp_path):
+def test_csv_cells_are_read_as_written(settled_store, tmp_path):
     """Leading zeros, "NA" and empty cells: a delimited file is strings until the metadata is typed."""
     path = file(tmp_path, "c.csv", "id,text,ward,dose\n007,NA,A,1.50\n008,,B,\n009,a real note,NA,2\n")
     assert next(reading.read_chunks(path)).to_dict("records")[0] == {"id": "007", "text": "NA", "ward": "A",
                                                                        "dose": "1.50"}
-    result = ingest_file(store, path, "c", "text", "id", ["ward", "dose"], force=True)
+    result = ingest_file(settled_store, path, "c", "text", "id", ["ward", "dose"], force=True)
     assert (result["rows"], result["skipped"]) == (2, 1)
-    docs = store.documents(store.corpus("c"))
+    docs = settled_store.documents(settled_store.corpus("c"))
     assert docs["doc_id"].tolist() == ["007", "009"] and docs["text"].tolist() == ["NA", "a real note"]
     assert docs["dose"].tolist() == [1.5, 2.0] and docs["ward"].tolist()[0] == "A" and pd.isna(docs["ward"][1])
 
 
-def test_parquet_nulls_are_missing_and_unchosen_nested_columns_are_not_read(store, tmp_path):
+def test_parquet_nulls_are_missing_and_unchosen_nested_columns_are_not_read(settled_store, tmp_path):
     path = tmp_path / "n.parquet"
     pd.DataFrame({"text": ["first note", None, "third note"], "ward": ["A", None, "B"],
                   "tags": [[1], [2], [3]]}).to_parquet(path, index=False)
-    result = ingest_file(store, path, "p", "text", None, ["ward"])
+    result = ingest_file(settled_store, path, "p", "text", None, ["ward"])
     assert (result["rows"], result["skipped"], result["meta"]) == (2, 1, {"ward": "categorical"})
     plan = check(path, "text", None, ["ward"])
     assert stored_preview(path, plan).columns.tolist() == ["(id)", "(text)", "ward"]
-    docs = store.documents(store.corpus("p"))
+    docs = settled_store.documents(settled_store.corpus("p"))
     assert docs["doc_id"].tolist() == ["1", "3"] and docs["ward"].tolist() == ["A", "B"]
 
 
-def test_a_dataframe_with_missing_values(store):
+def test_a_dataframe_with_missing_values(settled_store):
     df = pd.DataFrame({"text": ["first note", None, "third note", float("nan")], "ward": ["A", "B", None, "C"],
                        "dose": [1.0, 2.0, float("nan"), 4.0]}, index=[10, 20, 30, 40])
-    result = ingest_frame(store, df, "f", "text")
+    result = ingest_frame(settled_store, df, "f", "text")
     assert (result["rows"], result["skipped"]) == (2, 2)
-    docs = store.documents(store.corpus("f"))
+    docs = settled_store.documents(settled_store.corpus("f"))
     assert docs["doc_id"].tolist() == ["1", "3"]  # row numbers, not the frame's index
     assert docs["ward"].tolist()[0] == "A" and pd.isna(docs["ward"][1]) and pd.isna(docs["dose"][1])
 
 
 # ---- what is stored ---------------------------------------------------------------------------------------
 
-def test_metadata_is_stored_typed(store, tmp_path):
+def test_metadata_is_stored_typed(settled_store, tmp_path):
     path = file(tmp_path, "t.csv", "text,dose,seen,ward\nfirst note,1.5,2024-01-02,A\nsecond note,,3 Feb 2024,\n"
                                    "third note,-2,2024/03/04 10:30,B\n")
-    assert ingest_file(store, path, "t", "text")["meta"] == {"dose": "numeric", "seen": "date", "ward": "categorical"}
-    docs = store.documents(store.corpus("t"))
+    assert ingest_file(settled_store, path, "t", "text")["meta"] == {"dose": "numeric", "seen": "date", "ward": "categorical"}
+    docs = settled_store.documents(settled_store.corpus("t"))
     assert str(docs["dose"].dtype) == "float64" and docs["dose"].tolist()[::2] == [1.5, -2.0]
     assert pd.isna(docs["dose"][1])
     assert docs["seen"].tolist() == [pd.Timestamp(2024, 1, 2), pd.Timestamp(2024, 2, 3),
@@ -332,37 +319,37 @@ def test_metadata_is_stored_typed(store, tmp_path):
     assert docs["ward"].tolist()[::2] == ["A", "B"] and pd.isna(docs["ward"][1])
 
 
-def test_without_an_id_column_each_note_is_named_by_its_row_across_chunks(store, tmp_path, monkeypatch):
+def test_without_an_id_column_each_note_is_named_by_its_row_across_chunks(settled_store, tmp_path, monkeypatch):
     monkeypatch.setattr(reading, "CHUNK_ROWS", 3)
     notes = ["first note", "", "third note", "fourth note", "  ", "sixth note", "seventh note", "", "ninth note"]
     path = file(tmp_path, "r.csv", "text\n" + "\n".join(f'"{n}"' for n in notes) + "\n")
     seen = []
-    ingest_file(store, path, "r", "text", progress=lambda fraction, message: seen.append((fraction, message)))
-    texts = store.texts(store.corpus("r"))
+    ingest_file(settled_store, path, "r", "text", progress=lambda fraction, message: seen.append((fraction, message)))
+    texts = settled_store.texts(settled_store.corpus("r"))
     kept = [i + 1 for i, n in enumerate(notes) if n.strip()]
     assert texts["doc_id"].tolist() == [str(i) for i in kept]
     assert texts["text"].tolist() == [notes[i - 1] for i in kept] and texts["ord"].tolist() == list(range(6))
-    with store.connect() as con:
+    with settled_store.connect() as con:
         n_chars = con.execute("SELECT n_chars FROM documents ORDER BY ord").fetchall()
     assert [n for (n,) in n_chars] == [len(notes[i - 1]) for i in kept]
     assert seen == [(2 / 6, "2 of 6 notes stored"), (4 / 6, "4 of 6 notes stored"), (1.0, "6 of 6 notes stored")]
 
 
-def test_a_single_note_ingest_reports_it_all_stored(store):
+def test_a_single_note_ingest_reports_it_all_stored(settled_store):
     seen = []
-    ingest_frame(store, pd.DataFrame({"text": ["the only note"]}), "one", "text",
+    ingest_frame(settled_store, pd.DataFrame({"text": ["the only note"]}), "one", "text",
                  progress=lambda fraction, message: seen.append((fraction, message)))
     assert seen == [(1.0, "1 of 1 notes stored")]
 
 
-def test_the_stored_preview_is_what_the_store_then_holds(store, tmp_path):
+def test_the_stored_preview_is_what_the_store_then_holds(settled_store, tmp_path):
     rows = "".join(f"{100 + i},{'' if i % 7 == 3 else f'note number {i}'}, {'AB'[i % 2]} ,{i / 2}\n"
                    for i in range(30))
     path = file(tmp_path, "p.csv", "nid,body,ward,dose\n" + rows)
     plan = check(path, "body", "nid", ["ward", "dose"])
     shown = stored_preview(path, plan)
-    ingest_file(store, path, "p", "body", "nid", ["ward", "dose"])
-    stored = store.documents(store.corpus("p"))
+    ingest_file(settled_store, path, "p", "body", "nid", ["ward", "dose"])
+    stored = settled_store.documents(settled_store.corpus("p"))
     assert len(shown) == 20 - 3  # the first 20 rows, less the 3 without text
     assert shown["(id)"].tolist() == stored["doc_id"].tolist()[:17]
     assert shown["(text)"].tolist() == stored["text"].tolist()[:17]
@@ -371,7 +358,7 @@ def test_the_stored_preview_is_what_the_store_then_holds(store, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_the_stored_preview_of_a_file_without_header_or_without_ids(store, tmp_path, fmt):
+def test_the_stored_preview_of_a_file_without_header_or_without_ids(settled_store, tmp_path, fmt):
     frame = pd.DataFrame({"nid": ["n1", "n2", "n3"], "body": ["first note", "", "third note"], "ward": ["A", "B", "C"]})
     if fmt == "csv":
         path = tmp_path / "h.csv"
@@ -382,51 +369,51 @@ def test_the_stored_preview_of_a_file_without_header_or_without_ids(store, tmp_p
         frame.to_parquet(path, index=False)
         args = dict(text_col="body", id_col="nid", meta_cols=["ward"])
     shown = stored_preview(path, check(path, **args))
-    ingest_file(store, path, "h", **args)
-    stored = store.documents(store.corpus("h"))
+    ingest_file(settled_store, path, "h", **args)
+    stored = settled_store.documents(settled_store.corpus("h"))
     assert shown["(id)"].tolist() == stored["doc_id"].tolist() == (["1", "3"] if fmt == "csv" else ["n1", "n3"])
     assert shown["(text)"].tolist() == stored["text"].tolist() == ["first note", "third note"]
 
 
-def test_the_corpus_and_its_ingest_run_record_how_it_was_read(store, tmp_path):
+def test_the_corpus_and_its_ingest_run_record_how_it_was_read(settled_store, tmp_path):
     path = file(tmp_path, "h.csv", "first note,A,1\nsecond note,B,2\n")
-    ingest_file(store, path, "h", "column_1", None, ["column_2"], header=False)
-    corpus = store.corpus("h")
+    ingest_file(settled_store, path, "h", "column_1", None, ["column_2"], header=False)
+    corpus = settled_store.corpus("h")
     assert (corpus.source, corpus.text_column, corpus.id_column, corpus.meta) == (
         f"file:{path.resolve()}", "column_1", None, {"column_2": "categorical"})
-    with store.connect() as con:
+    with settled_store.connect() as con:
         params = json.loads(con.execute("SELECT params FROM corpora WHERE name = 'h'").fetchone()[0])
     assert params == {"text": "column_1", "id": None, "meta": ["column_2"], "header": False}
-    run = store.runs("ingest", corpus.id)[0]
+    run = settled_store.runs("ingest", corpus.id)[0]
     assert run["params"] == {"source": f"file:{path.resolve()}", "text": "column_1", "id": None,
                              "meta": {"column_2": "categorical"}, "header": False, "replace": False}
     assert run["result"] == {"rows": 2, "skipped": 0, "data_hash": corpus.data_hash, "duplicates": 0, "conflicts": 0}
-    ingest_frame(store, pd.DataFrame({"text": ["a note", "a note"], "ward": ["A", "B"]}), "h", "text", replace=True)
-    corpus = store.corpus("h")
-    run = store.runs("ingest", corpus.id)[0]
+    ingest_frame(settled_store, pd.DataFrame({"text": ["a note", "a note"], "ward": ["A", "B"]}), "h", "text", replace=True)
+    corpus = settled_store.corpus("h")
+    run = settled_store.runs("ingest", corpus.id)[0]
     assert run["params"] == {"source": "dataframe", "text": "text", "id": None, "meta": {"ward": "categorical"},
                              "header": True, "replace": True}
     assert run["result"] | {"data_hash": None} == {"rows": 2, "skipped": 0, "data_hash": None, "duplicates": 1,
                                                    "conflicts": 1}
-    assert corpus_info(store, "h") == {"corpus": "h", "rows": 2, "skipped": 0, "meta": {"ward": "categorical"}}
+    assert corpus_info(settled_store, "h") == {"corpus": "h", "rows": 2, "skipped": 0, "meta": {"ward": "categorical"}}
 
 
 def test_hashes_are_those_earlier_stores_hold():
-    """Pinned: a store written by an earlier version must find its cached vectors and its data hash."""
+    """Pinned: a settled_store written by an earlier version must find its cached vectors and its data hash."""
     assert text_hash("a note") == "e59e940a26a84df0c49b742f28166732"
     assert text_hash("é") == "d4b1b0202b21bb84e60a3d272ecab0db"
 
 
-def test_the_data_hash_is_that_of_the_ids_and_texts(store, tmp_path):
-    ingest_frame(store, pd.DataFrame({"nid": ["a", "b"], "text": ["a note", "é"], "ward": ["A", "B"]}), "x", "text",
+def test_the_data_hash_is_that_of_the_ids_and_texts(settled_store, tmp_path):
+    ingest_frame(settled_store, pd.DataFrame({"nid": ["a", "b"], "text": ["a note", "é"], "ward": ["A", "B"]}), "x", "text",
                  "nid")
-    assert store.corpus("x").data_hash == "01f31d9322805312f199359dc7f97be9"
+    assert settled_store.corpus("x").data_hash == "01f31d9322805312f199359dc7f97be9"
 
 
 # ---- choosing the text column, deleting ---------------------------------------------------------------------
 
-def test_the_checks_of_a_dataframe_name_the_corpus(store):
-    result = ingest_frame(store, pd.DataFrame({"text": ["the same note"] * 2}), "twice", "text")
+def test_the_checks_of_a_dataframe_name_the_corpus(settled_store):
+    result = ingest_frame(settled_store, pd.DataFrame({"text": ["the same note"] * 2}), "twice", "text")
     assert result["warnings"] == ["twice: column 'text': 1 notes repeat an earlier note's text exactly (e.g. row 2 "
                                   "repeats row 1); they are kept and embedded once"]
 
@@ -438,39 +425,39 @@ def test_the_default_text_column_is_the_longest_usable_one():
     assert default_text_column(pd.DataFrame({"a": ["1", "2"], "b": ["100", "2000"]})) == "b"  # all numbers
 
 
-def test_what_a_deletion_would_remove_is_what_it_removes(store):
-    ingest_frame(store, pd.DataFrame({"text": ["a note", "another"]}), "gone", "text")
-    ingest_frame(store, pd.DataFrame({"text": ["kept note"]}), "kept", "text")
-    before = Path(store.path).read_bytes()
-    summary = deletion_summary(store, "gone")
-    assert Path(store.path).read_bytes() == before
+def test_what_a_deletion_would_remove_is_what_it_removes(settled_store):
+    ingest_frame(settled_store, pd.DataFrame({"text": ["a note", "another"]}), "gone", "text")
+    ingest_frame(settled_store, pd.DataFrame({"text": ["kept note"]}), "kept", "text")
+    before = Path(settled_store.path).read_bytes()
+    summary = deletion_summary(settled_store, "gone")
+    assert Path(settled_store.path).read_bytes() == before
     assert summary == {"corpus": "gone", "deleted": {"documents": 2, "vectors": 0, "maps": 0, "clusters": 0,
                                                      "labels": 0, "runs": 1}}
-    with store.transaction() as con:
+    with settled_store.transaction() as con:
         con.execute("INSERT INTO jobs (kind, params, state) VALUES ('pretrain', ?, 'queued')",
                     [json.dumps({"corpus": "gone"})])
-    queued = Path(store.path).read_bytes()
+    queued = Path(settled_store.path).read_bytes()
     busy = ("corpus 'gone' is in use by pretrain job 1; wait for it to finish or cancel it on the Pretrain page, "
             "then try again")
-    for attempt in (lambda: delete_corpus(store, "gone"),
-                    lambda: ingest_frame(store, pd.DataFrame({"text": ["new"]}), "gone", "text", replace=True)):
+    for attempt in (lambda: delete_corpus(settled_store, "gone"),
+                    lambda: ingest_frame(settled_store, pd.DataFrame({"text": ["new"]}), "gone", "text", replace=True)):
         with pytest.raises(StoreError) as info:
             attempt()
         assert str(info.value) == busy
-    assert Path(store.path).read_bytes() == queued
-    with store.transaction() as con:
+    assert Path(settled_store.path).read_bytes() == queued
+    with settled_store.transaction() as con:
         con.execute("UPDATE jobs SET state = 'done'")
-    assert delete_corpus(store, "gone") == summary
-    assert [c.name for c in store.corpora()] == ["kept"]
+    assert delete_corpus(settled_store, "gone") == summary
+    assert [c.name for c in settled_store.corpora()] == ["kept"]
 
 
-def test_the_kind_of_a_column_does_not_depend_on_where_chunks_end(store, tmp_path, monkeypatch):
+def test_the_kind_of_a_column_does_not_depend_on_where_chunks_end(settled_store, tmp_path, monkeypatch):
     """Numbers, then dates in a later chunk: not a date column (its numbers would be stored as missing)."""
     path = file(tmp_path, "k.csv", "text,code\nfirst note,1\nsecond note,2\nthird note,2024-01-05\n")
     assert check(path, "text").meta == {"code": "categorical"}
     monkeypatch.setattr(reading, "CHUNK_ROWS", 2)
     assert check(path, "text").meta == {"code": "categorical"}
-    ingest_file(store, path, "k", "text")
-    assert store.documents(store.corpus("k"))["code"].tolist() == ["1", "2", "2024-01-05"]
+    ingest_file(settled_store, path, "k", "text")
+    assert settled_store.documents(settled_store.corpus("k"))["code"].tolist() == ["1", "2", "2024-01-05"]
     years = file(tmp_path, "y.csv", "text,seen\nfirst note,2019\nsecond note,2020\nthird note,2024-01-05\n")
     assert check(years, "text").meta == {"seen": "date"}  # years are dates where the rest are
