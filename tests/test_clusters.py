@@ -13,6 +13,7 @@ from core.clusters import (
     _join_neighbours, central_examples, cluster_embeddings, cluster_summary, compare_to_corpus, default_k,
     default_min_cluster_size, label_clusters,
 )
+from core.errors import UserError
 from core.options import ClusterOptions
 from sample_data.synthetic import FILLER, SPECIALTIES, synthetic_notes
 from tests.conftest import record_calls
@@ -21,11 +22,11 @@ from tests.conftest import record_calls
 pytestmark = pytest.mark.filterwarnings("ignore:precomputed_knn")
 
 
-def _planted(n=600, centres=5, d=64, seed=0):
+def _planted(n=600, centres=5, d=64, seed=0, spread=0.5):
     rng = np.random.default_rng(seed)
     y = np.arange(n) % centres
     C = rng.normal(size=(centres, d))
-    return (C[y] + 0.5 * rng.normal(size=(n, d))).astype(np.float32), y
+    return (C[y] + spread * rng.normal(size=(n, d))).astype(np.float32), y
 
 
 @pytest.mark.parametrize("method", ["hdbscan", "kmeans"])
@@ -38,8 +39,81 @@ def test_planted_clusters_are_recovered(method):
     assert np.all(np.diff(sizes) <= 0)  # renumbered by size, largest first
 
 
-def test_defaults_scale_with_corpus_size():
+@pytest.mark.parametrize("method", ["hdbscan", "kmeans"])
+def test_no_note_and_one_note(method):
+    assert cluster_embeddings(np.zeros((0, 8)), ClusterOptions(method=method)).dtype == np.int64
+    assert cluster_embeddings(np.zeros((0, 8)), ClusterOptions(method=method)).shape == (0,)
+    one = cluster_embeddings(np.ones((1, 8)), ClusterOptions(method=method))
+    assert one.tolist() == [0] and one.dtype == np.int64
+
+
+def test_kmeans_makes_the_default_k_or_as_many_clusters_as_notes():
+    X, _ = _planted(n=200, centres=10)
+    assert len(np.unique(cluster_embeddings(X, ClusterOptions(method="kmeans")))) == default_k(200) == 10
+    five = cluster_embeddings(X[:5], ClusterOptions(method="kmeans", k=5))
+    assert sorted(five.tolist()) == [0, 1, 2, 3, 4]  # k = n: every note its own cluster
+    with pytest.raises(UserError) as refused:
+        cluster_embeddings(X[:5], ClusterOptions(method="kmeans", k=6))
+    assert str(refused.value) == "cannot make 6 clusters of 5 notes"
+    with pytest.raises(UserError) as refused:
+        cluster_embeddings(X, ClusterOptions(method="dbscan"))
+    assert str(refused.value) == "unknown clustering method 'dbscan' (hdbscan or kmeans)"
+
+
+def test_hdbscan_needs_room_for_two_clusters_and_makes_none_smaller_than_asked():
+    """Two tight groups of 10: with min_cluster_size 10 they are two clusters; one note fewer and there is
+    no room for two, so every note is one group (no noise). Six groups of 12 with min_cluster_size 15:
+    no cluster smaller than 15; with 5, each group is its own cluster."""
+    X, y = _planted(n=20, centres=2, d=32, spread=0.2, seed=2)
+    assert adjusted_rand_score(y, cluster_embeddings(X, ClusterOptions(min_cluster_size=10))) == 1.0
+    one_group = cluster_embeddings(X[:19], ClusterOptions(min_cluster_size=10))
+    assert one_group.tolist() == [0] * 19 and one_group.dtype == np.int64
+    X, y = _planted(n=72, centres=6, d=32, spread=0.3, seed=1)
+    coarse = cluster_embeddings(X, ClusterOptions(min_cluster_size=15))
+    assert np.bincount(coarse[coarse >= 0]).min() >= 15
+    assert adjusted_rand_score(y, cluster_embeddings(X, ClusterOptions(min_cluster_size=5))) == 1.0
+
+
+@pytest.mark.parametrize("method", ["hdbscan", "kmeans"])
+def test_the_seed_makes_a_clustering_reproducible(method):
+    """Points without structure, where any randomness shows: the same seed gives the same labels."""
+    X = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    opts = ClusterOptions(method=method, min_cluster_size=5, k=8, seed=1)
+    first = cluster_embeddings(X, opts)
+    np.testing.assert_array_equal(cluster_embeddings(X, opts), first)
+    assert not np.array_equal(cluster_embeddings(X, opts.replace(seed=2)), first)
+
+
+def test_hdbscan_sees_a_seeded_5d_cosine_umap_and_large_corpora_a_sample(monkeypatch):
+    """The reduction HDBSCAN sees (module docstring): 5-D, cosine, packed tight (min_dist 0), seeded.
+    Above SAMPLE_ABOVE notes it clusters the maps' own sample (projection.sample_rows), with
+    min_cluster_size scaled to the sample (at least 5); at exactly SAMPLE_ABOVE notes, all of them."""
+    import core.clusters as clusters
+    from core import projection
+
+    reductions = record_calls(monkeypatch, projection, "umap_embed")
+    X, y = _planted(n=240, centres=4, d=32)
+    cluster_embeddings(X, ClusterOptions(min_cluster_size=20, seed=7))
+    (args, kwargs), = reductions
+    assert args[1] == 5 and kwargs["metric"] == "cosine" and kwargs["min_dist"] == 0.0 and kwargs["seed"] == 7
+
+    monkeypatch.setattr(projection, "SAMPLE_ABOVE", 200)
+    monkeypatch.setattr(projection, "SAMPLE_SIZE", 120)
+    calls = record_calls(monkeypatch, clusters, "cluster_embeddings")
+    for mcs, sample_mcs in [(20, 10), (6, 5)]:  # 20 * 120 / 240 = 10; 6 * 120 / 240 = 3, raised to 5
+        calls.clear()
+        labels = clusters.cluster_embeddings(X, ClusterOptions(min_cluster_size=mcs, seed=7))
+        assert len(calls) == 2  # the corpus, then its sample
+        sample, sample_opts = calls[1][0]
+        np.testing.assert_array_equal(sample, X[projection.sample_rows(240, 120, 7)])
+        assert sample_opts.min_cluster_size == sample_mcs and sample_opts.seed == 7
+        assert len(labels) == 240 and adjusted_rand_score(y, labels) == 1.0
+    calls.clear()
+    clusters.cluster_embeddings(X[:200], ClusterOptions(min_cluster_size=20))
+    assert len(calls) == 1  # 200 notes: no sample
+
     assert default_min_cluster_size(100) == 5 and default_min_cluster_size(10_000) == 100
+    assert default_min_cluster_size(100_000) == default_min_cluster_size(200_000) == 1000  # the cap
     assert default_k(10) == 2 and default_k(2_000) == 32 and default_k(1_000_000) == 50
 
 
@@ -69,6 +143,23 @@ def test_central_examples_are_closest_to_the_centroid():
     assert sorted(central[1]) == [5, 6]
 
 
+def test_central_examples_rank_every_note_with_ties_by_row():
+    """Notes that are copies of three directions (one-hot, so every cosine is exact): each cluster's
+    centroid leans to its most frequent direction, so the oracle order is by how often a note's direction
+    occurs in its cluster, then by row. 40 notes, many tied: an unstable sort shows."""
+    from collections import Counter
+
+    rng = np.random.default_rng(5)
+    direction = rng.choice(3, size=60, p=[0.5, 0.3, 0.2])
+    X = np.eye(3, dtype=np.float32)[direction]
+    labels = np.repeat([0, 1], [40, 20])
+    central = central_examples(X, labels, n=60)
+    for c in (0, 1):
+        rows = np.flatnonzero(labels == c)
+        seen = Counter(direction[rows].tolist())
+        assert central[c] == sorted(rows.tolist(), key=lambda r: (-seen[direction[r]], r))
+
+
 def test_compare_to_corpus_finds_the_over_represented_value():
     df = synthetic_notes(300, seed=2)[["specialty", "site", "age", "visit_date", "note_id"]]
     mask = ((df["site"] == "east") & (np.arange(300) % 5 != 0)) | (np.arange(300) % 7 == 0)
@@ -93,7 +184,9 @@ def test_compare_to_corpus_counts_every_value_like_a_counter():
     rng = np.random.default_rng(4)
     n = 400
     df = pd.DataFrame({"ward": rng.choice(["a", "b", "c", None, "d"], size=n, p=[0.3, 0.3, 0.2, 0.1, 0.1]),
-                       "grade": rng.integers(1, 4, size=n), "urgent": rng.random(n) < 0.3})
+                       "grade": rng.integers(1, 4, size=n), "urgent": rng.random(n) < 0.3,
+                       # 30 codes of 400 notes: many tied counts, more values than numpy sorts stably anyway
+                       "code": rng.choice([f"c{i}" for i in range(30)], size=n)})
     mask = rng.random(n) < 0.35
     cmp = compare_to_corpus(mask, df, {"grade": "categorical"}, top_n=None)
     for column in df.columns:
@@ -107,6 +200,71 @@ def test_compare_to_corpus_counts_every_value_like_a_counter():
         assert rows["share_overall"].tolist() == pytest.approx([overall[v] / n for v in expected])
         assert rows["share_in_selection"].tolist() == pytest.approx([inside[v] / mask.sum() for v in expected])
     assert len(compare_to_corpus(mask, df, {"grade": "categorical"}, top_n=2).query("column == 'ward'")) == 2
+    assert len(compare_to_corpus(mask, df[["code"]])) == 10  # the 10 most common values by default
+
+
+COMPARISON_COLUMNS = ["column", "kind", "value", "count_in_selection", "share_in_selection", "share_overall", "lift",
+                      "mean_in_selection", "mean_overall", "median_in_selection", "median_overall"]
+
+
+def test_compare_to_corpus_numbers_and_dates_against_plain_python():
+    """Columns the store typed as numbers or dates, read as an export gives them (text, with an "n/a" and
+    a "not a date"): count, mean and median of the valid values, by statistics on the parsed values."""
+    import datetime
+    import statistics
+
+    ages = ["34", "n/a", "51", "29", "77", "40", "63", "18", "55", "45"]
+    dates = ["2024-01-05", "2024-03-01", "not a date", "2023-12-31", "2024-02-10", "2024-07-04", "2024-01-20",
+             "2024-05-05", "2024-02-29", "2024-04-01"]
+    df = pd.DataFrame({"age": ages, "seen": dates})
+    mask = np.array([True, True, True, False, True, False, True, False, True, False])
+    cmp = compare_to_corpus(mask, df, {"age": "numeric", "seen": "date"})
+    assert list(cmp.columns) == COMPARISON_COLUMNS and cmp["column"].tolist() == ["age", "seen"]
+
+    def stats(parse, values):
+        valid = [parse(v) for v in values if v not in ("n/a", "not a date")]
+        return len(valid), valid
+
+    for column, kind, parse in [("age", "numeric", float), ("seen", "date", datetime.date.fromisoformat)]:
+        row = cmp[cmp["column"] == column].iloc[0]
+        count, inside = stats(parse, [v for v, m in zip(df[column], mask) if m])
+        _, everywhere = stats(parse, df[column])
+        assert row["kind"] == kind and row["value"] is None and row["count_in_selection"] == count
+        assert pd.isna(row["share_in_selection"]) and pd.isna(row["lift"])
+        median_in, median_all = row["median_in_selection"], row["median_overall"]
+        if kind == "date":
+            median_in, median_all = median_in.date(), median_all.date()
+        else:
+            assert row["mean_in_selection"] == pytest.approx(statistics.mean(inside))
+            assert row["mean_overall"] == pytest.approx(statistics.mean(everywhere))
+        # odd counts (5 and 9 valid values), so the median is a value, never a midpoint
+        assert (median_in, median_all) == (statistics.median(inside), statistics.median(everywhere))
+    assert list(compare_to_corpus(mask, df[[]]).columns) == COMPARISON_COLUMNS  # no columns, same shape
+
+
+def test_near_unique_columns_are_skipped_from_20_notes_on():
+    """An id column (over half its values distinct) says nothing about a selection; a column with exactly
+    half its values distinct is kept, and so is anything in fewer than 20 notes. Columns after a skipped
+    one are still compared."""
+    n = 20
+    df = pd.DataFrame({"note_id": [f"n{i % 11}" for i in range(n)], "ward": [f"w{i % 10}" for i in range(n)]})
+    mask = np.arange(n) < 5
+    assert set(compare_to_corpus(mask, df)["column"]) == {"ward"}
+    assert set(compare_to_corpus(mask[:19], df.iloc[:19])["column"]) == {"note_id", "ward"}
+
+
+def test_an_empty_selection_is_compared_without_warnings():
+    """Nothing selected (a filter that matches no note): counts 0, shares and lifts NaN, no division warnings."""
+    import warnings
+
+    df = synthetic_notes(60, seed=4)[["specialty", "age"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cmp = compare_to_corpus(np.zeros(60, dtype=bool), df)
+    specialty = cmp[cmp["column"] == "specialty"]
+    assert specialty["count_in_selection"].eq(0).all() and len(specialty) == df["specialty"].nunique()
+    assert specialty["share_in_selection"].isna().all() and specialty["lift"].isna().all()
+    assert specialty["share_overall"].sum() == pytest.approx(1.0)
 
 
 def test_cluster_summary_reports_size_terms_and_metadata():
@@ -117,7 +275,27 @@ def test_cluster_summary_reports_size_terms_and_metadata():
     first = summary.iloc[0]
     assert first["size"] == 30 and first["terms"] == ["bladder"] and first["examples"] == [3]
     assert first["specialty_top"] == "urology" and first["specialty_lift"] == pytest.approx(4.0)
-    assert summary.iloc[2]["noise"] and "age_median" in summary
+    assert summary["noise"].tolist() == [False, False, True] and summary["size"].tolist() == [30, 30, 60]
+    assert summary["share"].tolist() == pytest.approx([0.25, 0.25, 0.5])
+    assert first["specialty_share"] == 1.0 and first["specialty_overall"] == pytest.approx(0.25)
+    for row in summary.itertuples():
+        assert row.age_median == np.median(df["age"][labels == row.cluster])
+    # a number column the store keeps as categories is summarised as categories
+    by_kind = cluster_summary(labels, df[["age"]], kinds={"age": "categorical"})
+    assert "age_top" in by_kind and "age_median" not in by_kind
+    top = df["age"][labels == 0].value_counts()
+    assert by_kind.iloc[0]["age_share"] == pytest.approx(top.iloc[0] / 30)
+
+
+def test_column_kind_is_the_stores_else_read_from_the_dtype():
+    from core.clusters import column_kind
+
+    kinds = {"grade": "categorical"}
+    assert column_kind(pd.Series([1, 2], name="grade"), kinds) == "categorical"
+    assert column_kind(pd.Series([1, 2], name="age"), kinds) == "numeric"  # not in the store's kinds
+    assert column_kind(pd.Series(pd.to_datetime(["2024-01-05"]), name="seen"), kinds) == "date"
+    assert column_kind(pd.Series([True, False], name="urgent")) == "categorical"
+    assert column_kind(pd.Series(["a", "b"], name="ward")) == "categorical"
 
 
 def test_cluster_names_are_short_and_readable():
@@ -140,8 +318,11 @@ def notes_store(db_path, models_dir, synthetic_df):
 
 def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store, monkeypatch):
     import core.clusters as clusters
+    import core.embed as embed
     from core.space import EmbeddingSpace
     from core.clusters import cluster_corpus, latest_clustering, load_clustering
+    from core.encoders import get_encoder
+    from core.space import remembered
 
     opts = ClusterOptions(encoder="tiny", method="kmeans", k=4)
     first = cluster_corpus(notes_store, "notes", opts)
@@ -150,13 +331,15 @@ def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store, monkeypatch
     assert sorted(first["labels"]) == ["0", "1", "2", "3"] and all(first["labels"].values())
 
     work = [record_calls(monkeypatch, owner, name) for owner, name in
-            [(EmbeddingSpace, "load"), (clusters, "cluster_embeddings"), (clusters, "label_clusters")]]
+            [(embed, "corpus_space"), (EmbeddingSpace, "load"), (clusters, "cluster_embeddings"),
+             (clusters, "label_clusters")]]
     again = cluster_corpus(notes_store, "notes", opts)
     assert again["clustering"] == first["clustering"] and again["labels"] == first["labels"]
-    assert work == [[], [], []]  # answered from the store: no vectors, no clustering, no labelling
+    assert work == [[], [], [], []]  # answered from the store: no embedding step, vectors, clustering, labels
     assert len(notes_store.runs(kind="cluster")) == 1
 
     loaded = load_clustering(notes_store, first["clustering"])
+    assert (loaded.corpus_id, loaded.encoder_id) == (notes_store.corpus("notes").id, "tiny")
     assert loaded.labels.shape == (120,) and loaded.labels.dtype == np.int64
     assert sorted(np.unique(loaded.labels).tolist()) == [0, 1, 2, 3]
     assert np.all(np.diff(np.bincount(loaded.labels)) <= 0)  # numbered by size
@@ -165,10 +348,63 @@ def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store, monkeypatch
         assert len(ords) == 3 and all(loaded.labels[o] == c for o in ords)
     assert loaded.params | {"encoder": "tiny"} == {"method": "kmeans", "k": 4, "seed": 42, "encoder": "tiny",
                                                    "version": 1}
-    run = notes_store.runs(kind="cluster")[0]
-    assert run["inputs"]["data_hash"] and run["inputs"]["embedding"]["fingerprint"]
+    run, corpus = notes_store.runs(kind="cluster")[0], notes_store.corpus("notes")
+    space = remembered(notes_store, corpus, "tiny")  # the oracle: what the store says the corpus was embedded in
+    assert run["inputs"] == {"corpus_id": corpus.id, "data_hash": corpus.data_hash,
+                             "embedding": space.cache_params(get_encoder(notes_store, "tiny"))}
     assert latest_clustering(notes_store, "notes", "tiny").id == first["clustering"]
     assert latest_clustering(notes_store, "notes", "minilm") is None  # never clustered with that encoder
+
+
+def test_cluster_corpus_reports_progress_and_times_itself(notes_store, monkeypatch):
+    """Progress from 0 to 1, never back: the embedding step within the first 30 %, then the clustering's
+    own steps; a stored clustering says so. `seconds` is this call's time and the run's recorded seconds
+    include the embedding step (both bounded by clocks read around the calls, not by thresholds)."""
+    import time
+
+    import core.embed as embed
+    from core.clusters import cluster_corpus
+
+    embedding_seconds = []
+    original = embed.corpus_space
+
+    def timed_corpus_space(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            embedding_seconds.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(embed, "corpus_space", timed_corpus_space)
+    steps = []
+    opts = ClusterOptions(encoder="tiny", method="kmeans", k=3)
+    before = time.perf_counter()
+    result = cluster_corpus(notes_store, "notes", opts, progress=lambda f, m="": steps.append((f, m)))
+    elapsed = time.perf_counter() - before
+    fractions = [f for f, _ in steps]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and len(steps) > 4
+    embedding = steps[:-3]
+    assert embedding and all(f <= 0.3 for f, _ in embedding)
+    assert any(m == "Loading the encoder 'tiny'…" for _, m in embedding)
+    assert steps[-3:] == [(0.3, "clustering 120 notes (kmeans)"), (0.8, "labelling clusters"),
+                          (1.0, "3 clusters, 0 noise notes")]
+    assert 0 < result["seconds"] <= elapsed
+    run = notes_store.runs(kind="cluster")[0]
+    assert embedding_seconds[0] <= run["seconds"] <= result["seconds"] + 0.001
+
+    steps.clear()
+    before = time.perf_counter()
+    again = cluster_corpus(notes_store, "notes", opts, progress=lambda f, m="": steps.append((f, m)))
+    assert steps == [(1.0, f"clustering {result['clustering']} found in the store")]
+    assert set(again) == set(result) and again["embedding"] == result["embedding"]
+    assert 0 <= again["seconds"] <= time.perf_counter() - before
+
+
+def test_too_few_notes_for_two_clusters_are_one_cluster(notes_store):
+    from core.clusters import cluster_corpus
+
+    result = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", min_cluster_size=61))
+    assert (result["n_clusters"], result["noise"]) == (1, 0) and list(result["labels"]) == ["0"]
 
 
 def test_defaults_and_noise_on_the_store(notes_store):
@@ -176,7 +412,8 @@ def test_defaults_and_noise_on_the_store(notes_store):
 
     result = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny"))  # HDBSCAN, size scaled to 120
     loaded = load_clustering(notes_store, result["clustering"])
-    assert loaded.params["min_cluster_size"] == default_min_cluster_size(120)
+    assert loaded.params == {"method": "hdbscan", "min_cluster_size": default_min_cluster_size(120), "seed": 42,
+                             "encoder": "tiny", "version": 1}  # no "sample": 120 notes are clustered whole
     assert result["noise"] == int((loaded.labels == -1).sum())
     assert result["n_clusters"] == loaded.labels.max() + 1
     assert ("-1" in result["labels"]) == (result["noise"] > 0)  # noise is a labelled group, never dropped
@@ -186,17 +423,86 @@ def test_defaults_and_noise_on_the_store(notes_store):
 
 
 @pytest.mark.parametrize("opts, message", [
-    (ClusterOptions(encoder="tiny", method="kmeans", k=-1), "must be >= 0"),
-    (ClusterOptions(encoder="tiny", min_cluster_size=1), "at least 2"),
-    (ClusterOptions(encoder="tiny", method="dbscan"), "unknown clustering method"),
+    (ClusterOptions(encoder="tiny", method="kmeans", k=-1),
+     "--min-cluster-size and --k must be >= 0 (0 = scaled to the corpus size)"),
+    (ClusterOptions(encoder="tiny", min_cluster_size=1), "--min-cluster-size must be at least 2"),
+    (ClusterOptions(encoder="tiny", method="dbscan"), "unknown clustering method 'dbscan' (hdbscan or kmeans)"),
     (ClusterOptions(encoder="tiny", method="kmeans", k=500), "cannot make 500 clusters of 120 notes"),
 ])
 def test_bad_cluster_options_are_refused_and_store_nothing(notes_store, opts, message):
     from core.clusters import cluster_corpus
+    from core.errors import UserError
 
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError) as refused:
         cluster_corpus(notes_store, "notes", opts)
+    assert str(refused.value) == message
     assert notes_store.runs(kind="cluster") == []
+
+
+def test_each_effective_setting_is_its_own_clustering(notes_store):
+    """k = 0 is KMeans with the default k for the corpus size, stored as that k; another k (or method) is
+    another clustering, not the cached one."""
+    from core.clusters import cluster_corpus, load_clustering
+
+    scaled = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", method="kmeans"))
+    assert load_clustering(notes_store, scaled["clustering"]).params["k"] == default_k(120) == 8
+    assert scaled["n_clusters"] == 8
+    three = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", method="kmeans", k=3))
+    assert three["clustering"] != scaled["clustering"] and three["n_clusters"] == 3
+    assert len(notes_store.runs(kind="cluster")) == 2
+
+
+def test_a_missing_clustering_is_named_with_what_to_do(notes_store):
+    from core.clusters import load_clustering
+    from core.store import StoreError
+
+    with pytest.raises(StoreError) as missing:
+        load_clustering(notes_store, 99)
+    assert str(missing.value) == "no clustering with id 99; run `notespace cluster` first"
+
+
+def test_the_latest_clustering_is_of_this_corpus_as_it_is_now(notes_store, synthetic_df):
+    """Found past newer runs of other kinds; never another corpus's (even of the same notes); gone once the
+    corpus is embedded differently, until it is clustered again."""
+    from core.clusters import cluster_corpus, latest_clustering
+    from core.corpus import ingest_frame
+    from core.embed import embed_corpus
+    from core.maps import project_corpus
+    from core.options import EmbedOptions, ProjectOptions
+
+    kmeans = ClusterOptions(encoder="tiny", method="kmeans", k=3)
+    first = cluster_corpus(notes_store, "notes", kmeans)["clustering"]
+    project_corpus(notes_store, "notes", ProjectOptions(encoder="tiny", method="pca"))  # a newer run, not a clustering
+    assert latest_clustering(notes_store, "notes", "tiny").id == first
+
+    ingest_frame(notes_store, synthetic_df, "copy", "text", "note_id")  # the same notes under another name
+    embed_corpus(notes_store, "copy", EmbedOptions(encoder="tiny"))
+    assert notes_store.corpus("copy").data_hash == notes_store.corpus("notes").data_hash
+    assert latest_clustering(notes_store, "copy", "tiny") is None
+
+    embed_corpus(notes_store, "notes", EmbedOptions(encoder="tiny", max_length=16))  # another embedding space
+    assert latest_clustering(notes_store, "notes", "tiny") is None
+    again = cluster_corpus(notes_store, "notes", kmeans)["clustering"]
+    assert again != first and latest_clustering(notes_store, "notes", "tiny").id == again
+
+
+def test_a_large_corpus_is_clustered_on_a_sample_and_says_so(notes_store, monkeypatch):
+    """Above SAMPLE_ABOVE notes HDBSCAN sees a sample and the rest join their neighbours' clusters: every
+    note gets a label, and the run records the sample's size (KMeans, which sees every note, records none)."""
+    from core import projection
+    from core.clusters import cluster_corpus, load_clustering
+
+    monkeypatch.setattr(projection, "SAMPLE_ABOVE", 100)
+    monkeypatch.setattr(projection, "SAMPLE_SIZE", 80)
+    result = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", min_cluster_size=10))
+    loaded = load_clustering(notes_store, result["clustering"])
+    assert loaded.params["sample"] == 80 and len(loaded.labels) == 120
+    assert result["n_clusters"] == loaded.labels.max() + 1 and result["noise"] == (loaded.labels < 0).sum()
+    kmeans = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", method="kmeans", k=3))
+    assert "sample" not in load_clustering(notes_store, kmeans["clustering"]).params
+    monkeypatch.setattr(projection, "SAMPLE_ABOVE", 120)  # exactly SAMPLE_ABOVE notes: clustered whole
+    whole = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", min_cluster_size=11))
+    assert "sample" not in load_clustering(notes_store, whole["clustering"]).params
 
 
 def test_cli_cluster_prints_exact_keys(notes_store, db_path, models_dir):
