@@ -176,24 +176,28 @@ def test_compare_to_corpus_finds_the_over_represented_value():
     assert by_pos.iloc[0]["value"] == "(missing)" and by_pos.iloc[0]["share_in_selection"] == 1.0
 
 
-def test_compare_to_corpus_counts_every_value_like_a_counter():
-    """The oracle: collections.Counter over the values (missing as "(missing)"); rows ordered by count in
-    the selection, then by count overall, then by first appearance; numbers and booleans keep their type."""
+def _counter_order(values, mask):
+    """The oracle for a categorical column: collections.Counter over the values (missing as "(missing)");
+    values ordered by count in the selection, then by count overall, then by first appearance."""
     from collections import Counter
 
+    values = ["(missing)" if pd.isna(v) else v for v in values]
+    overall, inside = Counter(values), Counter(v for v, m in zip(values, mask) if m)
+    first_seen = {v: i for i, v in reversed(list(enumerate(values)))}
+    return sorted(overall, key=lambda v: (-inside[v], -overall[v], first_seen[v])), overall, inside
+
+
+def test_compare_to_corpus_counts_every_value_like_a_counter():
+    """Rows as the Counter oracle orders them; numbers and booleans keep their type."""
     rng = np.random.default_rng(4)
     n = 400
     df = pd.DataFrame({"ward": rng.choice(["a", "b", "c", None, "d"], size=n, p=[0.3, 0.3, 0.2, 0.1, 0.1]),
                        "grade": rng.integers(1, 4, size=n), "urgent": rng.random(n) < 0.3,
-                       # 30 codes of 400 notes: many tied counts, more values than numpy sorts stably anyway
                        "code": rng.choice([f"c{i}" for i in range(30)], size=n)})
     mask = rng.random(n) < 0.35
     cmp = compare_to_corpus(mask, df, {"grade": "categorical"}, top_n=None)
     for column in df.columns:
-        values = ["(missing)" if pd.isna(v) else v for v in df[column].tolist()]
-        overall, inside = Counter(values), Counter(v for v, m in zip(values, mask) if m)
-        first_seen = {v: i for i, v in reversed(list(enumerate(values)))}
-        expected = sorted(overall, key=lambda v: (-inside[v], -overall[v], first_seen[v]))
+        expected, overall, inside = _counter_order(df[column].tolist(), mask)
         rows = cmp[cmp["column"] == column]
         assert rows["value"].tolist() == expected and [type(v) for v in rows["value"]] == [type(v) for v in expected]
         assert rows["count_in_selection"].tolist() == [inside[v] for v in expected]
@@ -201,6 +205,18 @@ def test_compare_to_corpus_counts_every_value_like_a_counter():
         assert rows["share_in_selection"].tolist() == pytest.approx([inside[v] / mask.sum() for v in expected])
     assert len(compare_to_corpus(mask, df, {"grade": "categorical"}, top_n=2).query("column == 'ward'")) == 2
     assert len(compare_to_corpus(mask, df[["code"]])) == 10  # the 10 most common values by default
+
+
+def test_values_tied_in_both_counts_are_listed_as_first_seen():
+    """40 codes seen 4, 5 or 6 times, 0, 1 or 2 of them selected, in shuffled rows: most values tie with
+    others on both counts, and only the order of first appearance decides (an unstable sort shows)."""
+    rng = np.random.default_rng(6)
+    codes = np.repeat([f"c{i}" for i in range(40)], [4 + i * 7 % 3 for i in range(40)])
+    picked = np.concatenate([np.arange(4 + i * 7 % 3) < i * 5 % 3 for i in range(40)])
+    order = rng.permutation(len(codes))
+    codes, picked = codes[order], picked[order]
+    cmp = compare_to_corpus(picked, pd.DataFrame({"code": codes}), top_n=None)
+    assert cmp["value"].tolist() == _counter_order(codes.tolist(), picked)[0]
 
 
 COMPARISON_COLUMNS = ["column", "kind", "value", "count_in_selection", "share_in_selection", "share_overall", "lift",
