@@ -112,6 +112,8 @@ def test_hdbscan_sees_a_seeded_5d_cosine_umap_and_large_corpora_a_sample(monkeyp
     clusters.cluster_embeddings(X[:200], ClusterOptions(min_cluster_size=20))
     assert len(calls) == 1  # 200 notes: no sample
 
+
+def test_defaults_scale_with_corpus_size():
     assert default_min_cluster_size(100) == 5 and default_min_cluster_size(10_000) == 100
     assert default_min_cluster_size(100_000) == default_min_cluster_size(200_000) == 1000  # the cap
     assert default_k(10) == 2 and default_k(2_000) == 32 and default_k(1_000_000) == 50
@@ -146,7 +148,7 @@ def test_central_examples_are_closest_to_the_centroid():
 def test_central_examples_rank_every_note_with_ties_by_row():
     """Notes that are copies of three directions (one-hot, so every cosine is exact): each cluster's
     centroid leans to its most frequent direction, so the oracle order is by how often a note's direction
-    occurs in its cluster, then by row. 40 notes, many tied: an unstable sort shows."""
+    occurs in its cluster, then by row. Clusters of 40 and 20 notes, many tied: an unstable sort shows."""
     from collections import Counter
 
     rng = np.random.default_rng(5)
@@ -237,15 +239,14 @@ def test_compare_to_corpus_numbers_and_dates_against_plain_python():
     cmp = compare_to_corpus(mask, df, {"age": "numeric", "seen": "date"})
     assert list(cmp.columns) == COMPARISON_COLUMNS and cmp["column"].tolist() == ["age", "seen"]
 
-    def stats(parse, values):
-        valid = [parse(v) for v in values if v not in ("n/a", "not a date")]
-        return len(valid), valid
+    def valid(parse, values):
+        return [parse(v) for v in values if v not in ("n/a", "not a date")]
 
     for column, kind, parse in [("age", "numeric", float), ("seen", "date", datetime.date.fromisoformat)]:
         row = cmp[cmp["column"] == column].iloc[0]
-        count, inside = stats(parse, [v for v, m in zip(df[column], mask) if m])
-        _, everywhere = stats(parse, df[column])
-        assert row["kind"] == kind and row["value"] is None and row["count_in_selection"] == count
+        inside = valid(parse, [v for v, m in zip(df[column], mask) if m])
+        everywhere = valid(parse, df[column])
+        assert row["kind"] == kind and row["value"] is None and row["count_in_selection"] == len(inside)
         assert pd.isna(row["share_in_selection"]) and pd.isna(row["lift"])
         median_in, median_all = row["median_in_selection"], row["median_overall"]
         if kind == "date":
@@ -335,10 +336,9 @@ def notes_store(db_path, models_dir, synthetic_df):
 def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store, monkeypatch):
     import core.clusters as clusters
     import core.embed as embed
-    from core.space import EmbeddingSpace
     from core.clusters import cluster_corpus, latest_clustering, load_clustering
     from core.encoders import get_encoder
-    from core.space import remembered
+    from core.space import EmbeddingSpace, remembered
 
     opts = ClusterOptions(encoder="tiny", method="kmeans", k=4)
     first = cluster_corpus(notes_store, "notes", opts)
@@ -447,7 +447,6 @@ def test_defaults_and_noise_on_the_store(notes_store):
 ])
 def test_bad_cluster_options_are_refused_and_store_nothing(notes_store, opts, message):
     from core.clusters import cluster_corpus
-    from core.errors import UserError
 
     with pytest.raises(UserError) as refused:
         cluster_corpus(notes_store, "notes", opts)
