@@ -41,8 +41,8 @@ def test_planted_clusters_are_recovered(method):
 
 @pytest.mark.parametrize("method", ["hdbscan", "kmeans"])
 def test_no_note_and_one_note(method):
-    assert cluster_embeddings(np.zeros((0, 8)), ClusterOptions(method=method)).dtype == np.int64
-    assert cluster_embeddings(np.zeros((0, 8)), ClusterOptions(method=method)).shape == (0,)
+    none = cluster_embeddings(np.zeros((0, 8)), ClusterOptions(method=method))
+    assert none.shape == (0,) and none.dtype == np.int64
     one = cluster_embeddings(np.ones((1, 8)), ClusterOptions(method=method))
     assert one.tolist() == [0] and one.dtype == np.int64
 
