@@ -24,6 +24,7 @@ from core.corpus import ingest_frame
 from core.encoders import get_encoder, list_encoders
 from core.options import PretrainOptions
 from core.store import Store, StoreError
+from core.training.checkpoint import checkpoints
 from core.training.loop import train
 from core.jobs.runners import training_data
 
@@ -75,35 +76,39 @@ def test_a_batch_that_does_not_divide_over_the_processes_is_refused(store):
 
 def test_a_stopped_parallel_run_resumes_from_rank_zeros_checkpoint(store, tmp_path, monkeypatch):
     """A stop (SIGTERM: the machine going down) reaches every rank, rank 0 checkpoints, the job is
-    resumable, and the rerun finishes with the losses of an uninterrupted single-process run."""
-    from core.jobs import runners
+    resumable, and the rerun finishes with the losses of an uninterrupted single-process run.
+    Rank 0 holds before step HOLD_AT + 1 until the stop arrives (tests/harness_held_rank.py), so the
+    stop lands there however fast the machine trains."""
+    from core.jobs import launch, runners
 
-    steps = 60  # rank 0 writes progress every 2 s: the stop lands mid-run
+    steps, hold_at = 8, 2
     opts = options("mlm", "resumed", nproc=2, steps=steps)
 
     def stop_once_training() -> bool:  # the parent's view of a SIGTERM, once rank 0 reported a step
         return jobs.job(store, 1)["progress"].get("step", 0) >= 1
 
-    from core.jobs import launch
-
-    real = launch.run_ranks
-    monkeypatch.setattr(launch, "run_ranks", lambda *a, **k: real(*a[:5], stopping=stop_once_training, poll_s=0.2))
+    real_run, real_command = launch.run_ranks, launch.command
+    monkeypatch.setenv("NOTESPACE_TEST_HOLD_AT", str(hold_at))
+    monkeypatch.setattr(launch, "command", lambda *a: [
+        "tests.harness_held_rank" if part == "core.jobs.rank" else part for part in real_command(*a)])
+    monkeypatch.setattr(launch, "run_ranks", lambda *a, **k: real_run(*a[:5], stopping=stop_once_training, poll_s=0.2))
     monkeypatch.setattr(runners, "_halting", False)
     j = jobs.queue_pretrain(store, "clinic", opts, pid=os.getpid())
     assert jobs.state.claim(store, j["id"], os.getpid())
     monkeypatch.setattr(runners, "_halting", True)  # how _run_ranks learns the stop was a shutdown
     assert runners.run_pretrain(store, j["id"]) is None
     stopped = jobs.job(store, j["id"])
-    assert stopped["state"] == "interrupted" and 1 <= stopped["progress"]["step"] < steps
-    assert any(p.name.startswith("step-") for p in jobs.checkpoint_dir(store, j["id"]).iterdir())
+    assert stopped["state"] == "interrupted" and stopped["progress"]["step"] == hold_at + 1
+    assert [p.name for p in checkpoints(jobs.checkpoint_dir(store, j["id"]))] == [f"step-{hold_at + 1:08d}"]
 
     monkeypatch.setattr(runners, "_halting", False)
-    monkeypatch.setattr(launch, "run_ranks", real)
+    monkeypatch.setattr(launch, "run_ranks", real_run)
+    monkeypatch.setattr(launch, "command", real_command)
     assert jobs.state.claim(store, j["id"], os.getpid())
     result = runners.run_pretrain(store, j["id"])
     assert result["steps"] == steps and jobs.job(store, j["id"])["state"] == "done"
     card = json.loads((encoders.models_dir() / "resumed" / "notespace_card.json").read_text())
-    assert 1 <= card["resumed_from"] < steps
+    assert card["resumed_from"] == hold_at + 1
 
     texts, labels = training_data(store, store.corpus("clinic"), opts)
     single = train(texts, labels, get_encoder(store, "tiny").path, opts.replace(nproc=1), tmp_path / "single")
