@@ -188,8 +188,11 @@ def test_ctrl_c_at_any_moment_cancels_the_foreground_job(store, ctrl_c, monkeypa
 
 @pytest.mark.robustness
 def test_killed_worker_is_recovered_and_resumed_from_its_checkpoint(store, monkeypatch):
-    monkeypatch.setenv("NOTESPACE_CHECKPOINT_S", "0.3")  # read by the worker processes
-    job_id = jobs.submit_pretrain(store, "clinic", tiny("resumed", steps=60, batch_size=4, max_length=32))
+    # a checkpoint every 0.1 s (read by the worker processes) and far more steps than that: the kill
+    # lands mid-run even where a step takes a few milliseconds
+    monkeypatch.setenv("NOTESPACE_CHECKPOINT_S", "0.1")
+    steps = 200
+    job_id = jobs.submit_pretrain(store, "clinic", tiny("resumed", steps=steps, batch_size=4, max_length=32))
     folder = jobs.checkpoint_dir(store, job_id)
     wait_for(lambda: list(folder.glob("step-*")), every=0.02)
     pid = jobs.job(store, job_id)["pid"]
@@ -202,10 +205,10 @@ def test_killed_worker_is_recovered_and_resumed_from_its_checkpoint(store, monke
     jobs.ensure_worker(store, "cpu")  # what the page's Resume button does
     wait_for(lambda: state(store, job_id) in ("done", "failed"), timeout=120)
     j = jobs.job(store, job_id)
-    assert j["state"] == "done" and j["result"]["steps"] == 60, j["error"]
+    assert j["state"] == "done" and j["result"]["steps"] == steps, j["error"]
     assert j["progress"]["resumed_from"] > 0 and not folder.exists()
     card = json.loads((encoders.models_dir() / "resumed" / "notespace_card.json").read_text())
-    assert card["resumed_from"] == j["progress"]["resumed_from"] and len(card["losses"]) == 60
+    assert card["resumed_from"] == j["progress"]["resumed_from"] and len(card["losses"]) == steps
 
 
 def notespace(*args, db, models):
