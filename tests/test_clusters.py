@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import statistics
+import time
+import warnings
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
+from sklearn.neighbors import NearestNeighbors
 
+import core.clusters as clusters
+import core.embed as embed
+from core import projection
 from core.clusters import (
-    _join_neighbours, central_examples, cluster_embeddings, cluster_summary, compare_to_corpus, default_k,
-    default_min_cluster_size, label_clusters,
+    _by_size, _join_neighbours, central_examples, cluster_corpus, cluster_embeddings, cluster_names, cluster_summary,
+    column_kind, compare_to_corpus, default_k, default_min_cluster_size, label_clusters, latest_clustering,
+    load_clustering,
 )
+from core.corpus import ingest_frame
+from core.embed import embed_corpus
+from core.encoders import get_encoder
 from core.errors import UserError
-from core.options import ClusterOptions
+from core.maps import project_corpus
+from core.options import ClusterOptions, EmbedOptions, ProjectOptions
+from core.space import EmbeddingSpace, remembered
+from core.store import Store, StoreError
 from sample_data.synthetic import FILLER, SPECIALTIES, synthetic_notes
 from tests.conftest import record_calls
 
@@ -88,9 +104,6 @@ def test_hdbscan_sees_a_seeded_5d_cosine_umap_and_large_corpora_a_sample(monkeyp
     """The reduction HDBSCAN sees (module docstring): 5-D, cosine, packed tight (min_dist 0), seeded.
     Above SAMPLE_ABOVE notes it clusters the maps' own sample (projection.sample_rows), with
     min_cluster_size scaled to the sample (at least 5); at exactly SAMPLE_ABOVE notes, all of them."""
-    import core.clusters as clusters
-    from core import projection
-
     reductions = record_calls(monkeypatch, projection, "umap_embed")
     X, y = _planted(n=240, centres=4, d=32)
     cluster_embeddings(X, ClusterOptions(min_cluster_size=20, seed=7))
@@ -149,8 +162,6 @@ def test_central_examples_rank_every_note_with_ties_by_row():
     """Notes that are copies of three directions (one-hot, so every cosine is exact): each cluster's
     centroid leans to its most frequent direction, so the oracle order is by how often a note's direction
     occurs in its cluster, then by row. Clusters of 40 and 20 notes, many tied: an unstable sort shows."""
-    from collections import Counter
-
     rng = np.random.default_rng(5)
     direction = rng.choice(3, size=60, p=[0.5, 0.3, 0.2])
     X = np.eye(3, dtype=np.float32)[direction]
@@ -181,8 +192,6 @@ def test_compare_to_corpus_finds_the_over_represented_value():
 def _counter_order(values, mask):
     """The oracle for a categorical column: collections.Counter over the values (missing as "(missing)");
     values ordered by count in the selection, then by count overall, then by first appearance."""
-    from collections import Counter
-
     values = ["(missing)" if pd.isna(v) else v for v in values]
     overall, inside = Counter(values), Counter(v for v, m in zip(values, mask) if m)
     first_seen = {v: i for i, v in reversed(list(enumerate(values)))}
@@ -228,9 +237,6 @@ COMPARISON_COLUMNS = ["column", "kind", "value", "count_in_selection", "share_in
 def test_compare_to_corpus_numbers_and_dates_against_plain_python():
     """Columns the store typed as numbers or dates, read as an export gives them (text, with an "n/a" and
     a "not a date"): count, mean and median of the valid values, by statistics on the parsed values."""
-    import datetime
-    import statistics
-
     ages = ["34", "n/a", "51", "29", "77", "40", "63", "18", "55", "45"]
     dates = ["2024-01-05", "2024-03-01", "not a date", "2023-12-31", "2024-02-10", "2024-07-04", "2024-01-20",
              "2024-05-05", "2024-02-29", "2024-04-01"]
@@ -272,8 +278,6 @@ def test_near_unique_columns_are_skipped_from_20_notes_on():
 
 def test_an_empty_selection_is_compared_without_warnings():
     """Nothing selected (a filter that matches no note): counts 0, shares and lifts NaN, no division warnings."""
-    import warnings
-
     df = synthetic_notes(60, seed=4)[["specialty", "age"]]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -305,8 +309,6 @@ def test_cluster_summary_reports_size_terms_and_metadata():
 
 
 def test_column_kind_is_the_stores_else_read_from_the_dtype():
-    from core.clusters import column_kind
-
     kinds = {"grade": "categorical"}
     assert column_kind(pd.Series([1, 2], name="grade"), kinds) == "categorical"
     assert column_kind(pd.Series([1, 2], name="age"), kinds) == "numeric"  # not in the store's kinds
@@ -316,8 +318,6 @@ def test_column_kind_is_the_stores_else_read_from_the_dtype():
 
 
 def test_cluster_names_are_short_and_readable():
-    from core.clusters import cluster_names
-
     names = cluster_names({0: ["chest", "chest palpitations", "angina", "ecg"], 1: [], -1: ["misc"]})
     assert names == {0: "0: chest palpitations angina", 1: "1", -1: "noise"}
 
@@ -325,21 +325,12 @@ def test_cluster_names_are_short_and_readable():
 # ---------------------------------------------------------------- on a corpus in the store
 @pytest.fixture()
 def notes_store(db_path, models_dir, synthetic_df):
-    from core.corpus import ingest_frame
-    from core.store import Store
-
     store = Store(db_path)
     ingest_frame(store, synthetic_df, "notes", "text", "note_id")
     return store
 
 
 def test_cluster_corpus_is_stored_cached_and_loads_back(notes_store, monkeypatch):
-    import core.clusters as clusters
-    import core.embed as embed
-    from core.clusters import cluster_corpus, latest_clustering, load_clustering
-    from core.encoders import get_encoder
-    from core.space import EmbeddingSpace, remembered
-
     opts = ClusterOptions(encoder="tiny", method="kmeans", k=4)
     first = cluster_corpus(notes_store, "notes", opts)
     assert set(first) == {"clustering", "n_clusters", "noise", "labels", "seconds", "embedding"}
@@ -376,10 +367,7 @@ def test_cluster_corpus_reports_progress_and_times_itself(notes_store, monkeypat
     """Progress from 0 to 1, never back: the embedding step within the first 30 %, then the clustering's
     own steps; a stored clustering says so. `seconds` is this call's time and the run's recorded seconds
     include the embedding step (both bounded by clocks read around the calls, not by thresholds)."""
-    import time
 
-    import core.embed as embed
-    from core.clusters import cluster_corpus
 
     embedding_seconds = []
     original = embed.corpus_space
@@ -417,15 +405,11 @@ def test_cluster_corpus_reports_progress_and_times_itself(notes_store, monkeypat
 
 
 def test_too_few_notes_for_two_clusters_are_one_cluster(notes_store):
-    from core.clusters import cluster_corpus
-
     result = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", min_cluster_size=61))
     assert (result["n_clusters"], result["noise"]) == (1, 0) and list(result["labels"]) == ["0"]
 
 
 def test_defaults_and_noise_on_the_store(notes_store):
-    from core.clusters import cluster_corpus, load_clustering
-
     result = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny"))  # HDBSCAN, size scaled to 120
     loaded = load_clustering(notes_store, result["clustering"])
     assert loaded.params == {"method": "hdbscan", "min_cluster_size": default_min_cluster_size(120), "seed": 42,
@@ -446,8 +430,6 @@ def test_defaults_and_noise_on_the_store(notes_store):
     (ClusterOptions(encoder="tiny", method="kmeans", k=500), "cannot make 500 clusters of 120 notes"),
 ])
 def test_bad_cluster_options_are_refused_and_store_nothing(notes_store, opts, message):
-    from core.clusters import cluster_corpus
-
     with pytest.raises(UserError) as refused:
         cluster_corpus(notes_store, "notes", opts)
     assert str(refused.value) == message
@@ -457,8 +439,6 @@ def test_bad_cluster_options_are_refused_and_store_nothing(notes_store, opts, me
 def test_each_effective_setting_is_its_own_clustering(notes_store):
     """k = 0 is KMeans with the default k for the corpus size, stored as that k; another k (or method) is
     another clustering, not the cached one."""
-    from core.clusters import cluster_corpus, load_clustering
-
     scaled = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", method="kmeans"))
     assert load_clustering(notes_store, scaled["clustering"]).params["k"] == default_k(120) == 8
     assert scaled["n_clusters"] == 8
@@ -468,9 +448,6 @@ def test_each_effective_setting_is_its_own_clustering(notes_store):
 
 
 def test_a_missing_clustering_is_named_with_what_to_do(notes_store):
-    from core.clusters import load_clustering
-    from core.store import StoreError
-
     with pytest.raises(StoreError) as missing:
         load_clustering(notes_store, 99)
     assert str(missing.value) == "no clustering with id 99; run `notespace cluster` first"
@@ -479,12 +456,6 @@ def test_a_missing_clustering_is_named_with_what_to_do(notes_store):
 def test_the_latest_clustering_is_of_this_corpus_as_it_is_now(notes_store, synthetic_df):
     """Found past newer runs of other kinds; never another corpus's (even of the same notes); gone once the
     corpus is embedded differently, until it is clustered again."""
-    from core.clusters import cluster_corpus, latest_clustering
-    from core.corpus import ingest_frame
-    from core.embed import embed_corpus
-    from core.maps import project_corpus
-    from core.options import EmbedOptions, ProjectOptions
-
     kmeans = ClusterOptions(encoder="tiny", method="kmeans", k=3)
     first = cluster_corpus(notes_store, "notes", kmeans)["clustering"]
     project_corpus(notes_store, "notes", ProjectOptions(encoder="tiny", method="pca"))  # a newer run, not a clustering
@@ -504,9 +475,6 @@ def test_the_latest_clustering_is_of_this_corpus_as_it_is_now(notes_store, synth
 def test_a_large_corpus_is_clustered_on_a_sample_and_says_so(notes_store, monkeypatch):
     """Above SAMPLE_ABOVE notes HDBSCAN sees a sample and the rest join their neighbours' clusters: every
     note gets a label, and the run records the sample's size (KMeans, which sees every note, records none)."""
-    from core import projection
-    from core.clusters import cluster_corpus, load_clustering
-
     monkeypatch.setattr(projection, "SAMPLE_ABOVE", 100)
     monkeypatch.setattr(projection, "SAMPLE_SIZE", 80)
     result = cluster_corpus(notes_store, "notes", ClusterOptions(encoder="tiny", min_cluster_size=10))
@@ -560,9 +528,7 @@ def test_notes_outside_the_sample_join_their_nearest_sample_notes_cluster():
 def _vote_oracle(X, rows, sample_labels, k=10):
     """sklearn's brute-force cosine kNN over the sample, then a plain count per label: for each row
     outside the sample, the labels with the most votes, and the label of its nearest sample note."""
-    from collections import Counter
 
-    from sklearn.neighbors import NearestNeighbors
 
     rest = np.setdiff1d(np.arange(len(X)), rows)
     idx = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(X[rows]).kneighbors(
@@ -597,8 +563,6 @@ def test_joining_the_sample_is_a_k10_majority_vote_with_ties_to_the_nearest():
 
 def test_clusters_are_renumbered_by_size_with_ties_by_old_id():
     """pandas as the oracle: sizes counted, sorted by size (largest first) then old id; noise stays -1."""
-    from core.clusters import _by_size
-
     old = np.random.default_rng(2).permutation(np.repeat([-1, 0, 3, 9, 12, 5], [40, 60, 100, 150, 100, 7]))
     sizes = pd.Series(old[old >= 0]).value_counts()
     order = sorted(sizes.index, key=lambda c: (-sizes[c], c))  # 9, 3, 12 (as many as 3), 0, 5
