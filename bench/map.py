@@ -15,8 +15,11 @@ Per renderer:
 - draw_s: from clicking Explore in the sidebar (the map of the last choice) to every point drawn;
 - colour_s: from choosing another colour column (`site`; `cluster` for synthesised corpora, which have
   one metadata column) to the map drawn in it (plotly: a page rerun);
+- hover_s: from the pointer coming to rest on a note to its preview text shown (plotly sends every
+  note's preview with the figure; the map fetches the one note's after the pointer rests 0.25 s);
 - select_s: from releasing a box around the whole map to the table of selected notes shown;
-- bytes_per_point: bytes the browser received (websocket frames and HTTP bodies) while drawing, / n.
+- bytes_per_point: bytes the browser received (websocket frames and HTTP bodies) while drawing, / n;
+- colour_bytes, hover_bytes, select_bytes: bytes it received during each of those interactions.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from bench import million  # noqa: E402
 from bench.serving import served_app  # noqa: E402
 
 
-METRICS = ("draw_s", "colour_s", "select_s", "bytes_per_point")
+METRICS = ("draw_s", "colour_s", "hover_s", "select_s", "bytes_per_point", "colour_bytes", "hover_bytes", "select_bytes")
 
 
 def log(message: str) -> None:
@@ -170,10 +173,10 @@ def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
     received.total = 0
     started = time.perf_counter()
     page.get_by_test_id("stSidebarNav").get_by_text("Explore", exact=True).click()
+    frame = page.frame_locator('iframe[src*="notespace_map"]').first  # the map's (no plotly map has one)
     if renderer == "plotly":
         page.wait_for_function(PLOTLY_POINTS, arg=n, polling=50)
     else:
-        frame = page.frame_locator('iframe[src*="notespace_map"]').first
         frame.locator("#map[data-drawn]").wait_for()
         frame.locator("#map").evaluate(f"() => new Promise(r => {{ const wait = () => "
                                        f"window.notespaceMap.n === {n} ? r() : setTimeout(wait, 20); wait(); }})")
@@ -182,6 +185,7 @@ def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
     bytes_per_point = received.total / n
     idle(page)
 
+    received.total = 0
     started = time.perf_counter()
     if renderer == "plotly":
         pick(page, "Colour by", corpus.recolour)
@@ -192,6 +196,10 @@ def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
         frame.locator(f'#map[data-colour="{corpus.recolour}"]').wait_for()
         page.wait_for_timeout(0)
     colour_s = time.perf_counter() - started
+    colour_bytes = received.total
+    idle(page)
+
+    hover_s, hover_bytes = hover(page, frame, renderer, received)
 
     if renderer == "plotly":
         chart = page.locator(".js-plotly-plot").first
@@ -206,13 +214,47 @@ def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
     page.mouse.down()
     page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2, steps=8)
     page.mouse.move(area["x"] + area["width"] - 3, area["y"] + area["height"] - 3, steps=8)
+    received.total = 0
     started = time.perf_counter()
     page.mouse.up()
     page.get_by_text("notes selected").wait_for()
     page.get_by_test_id("stDataFrame").nth(1).wait_for()
     select_s = time.perf_counter() - started
     return {"n": n, "renderer": renderer, "draw_s": round(draw_s, 3), "colour_s": round(colour_s, 3),
-            "select_s": round(select_s, 3), "bytes_per_point": round(bytes_per_point, 1)}
+            "hover_s": round(hover_s, 3), "select_s": round(select_s, 3), "bytes_per_point": round(bytes_per_point, 1),
+            "colour_bytes": colour_bytes, "hover_bytes": hover_bytes, "select_bytes": received.total}
+
+
+# where the first point is drawn, in the page's pixels (plotly: its first trace's first point)
+PLOTLY_FIRST_POINT = """gd => { const t = gd._fullData.find(t => t.type === 'scattergl' && t._length);
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+    return [box.left + xa._offset + xa.l2p(t.x[0]), box.top + ya._offset + ya.l2p(t.y[0])]; }"""
+
+
+def hover(page, frame, renderer: str, received: Received) -> tuple[float, int]:
+    """Seconds from the pointer resting on a note to its preview text shown, and the bytes received."""
+    if renderer == "plotly":
+        chart = page.locator(".js-plotly-plot").first
+        chart.scroll_into_view_if_needed()
+        x, y = chart.evaluate(PLOTLY_FIRST_POINT)
+        shown = page.locator(".hoverlayer .hovertext").first
+    else:
+        page.locator('iframe[src*="notespace_map"]').first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        canvas = frame.locator("canvas.points").bounding_box()
+        sx, sy = frame.locator("#map").evaluate("() => { const S = window.notespaceMap; return S.screenOf(S.ords[0]); }")
+        x, y = canvas["x"] + sx, canvas["y"] + sy
+        shown = frame.locator("#tooltip .text").filter(has_not_text="…")
+    page.mouse.move(x - 40, y - 40)
+    page.wait_for_timeout(300)
+    received.total = 0
+    started = time.perf_counter()
+    page.mouse.move(x, y, steps=2)
+    shown.wait_for()
+    hover_s = time.perf_counter() - started
+    hover_bytes = received.total
+    page.mouse.move(x - 40, y - 40)  # off the note, so its preview does not cover the box drawn next
+    idle(page)
+    return hover_s, hover_bytes
 
 
 def main() -> None:
