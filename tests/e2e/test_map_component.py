@@ -77,12 +77,17 @@ def test_colour_box_lasso_and_hover_preview(wards, page, app_url):
 
     frame.locator('button[data-mode="pan"]').click()
     x, y = map_point(page, 3)
+    page.wait_for_timeout(300)  # the selection's frames drawn
+    frames = frame.locator("#map").evaluate("() => window.notespaceMap.frames")
     page.mouse.move(x - 3, y)
     page.mouse.move(x, y, steps=3)
     tooltip = frame.locator("#tooltip")
     expect(tooltip.locator(".head")).to_have_text("n00003")  # the preview, fetched for this one note
     expect(tooltip.locator(".text")).to_contain_text(NASTY)  # shown as typed: text, never HTML
     assert tooltip.locator("img, b").count() == 0
+    # the note is found and ringed on the overlay: no frame of every point (~1.2 s at 1M in software WebGL)
+    page.wait_for_timeout(300)
+    assert frame.locator("#map").evaluate("() => window.notespaceMap.frames") == frames
     screenshot(page, "map-component-hover")
 
 

@@ -56,7 +56,6 @@ const plot = createScatterplot({
   canvas, xScale, yScale, pointSize: 4, opacity: 0.75, backgroundColor: [1, 1, 1, 1],
   lassoColor: [0.1, 0.1, 0.1, 0.8], lassoClearEvent: "lassoEnd", opacityInactiveScale: 0.35,
   pointColorActive: [0.07, 0.07, 0.07, 1], pointSizeSelected: 1, pointOutlineWidth: 1,
-  pointColorHover: [0.07, 0.07, 0.07, 1],
   // the spatial index built in this task, as the points are set: with a worker (above 1M points) frames
   // without points would pass meanwhile, and a view change in one of them is lost (see fitView)
   spatialIndexUseWorker: false,
@@ -163,6 +162,7 @@ async function loadPoints(args) {
   status.textContent = `Loading ${args.n.toLocaleString()} notes…`;
   const buffer = await fetchBinary(args.points_url);
   if (S.loading?.url !== args.points_url) return; // another map arrived meanwhile
+  hoverOn(null); // the note hovered was one of the old points
   const n = args.n;
   S.pointsUrl = args.points_url;
   S.n = n;
@@ -698,22 +698,64 @@ function paletteColours() {
   return pixels;
 }
 
-// ---- hover: highlight at once, the preview after a short rest on the note --------------------------
-plot.subscribe("pointOver", (i) => {
+// ---- hover: found here, ringed on the overlay at once, the preview after a short rest on the note ----
+// regl-scatterplot's own hover redraws every point on each move of the pointer over one (~1.2 s a frame
+// at 1M points on software WebGL: the pointer's path across the map queued frame after frame, and a
+// preview took 1.6-3.0 s). So it is told the pointer is never over its canvas (it still pans, zooms and
+// selects a clicked note, which take their own events), and the nearest note is found here, once a frame.
+const HOVER_REACH = 4; // pixels beyond a point's edge that still hover it
+const outsidePlot = () => canvas.dispatchEvent(new MouseEvent("mouseleave"));
+canvas.addEventListener("mouseenter", (event) => event.stopImmediatePropagation(), { capture: true });
+outsidePlot();
+window.addEventListener("blur", outsidePlot); // after its blur handler, which forgets where the pointer is
+
+window.addEventListener("mousemove", (event) => {
+  if (event.buttons) { // a pan takes the note from under the pointer (a box or lasso keeps it, for a click)
+    if (S.mode === "pan") hoverOn(null);
+    return;
+  }
+  S.pointer = event.target === canvas ? local(event) : null;
+  if (S.hoverQueued) return;
+  S.hoverQueued = true;
+  requestAnimationFrame(() => {
+    S.hoverQueued = false;
+    hoverOn(S.pointer && S.nx ? nearestPoint(...S.pointer) : null);
+  });
+}, { capture: true });
+stage.addEventListener("mouseleave", () => { S.pointer = null; hoverOn(null); });
+
+// the shown note drawn nearest to a pixel of the map, within reach of its edge; null if none
+function nearestPoint(px, py) {
+  const [ax, bx] = coefficients(xScale);
+  const [ay, by] = coefficients(yScale);
+  const reach = (S.set.pointSize || 4) / 2 + HOVER_REACH;
+  let nearest = null;
+  let best = reach * reach;
+  for (let i = 0; i < S.n; i++) {
+    const dx = ax * S.nx[i] + bx - px;
+    if (dx > reach || dx < -reach) continue;
+    const dy = ay * S.ny[i] + by - py;
+    const d = dx * dx + dy * dy;
+    if (d < best && isShown(i)) { best = d; nearest = i; }
+  }
+  return nearest;
+}
+
+function hoverOn(i) {
+  if (i === S.hovered) return;
   S.hovered = i;
-  showHover(i, null);
-  if (S.channel) S.channel.postMessage({ type: "hover", ord: S.ords[i] });
   clearTimeout(S.hoverTimer);
+  if (S.channel) S.channel.postMessage({ type: "hover", ord: i === null ? null : S.ords[i] });
+  drawOverlay();
+  if (i === null) {
+    tooltip.style.display = "none";
+    return;
+  }
+  showHover(i, null);
   S.hoverTimer = setTimeout(() => {
     if (S.hovered === i && S.args.preview_on_hover) report({ event: "hover", hover: S.ords[i], selected: null });
   }, 250);
-});
-plot.subscribe("pointOut", () => {
-  S.hovered = null;
-  clearTimeout(S.hoverTimer);
-  tooltip.style.display = "none";
-  if (S.channel) S.channel.postMessage({ type: "hover", ord: null });
-});
+}
 
 function showHover(i, preview) {
   const column = S.args.columns.find((c) => c.name === S.colour);
@@ -774,6 +816,10 @@ function drawOverlay() {
   for (const i of S.highlight.filter(isShown)) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 7);
   ctx.strokeStyle = "#d62728";
   for (const i of [...S.linked].filter(isShown)) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 9);
+  if (S.hovered !== null && S.hovered < S.n) {
+    ctx.strokeStyle = "#111";
+    ring(ctx, xScale(S.nx[S.hovered]), yScale(S.ny[S.hovered]), (S.set.pointSize || 4) / 2 + 3);
+  }
   if (S.showLabels) placeLabels(ctx, width, height);
   else root.dataset.labels = "0";
   if (S.lasso) drawLasso(ctx);
