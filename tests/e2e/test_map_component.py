@@ -90,6 +90,17 @@ def test_colour_box_lasso_and_hover_preview(wards, page, app_url):
     assert frame.locator("#map").evaluate("() => window.notespaceMap.frames") == frames
     screenshot(page, "map-component-hover")
 
+    # regl-scatterplot no longer sees the pointer's moves over its canvas, but a drag still pans it
+    where = "() => window.notespaceMap.screenOf(3)"
+    before = frame.locator("#map").evaluate(where)
+    page.mouse.down()
+    page.mouse.move(x + 40, y + 20, steps=5)
+    page.mouse.up()
+    expect(tooltip).to_be_hidden()  # the note left the pointer
+    wait_for(lambda: frame.locator("#map").evaluate(where)[0] > before[0] + 30)
+    after = frame.locator("#map").evaluate(where)
+    assert after[0] - before[0] == pytest.approx(40, abs=3) and after[1] - before[1] == pytest.approx(20, abs=3)
+
 
 def shown(frame) -> int:
     """How many notes the map shows (not hidden from its legend)."""
