@@ -225,7 +225,7 @@ def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
             "colour_bytes": colour_bytes, "hover_bytes": hover_bytes, "select_bytes": received.total}
 
 
-# where the first point is drawn, in the page's pixels (plotly: its first trace's first point)
+# where plotly draws its first trace's first point, in the page's pixels
 PLOTLY_FIRST_POINT = """gd => { const t = gd._fullData.find(t => t.type === 'scattergl' && t._length);
     const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
     return [box.left + xa._offset + xa.l2p(t.x[0]), box.top + ya._offset + ya.l2p(t.y[0])]; }"""
