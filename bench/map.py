@@ -28,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -243,7 +244,7 @@ def hover(page, frame, renderer: str, received: Received) -> tuple[float, int]:
         canvas = frame.locator("canvas.points").bounding_box()
         sx, sy = frame.locator("#map").evaluate("() => { const S = window.notespaceMap; return S.screenOf(S.ords[0]); }")
         x, y = canvas["x"] + sx, canvas["y"] + sy
-        shown = frame.locator("#tooltip .text").filter(has_not_text="…")
+        shown = frame.locator("#tooltip .text").filter(has_not_text=re.compile(r"^…$"))  # the preview, not its placeholder
     page.mouse.move(0, 0)  # off the map: no other note's preview on its way while timed
     page.wait_for_timeout(300)
     received.total = 0
