@@ -54,6 +54,7 @@ from bench import million  # noqa: E402
 from bench.serving import served_app  # noqa: E402
 
 
+MAP_IFRAME = 'iframe[src*="notespace_map"]'  # the map component's
 METRICS = ("draw_s", "colour_s", "hover_s", "select_s", "bytes_per_point", "colour_bytes", "hover_bytes", "select_bytes")
 
 
@@ -174,7 +175,7 @@ def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
     received.total = 0
     started = time.perf_counter()
     page.get_by_test_id("stSidebarNav").get_by_text("Explore", exact=True).click()
-    frame = page.frame_locator('iframe[src*="notespace_map"]').first  # the map's (no plotly map has one)
+    frame = page.frame_locator(MAP_IFRAME).first  # (no plotly map has one)
     if renderer == "plotly":
         page.wait_for_function(PLOTLY_POINTS, arg=n, polling=50)
     else:
@@ -209,7 +210,7 @@ def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
         area = chart.locator(".nsewdrag").first.bounding_box()
     else:
         frame.locator('button[data-mode="box"]').click()
-        page.locator('iframe[src*="notespace_map"]').first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        centre_map(page)
         area = frame.locator(".stage").bounding_box()
     page.mouse.move(area["x"] + 3, area["y"] + 3)
     page.mouse.down()
@@ -226,6 +227,10 @@ def timed(page, url: str, renderer: str, n: int, corpus: Corpus) -> dict:
             "colour_bytes": colour_bytes, "hover_bytes": hover_bytes, "select_bytes": received.total}
 
 
+def centre_map(page) -> None:
+    page.locator(MAP_IFRAME).first.evaluate("e => e.scrollIntoView({block: 'center'})")
+
+
 # where plotly draws its first trace's first point, in the page's pixels
 PLOTLY_FIRST_POINT = """gd => { const t = gd._fullData.find(t => t.type === 'scattergl' && t._length);
     const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
@@ -240,7 +245,7 @@ def hover(page, frame, renderer: str, received: Received) -> tuple[float, int]:
         x, y = chart.evaluate(PLOTLY_FIRST_POINT)
         shown = page.locator(".hoverlayer .hovertext").first
     else:
-        page.locator('iframe[src*="notespace_map"]').first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        centre_map(page)
         canvas = frame.locator("canvas.points").bounding_box()
         sx, sy = frame.locator("#map").evaluate("() => { const S = window.notespaceMap; return S.screenOf(S.ords[0]); }")
         x, y = canvas["x"] + sx, canvas["y"] + sy

@@ -443,6 +443,8 @@ window.addEventListener("blur", () => { S.focused = false; root.classList.remove
 // Every plot.set redraws all points (~0.2 s for 50k on software WebGL) and setting a canvas's size
 // clears it, so the plot is touched only when its size or style really changed: a rerun of the page
 // (e.g. after a selection) re-renders the component with the same values.
+const pointSize = () => S.set.pointSize || 4; // as last set (4 until the first render sets it)
+
 function setIfChanged(properties) {
   const changed = Object.entries(properties).filter(([name, value]) => S.set[name] !== value);
   if (!changed.length) return;
@@ -648,7 +650,7 @@ function queueOverlay() {
 function paintSelection(ctx) {
   const { width, height } = overlay;
   const colours = paletteColours();
-  const size = Math.max(2, Math.round((S.set.pointSize || 4) * devicePixelRatio));
+  const size = Math.max(2, Math.round(pointSize() * devicePixelRatio));
   const [ax, bx] = coefficients(xScale);
   const [ay, by] = coefficients(yScale);
   // painted again only when something it shows changed: a page rerun or a hover redraws the overlay,
@@ -728,7 +730,7 @@ stage.addEventListener("mouseleave", () => { S.pointer = null; hoverOn(null); })
 function nearestPoint(px, py) {
   const [ax, bx] = coefficients(xScale);
   const [ay, by] = coefficients(yScale);
-  const reach = (S.set.pointSize || 4) / 2 + HOVER_REACH;
+  const reach = pointSize() / 2 + HOVER_REACH;
   let nearest = null;
   let best = reach * reach;
   for (let i = 0; i < S.n; i++) {
@@ -816,9 +818,9 @@ function drawOverlay() {
   for (const i of S.highlight.filter(isShown)) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 7);
   ctx.strokeStyle = "#d62728";
   for (const i of [...S.linked].filter(isShown)) ring(ctx, xScale(S.nx[i]), yScale(S.ny[i]), 9);
-  if (S.hovered !== null && S.hovered < S.n) {
+  if (S.hovered !== null) { // reset before new points replace the ones it indexes (loadPoints)
     ctx.strokeStyle = "#111";
-    ring(ctx, xScale(S.nx[S.hovered]), yScale(S.ny[S.hovered]), (S.set.pointSize || 4) / 2 + 3);
+    ring(ctx, xScale(S.nx[S.hovered]), yScale(S.ny[S.hovered]), pointSize() / 2 + 3);
   }
   if (S.showLabels) placeLabels(ctx, width, height);
   else root.dataset.labels = "0";
