@@ -367,8 +367,6 @@ def test_cluster_corpus_reports_progress_and_times_itself(notes_store, monkeypat
     """Progress from 0 to 1, never back: the embedding step within the first 30 %, then the clustering's
     own steps; a stored clustering says so. `seconds` is this call's time and the run's recorded seconds
     include the embedding step (both bounded by clocks read around the calls, not by thresholds)."""
-
-
     embedding_seconds = []
     original = embed.corpus_space
 
@@ -528,8 +526,6 @@ def test_notes_outside_the_sample_join_their_nearest_sample_notes_cluster():
 def _vote_oracle(X, rows, sample_labels, k=10):
     """sklearn's brute-force cosine kNN over the sample, then a plain count per label: for each row
     outside the sample, the labels with the most votes, and the label of its nearest sample note."""
-
-
     rest = np.setdiff1d(np.arange(len(X)), rows)
     idx = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(X[rows]).kneighbors(
         X[rest], return_distance=False)
